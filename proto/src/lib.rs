@@ -1,0 +1,14 @@
+//! PLG wire protocol, sans-IO: frame codec, AEAD sealing, replay window, tickets and
+//! control messages. Nothing here touches a socket or a clock; callers pass `now` in.
+//! The byte-level specification is `docs/protocol.md`.
+
+mod codec;
+pub mod control;
+pub mod frame;
+pub mod replay;
+pub mod session;
+pub mod ticket;
+
+pub use frame::{ErrorCode, Frame, FrameType, Header};
+pub use session::{Role, Session};
+pub use ticket::{Destination, Ticket, TicketError, TicketVerifier};
