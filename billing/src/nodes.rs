@@ -1,0 +1,272 @@
+//! Relay nodes: single-use join tokens, joining (certificate + node secret), announcing
+//! addresses, and the list of live nodes handed to clients.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::http::StatusCode;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::SqlitePool;
+
+use crate::Billing;
+use crate::db::now_secs;
+use crate::error::{ApiError, ApiJson};
+use crate::mesh_ca::SignError;
+use crate::tickets::TicketKey;
+
+/// A node that has not announced for this long is not offered to clients.
+pub const NODE_FRESHNESS_SECS: i64 = 90;
+/// DNS suffix of node server names (`<node_id>.nodes.plg`).
+pub const SERVER_NAME_SUFFIX: &str = "nodes.plg";
+const MAX_PUBLIC_KEY_PEM: usize = 4096;
+
+/// Hex SHA-256 of a bearer secret. Tokens and node secrets are 256 random bits, so a fast
+/// hash is enough: there is nothing to brute-force.
+fn secret_hash(secret: &str) -> String {
+    Sha256::digest(secret.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn random_secret() -> String {
+    URL_SAFE_NO_PAD.encode(crate::random_bytes(32))
+}
+
+/// Creates a single-use join token valid for `ttl`; only its hash is stored.
+pub(crate) async fn create_join_token(db: &SqlitePool, ttl: Duration) -> anyhow::Result<String> {
+    let token = random_secret();
+    let now = now_secs();
+    let expires_at = now.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
+    sqlx::query("INSERT INTO join_tokens (token_hash, created_at, expires_at) VALUES ($1, $2, $3)")
+        .bind(secret_hash(&token))
+        .bind(now)
+        .bind(expires_at)
+        .execute(db)
+        .await?;
+    tracing::info!(expires_at, "join token created");
+    Ok(token)
+}
+
+fn valid_label(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct JoinRequest {
+    token: String,
+    name: String,
+    region: String,
+    public_key_pem: String,
+}
+
+#[derive(Serialize)]
+pub(crate) struct Joined {
+    node_id: String,
+    server_name: String,
+    cert_pem: String,
+    ca_cert_pem: String,
+    node_secret: String,
+    ticket_keys: Vec<TicketKey>,
+}
+
+/// `POST /v1/nodes/join`.
+pub(crate) async fn join(
+    State(billing): State<Billing>,
+    ApiJson(req): ApiJson<JoinRequest>,
+) -> Result<(StatusCode, Json<Joined>), ApiError> {
+    if !valid_label(&req.name) {
+        return Err(ApiError::bad_request(
+            "invalid_name",
+            "name must be 1-64 chars of [A-Za-z0-9._-]",
+        ));
+    }
+    if !valid_label(&req.region) {
+        return Err(ApiError::bad_request(
+            "invalid_region",
+            "region must be 1-64 chars of [A-Za-z0-9._-]",
+        ));
+    }
+    if req.public_key_pem.len() > MAX_PUBLIC_KEY_PEM {
+        return Err(ApiError::bad_request(
+            "invalid_public_key",
+            "public_key_pem is too long",
+        ));
+    }
+    let node_id = format!("node-{}", hex(&crate::random_bytes(6)));
+    let server_name = format!("{node_id}.{SERVER_NAME_SUFFIX}");
+    // Sign before consuming the token, so a bad key doesn't burn it.
+    let cert_pem = billing
+        .ca()
+        .sign_node_cert(&req.public_key_pem, &server_name)
+        .map_err(|e| match e {
+            SignError::BadPublicKey(_) => {
+                ApiError::bad_request("invalid_public_key", e.to_string())
+            }
+            SignError::Signing(_) => ApiError::Internal(e.into()),
+        })?;
+    let node_secret = random_secret();
+    let now = now_secs();
+
+    let mut tx = billing.db().begin().await?;
+    // Atomic single use: only one request can flip used_at from NULL.
+    let consumed = sqlx::query(
+        "UPDATE join_tokens SET used_at = $1, node_id = $2 \
+         WHERE token_hash = $3 AND used_at IS NULL AND expires_at > $1",
+    )
+    .bind(now)
+    .bind(&node_id)
+    .bind(secret_hash(&req.token))
+    .execute(&mut *tx)
+    .await?;
+    if consumed.rows_affected() != 1 {
+        tracing::warn!(name = %req.name, "join refused: invalid join token");
+        return Err(ApiError::InvalidJoinToken);
+    }
+    sqlx::query(
+        "INSERT INTO nodes (id, name, region, server_name, secret_hash, cert_pem, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&node_id)
+    .bind(&req.name)
+    .bind(&req.region)
+    .bind(&server_name)
+    .bind(secret_hash(&node_secret))
+    .bind(&cert_pem)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    tracing::info!(node = %node_id, name = %req.name, region = %req.region, "node joined");
+
+    let ticket_keys = billing.ticket_keys().await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(Joined {
+            node_id,
+            server_name,
+            cert_pem,
+            ca_cert_pem: billing.ca().cert_pem().to_owned(),
+            node_secret,
+            ticket_keys,
+        }),
+    ))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct Announce {
+    control_addr: String,
+    data_addr: String,
+}
+
+fn parse_public_addr(field: &'static str, s: &str) -> Result<SocketAddr, ApiError> {
+    match s.parse::<SocketAddr>() {
+        Ok(a) if !a.ip().is_unspecified() && a.port() != 0 => Ok(a),
+        _ => Err(ApiError::bad_request(
+            "invalid_address",
+            format!("{field} must be a reachable ip:port (not 0.0.0.0, not port 0)"),
+        )),
+    }
+}
+
+/// `POST /v1/nodes/announce`.
+pub(crate) async fn announce(
+    State(billing): State<Billing>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<Announce>,
+) -> Result<StatusCode, ApiError> {
+    let secret = crate::auth::bearer(&headers).ok_or(ApiError::InvalidNodeSecret)?;
+    let control = parse_public_addr("control_addr", &req.control_addr)?;
+    let data = parse_public_addr("data_addr", &req.data_addr)?;
+    let updated = sqlx::query(
+        "UPDATE nodes SET control_addr = $1, data_addr = $2, last_seen = $3 WHERE secret_hash = $4",
+    )
+    .bind(control.to_string())
+    .bind(data.to_string())
+    .bind(now_secs())
+    .bind(secret_hash(secret))
+    .execute(billing.db())
+    .await?;
+    if updated.rows_affected() != 1 {
+        return Err(ApiError::InvalidNodeSecret);
+    }
+    tracing::debug!(control = %control, data = %data, "node announced");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A node as offered to clients in `POST /v1/sessions`.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct NodeView {
+    id: String,
+    server_name: String,
+    region: String,
+    control_addr: String,
+    data_addr: String,
+}
+
+/// Enabled nodes that announced within [`NODE_FRESHNESS_SECS`], by priority then name.
+pub(crate) async fn live_nodes(db: &SqlitePool) -> Result<Vec<NodeView>, ApiError> {
+    let rows: Vec<(String, String, String, String, String)> = sqlx::query_as(
+        "SELECT id, server_name, region, control_addr, data_addr FROM nodes \
+         WHERE enabled = TRUE AND last_seen >= $1 \
+         AND control_addr IS NOT NULL AND data_addr IS NOT NULL \
+         ORDER BY priority, name, id",
+    )
+    .bind(now_secs() - NODE_FRESHNESS_SECS)
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(id, server_name, region, control_addr, data_addr)| NodeView {
+                id,
+                server_name,
+                region,
+                control_addr,
+                data_addr,
+            },
+        )
+        .collect())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels() {
+        assert!(valid_label("relay-1.fra_a"));
+        assert!(!valid_label(""));
+        assert!(!valid_label("has space"));
+        assert!(!valid_label(&"a".repeat(65)));
+    }
+
+    #[test]
+    fn addresses() {
+        assert!(parse_public_addr("x", "198.51.100.7:443").is_ok());
+        assert!(parse_public_addr("x", "[2001:db8::1]:443").is_ok());
+        assert!(parse_public_addr("x", "0.0.0.0:443").is_err());
+        assert!(parse_public_addr("x", "198.51.100.7:0").is_err());
+        assert!(parse_public_addr("x", "example.com:443").is_err());
+    }
+
+    #[test]
+    fn hashes_are_hex_sha256() {
+        assert_eq!(
+            secret_hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

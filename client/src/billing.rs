@@ -1,0 +1,170 @@
+//! Talking to billing: sign up, log in, fetch the mesh CA, request a session ticket.
+
+use std::time::Duration;
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+/// What went wrong talking to billing, phrased for the gamer.
+#[derive(Debug, thiserror::Error)]
+pub enum BillingError {
+    /// Network failure.
+    #[error("cannot reach billing at {url}: {source}")]
+    Unreachable {
+        /// The URL tried.
+        url: String,
+        /// Underlying error.
+        source: reqwest::Error,
+    },
+    /// Billing answered with an error body.
+    #[error("{message} ({code}, HTTP {status})")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// Stable error code, e.g. `invalid_credentials`.
+        code: String,
+        /// Human-readable message.
+        message: String,
+    },
+    /// Billing answered something we don't understand.
+    #[error("unexpected answer from billing: {0}")]
+    Protocol(String),
+}
+
+/// One relay node a session may use.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// Node id.
+    pub id: String,
+    /// TLS name in the node's certificate.
+    pub server_name: String,
+    /// Region label.
+    #[serde(default)]
+    pub region: String,
+    /// QUIC control address.
+    pub control_addr: String,
+    /// UDP data address.
+    pub data_addr: String,
+}
+
+/// Game summary in a session grant.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GameRef {
+    /// Catalog slug.
+    pub slug: String,
+    /// Display name.
+    pub name: String,
+}
+
+/// A session billing granted: the signed ticket and where to use it.
+#[derive(Clone, Debug, Deserialize)]
+pub struct SessionGrant {
+    /// Session id (decimal string; u64).
+    pub session_id: String,
+    /// Base64 of the signed ticket.
+    pub ticket: String,
+    /// Unix seconds when the ticket expires.
+    pub expires_at: u64,
+    /// The game.
+    pub game: GameRef,
+    /// Allowed destinations, `CIDR:PORTS`.
+    pub destinations: Vec<String>,
+    /// Candidate nodes, best first.
+    pub nodes: Vec<NodeInfo>,
+}
+
+impl SessionGrant {
+    /// The ticket bytes.
+    pub fn ticket_bytes(&self) -> Result<Vec<u8>, BillingError> {
+        base64::engine::general_purpose::STANDARD
+            .decode(&self.ticket)
+            .map_err(|_| BillingError::Protocol("ticket is not base64".into()))
+    }
+}
+
+/// Answer of `GET /v1/mesh`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct MeshInfo {
+    /// Mesh CA certificate (PEM); nodes must chain to it.
+    pub ca_cert_pem: String,
+}
+
+#[derive(Deserialize)]
+struct LoginAnswer {
+    access_token: String,
+    expires_in: u64,
+}
+
+/// A logged-in (or anonymous) billing client.
+#[derive(Clone, Debug)]
+pub struct BillingClient {
+    base: String,
+    http: reqwest::Client,
+    token: Option<String>,
+}
+
+impl BillingClient {
+    /// A client for billing at `base` (e.g. `http://127.0.0.1:8080`).
+    pub fn new(base: &str) -> Self {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(15)).build().expect("HTTP client");
+        BillingClient { base: base.trim_end_matches('/').to_owned(), http, token: None }
+    }
+
+    /// Uses an access token obtained earlier.
+    pub fn with_token(mut self, token: String) -> Self {
+        self.token = Some(token);
+        self
+    }
+
+    /// Billing base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    async fn call<T: for<'de> Deserialize<'de>>(&self, req: reqwest::RequestBuilder, url: &str) -> Result<T, BillingError> {
+        let req = match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        };
+        let resp = req.send().await.map_err(|source| BillingError::Unreachable { url: url.to_owned(), source })?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body: serde_json::Value = resp.json().await.unwrap_or_default();
+            return Err(BillingError::Api {
+                status: status.as_u16(),
+                code: body["error"]["code"].as_str().unwrap_or("unknown").to_owned(),
+                message: body["error"]["message"].as_str().unwrap_or("billing refused the request").to_owned(),
+            });
+        }
+        resp.json().await.map_err(|e| BillingError::Protocol(e.to_string()))
+    }
+
+    /// Creates an account.
+    pub async fn register(&self, email: &str, password: &str) -> Result<(), BillingError> {
+        let url = format!("{}/v1/accounts", self.base);
+        let _: serde_json::Value =
+            self.call(self.http.post(&url).json(&serde_json::json!({"email": email, "password": password})), &url).await?;
+        Ok(())
+    }
+
+    /// Logs in; returns the access token and its lifetime in seconds, and keeps the token.
+    pub async fn login(&mut self, email: &str, password: &str) -> Result<(String, u64), BillingError> {
+        let url = format!("{}/v1/auth/login", self.base);
+        let a: LoginAnswer =
+            self.call(self.http.post(&url).json(&serde_json::json!({"email": email, "password": password})), &url).await?;
+        self.token = Some(a.access_token.clone());
+        Ok((a.access_token, a.expires_in))
+    }
+
+    /// Fetches the mesh CA.
+    pub async fn mesh(&self) -> Result<MeshInfo, BillingError> {
+        let url = format!("{}/v1/mesh", self.base);
+        self.call(self.http.get(&url), &url).await
+    }
+
+    /// Asks for a session ticket for `game`.
+    pub async fn request_session(&self, game: &str) -> Result<SessionGrant, BillingError> {
+        let url = format!("{}/v1/sessions", self.base);
+        self.call(self.http.post(&url).json(&serde_json::json!({"game": game})), &url).await
+    }
+}

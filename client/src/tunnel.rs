@@ -1,0 +1,131 @@
+//! Session setup with a node: QUIC to its control endpoint (trusting only the mesh CA),
+//! present the ticket, derive the data-plane keys from the TLS exporter.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use plg_proto::control::{ALPN, Accept, ControlMessage, MAX_CONTROL_LEN, RejectCode};
+use plg_proto::session::{EXPORTER_LABEL, KEYING_MATERIAL_LEN, Role};
+use plg_proto::Session;
+use quinn::crypto::rustls::QuicClientConfig;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+
+/// Why a session could not be set up with a node.
+#[derive(Debug, thiserror::Error)]
+pub enum TunnelError {
+    /// The mesh CA we were given is unusable.
+    #[error("mesh CA certificate is invalid: {0}")]
+    BadCa(String),
+    /// Network or TLS failure reaching the node (including a certificate not from our mesh).
+    #[error("cannot connect to node {node}: {detail}")]
+    Connect {
+        /// Node address.
+        node: SocketAddr,
+        /// What failed.
+        detail: String,
+    },
+    /// The node refused the ticket.
+    #[error("node refused the session: {message} ({code:?})")]
+    Rejected {
+        /// Machine-readable reason.
+        code: RejectCode,
+        /// Node's explanation.
+        message: String,
+    },
+    /// The node broke the control protocol.
+    #[error("node sent an invalid control message: {0}")]
+    Protocol(String),
+}
+
+/// An established session: the sealed-frame state and where to send data frames.
+#[derive(Debug)]
+pub struct Tunnel {
+    /// Client end of the session.
+    pub session: Session,
+    /// Node's UDP data address.
+    pub data_addr: SocketAddr,
+    /// What the node granted.
+    pub accept: Accept,
+    /// Control connection (kept open for the session).
+    pub connection: quinn::Connection,
+    endpoint: quinn::Endpoint,
+}
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn client_config(ca_pem: &str) -> Result<quinn::ClientConfig, TunnelError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        let cert = cert.map_err(|e| TunnelError::BadCa(e.to_string()))?;
+        roots.add(cert).map_err(|e| TunnelError::BadCa(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(TunnelError::BadCa("no certificate in PEM".into()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TunnelError::BadCa(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let quic = QuicClientConfig::try_from(tls).map_err(|e| TunnelError::BadCa(e.to_string()))?;
+    let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(Duration::from_secs(10)));
+    cfg.transport_config(Arc::new(transport));
+    Ok(cfg)
+}
+
+impl Tunnel {
+    /// Connects to the node at `control` (whose certificate must name `server_name` and chain
+    /// to `ca_pem`), presents `ticket` and derives the session keys.
+    pub async fn open(control: SocketAddr, server_name: &str, ca_pem: &str, ticket: &[u8]) -> Result<Tunnel, TunnelError> {
+        let connect_err = |detail: String| TunnelError::Connect { node: control, detail };
+        let bind: SocketAddr = if control.is_ipv4() { (Ipv4Addr::UNSPECIFIED, 0).into() } else { (Ipv6Addr::UNSPECIFIED, 0).into() };
+        let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| connect_err(e.to_string()))?;
+        endpoint.set_default_client_config(client_config(ca_pem)?);
+        let connecting = endpoint.connect(control, server_name).map_err(|e| connect_err(e.to_string()))?;
+        let connection = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+            .await
+            .map_err(|_| connect_err("timed out".into()))?
+            .map_err(|e| connect_err(e.to_string()))?;
+        let exchange = async {
+            let (mut send, mut recv) = connection.open_bi().await.map_err(|e| connect_err(e.to_string()))?;
+            send.write_all(&ControlMessage::Hello { ticket: ticket.to_vec() }.encode())
+                .await
+                .map_err(|e| connect_err(e.to_string()))?;
+            let mut len = [0u8; 2];
+            recv.read_exact(&mut len).await.map_err(|e| TunnelError::Protocol(e.to_string()))?;
+            let len = u16::from_be_bytes(len) as usize;
+            if len > MAX_CONTROL_LEN {
+                return Err(TunnelError::Protocol("message too long".into()));
+            }
+            let mut body = vec![0u8; len];
+            recv.read_exact(&mut body).await.map_err(|e| TunnelError::Protocol(e.to_string()))?;
+            ControlMessage::decode(&body).map_err(|e| TunnelError::Protocol(e.to_string()))
+        };
+        let reply = tokio::time::timeout(CONNECT_TIMEOUT, exchange).await.map_err(|_| connect_err("no answer to HELLO".into()))??;
+        let accept = match reply {
+            ControlMessage::Accept(a) => a,
+            ControlMessage::Reject { code, message } => return Err(TunnelError::Rejected { code, message }),
+            ControlMessage::Hello { .. } => return Err(TunnelError::Protocol("unexpected HELLO".into())),
+        };
+        let mut km = [0u8; KEYING_MATERIAL_LEN];
+        connection
+            .export_keying_material(&mut km, EXPORTER_LABEL, &accept.session_id.to_be_bytes())
+            .map_err(|_| TunnelError::Protocol("key export failed".into()))?;
+        let session = Session::new(Role::Client, accept.session_id, &km);
+        // The data port lives on the IP we reached the control endpoint on.
+        let data_addr = SocketAddr::new(control.ip(), accept.data_port);
+        Ok(Tunnel { session, data_addr, accept, connection, endpoint })
+    }
+
+    /// Closes the control connection.
+    pub async fn close(self) {
+        self.connection.close(0u32.into(), b"bye");
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+    }
+}

@@ -1,0 +1,238 @@
+//! The node's identity on disk: private key, mesh certificate, CA, and what billing told it
+//! at join time. `join` creates it; `load` reads it back.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use base64::Engine;
+use ed25519_dalek::VerifyingKey;
+use serde::{Deserialize, Serialize};
+
+/// A ticket-verification key as billing publishes it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TicketKey {
+    /// Key id carried in tickets.
+    pub key_id: u32,
+    /// Base64 (standard) of the 32-byte Ed25519 public key.
+    pub public_key: String,
+}
+
+impl TicketKey {
+    /// Decodes the public key.
+    pub fn verifying_key(&self) -> Result<VerifyingKey> {
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(&self.public_key)
+            .context("ticket key is not base64")?;
+        let raw: [u8; 32] = raw.try_into().map_err(|_| anyhow::anyhow!("ticket key is not 32 bytes"))?;
+        VerifyingKey::from_bytes(&raw).context("ticket key is not a valid Ed25519 point")
+    }
+}
+
+/// Decodes a list of ticket keys into verifier input.
+pub fn decode_keys(keys: &[TicketKey]) -> Result<Vec<(u32, VerifyingKey)>> {
+    keys.iter().map(|k| Ok((k.key_id, k.verifying_key()?))).collect()
+}
+
+/// Answer of `GET /v1/mesh`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct MeshInfo {
+    /// Mesh CA certificate (PEM).
+    pub ca_cert_pem: String,
+    /// Ticket keys that can still be valid.
+    pub ticket_keys: Vec<TicketKey>,
+}
+
+/// Secret newtype: never printed.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// What `node.json` in the data dir holds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeState {
+    /// Id billing assigned.
+    pub node_id: String,
+    /// DNS name in the node certificate; clients verify it.
+    pub server_name: String,
+    /// Billing base URL.
+    pub billing_url: String,
+    /// Bearer secret for announcing to billing.
+    pub node_secret: Secret,
+    /// Ticket keys last fetched from billing (used when billing is unreachable).
+    pub ticket_keys: Vec<TicketKey>,
+}
+
+/// Everything the node needs to run, loaded from its data dir.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// Data dir it was loaded from.
+    pub dir: PathBuf,
+    /// Persistent state.
+    pub state: NodeState,
+    /// Node certificate (PEM).
+    pub cert_pem: String,
+    /// Node private key (PEM, PKCS#8).
+    pub key_pem: Secret,
+    /// Mesh CA certificate (PEM).
+    pub ca_pem: String,
+}
+
+#[derive(Serialize)]
+struct JoinRequest<'a> {
+    token: &'a str,
+    name: &'a str,
+    region: &'a str,
+    public_key_pem: String,
+}
+
+#[derive(Deserialize)]
+struct JoinResponse {
+    node_id: String,
+    server_name: String,
+    cert_pem: String,
+    ca_cert_pem: String,
+    node_secret: String,
+    ticket_keys: Vec<TicketKey>,
+}
+
+/// Parses billing's JSON error body into a sentence.
+pub(crate) async fn billing_error(resp: reqwest::Response) -> anyhow::Error {
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    let code = body["error"]["code"].as_str().unwrap_or("unknown");
+    let msg = body["error"]["message"].as_str().unwrap_or("no detail");
+    anyhow::anyhow!("billing answered {status}: {msg} ({code})")
+}
+
+const STATE_FILE: &str = "node.json";
+const KEY_FILE: &str = "node.key";
+const CERT_FILE: &str = "node.crt";
+const CA_FILE: &str = "ca.crt";
+
+/// Joins the mesh: creates a key pair, asks billing for a certificate with a join token, and
+/// writes the identity into `dir`. Refuses to overwrite an existing identity.
+pub async fn join(billing_url: &str, token: &str, name: &str, region: &str, dir: &Path) -> Result<Identity> {
+    if dir.join(STATE_FILE).exists() {
+        bail!("{} already holds a node identity; use `plg-node run` or pick another --data-dir", dir.display());
+    }
+    let key = rcgen::KeyPair::generate().context("generating node key")?;
+    let url = format!("{}/v1/nodes/join", billing_url.trim_end_matches('/'));
+    let resp = reqwest::Client::new()
+        .post(&url)
+        .timeout(std::time::Duration::from_secs(15))
+        .json(&JoinRequest { token, name, region, public_key_pem: key.public_key_pem() })
+        .send()
+        .await
+        .with_context(|| format!("cannot reach billing at {url}"))?;
+    if !resp.status().is_success() {
+        return Err(billing_error(resp).await.context("join refused"));
+    }
+    let j: JoinResponse = resp.json().await.context("billing sent an unexpected join answer")?;
+    decode_keys(&j.ticket_keys)?;
+    let id = Identity {
+        dir: dir.to_owned(),
+        state: NodeState {
+            node_id: j.node_id,
+            server_name: j.server_name,
+            billing_url: billing_url.trim_end_matches('/').to_owned(),
+            node_secret: Secret(j.node_secret),
+            ticket_keys: j.ticket_keys,
+        },
+        cert_pem: j.cert_pem,
+        key_pem: Secret(key.serialize_pem()),
+        ca_pem: j.ca_cert_pem,
+    };
+    id.save()?;
+    Ok(id)
+}
+
+fn write_private(path: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut opts = fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    opts.mode(0o600);
+    let mut f = opts.open(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+impl Identity {
+    /// Reads the identity written by [`join`].
+    pub fn load(dir: &Path) -> Result<Identity> {
+        let read = |f: &str| {
+            fs::read_to_string(dir.join(f)).with_context(|| {
+                format!("reading {} (has this node joined? run `plg-node join` first)", dir.join(f).display())
+            })
+        };
+        let state: NodeState = serde_json::from_str(&read(STATE_FILE)?).context("node.json is corrupt")?;
+        Ok(Identity {
+            dir: dir.to_owned(),
+            state,
+            cert_pem: read(CERT_FILE)?,
+            key_pem: Secret(read(KEY_FILE)?),
+            ca_pem: read(CA_FILE)?,
+        })
+    }
+
+    /// Writes every file atomically; the key and state are readable by the owner only.
+    pub fn save(&self) -> Result<()> {
+        fs::create_dir_all(&self.dir).with_context(|| format!("creating {}", self.dir.display()))?;
+        write_private(&self.dir.join(KEY_FILE), self.key_pem.0.as_bytes())?;
+        write_private(&self.dir.join(CERT_FILE), self.cert_pem.as_bytes())?;
+        write_private(&self.dir.join(CA_FILE), self.ca_pem.as_bytes())?;
+        write_private(&self.dir.join(STATE_FILE), serde_json::to_string_pretty(&self.state)?.as_bytes())?;
+        Ok(())
+    }
+
+    /// Fetches the current ticket keys from billing; on success they replace the cached ones.
+    pub async fn refresh_keys(&mut self) -> Result<()> {
+        let url = format!("{}/v1/mesh", self.state.billing_url);
+        let resp = reqwest::Client::new()
+            .get(&url)
+            .timeout(std::time::Duration::from_secs(10))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach billing at {url}"))?;
+        if !resp.status().is_success() {
+            return Err(billing_error(resp).await);
+        }
+        let mesh: MeshInfo = resp.json().await.context("unexpected /v1/mesh answer")?;
+        decode_keys(&mesh.ticket_keys)?;
+        if mesh.ticket_keys != self.state.ticket_keys {
+            self.state.ticket_keys = mesh.ticket_keys;
+            self.save()?;
+        }
+        Ok(())
+    }
+
+    /// Tells billing where clients can reach this node.
+    pub async fn announce(&self, control: std::net::SocketAddr, data: std::net::SocketAddr) -> Result<()> {
+        let url = format!("{}/v1/nodes/announce", self.state.billing_url);
+        let resp = reqwest::Client::new()
+            .post(&url)
+            .timeout(std::time::Duration::from_secs(10))
+            .bearer_auth(&self.state.node_secret.0)
+            .json(&serde_json::json!({ "control_addr": control.to_string(), "data_addr": data.to_string() }))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach billing at {url}"))?;
+        if !resp.status().is_success() {
+            return Err(billing_error(resp).await.context("announce refused"));
+        }
+        Ok(())
+    }
+}

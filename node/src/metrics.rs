@@ -1,0 +1,86 @@
+//! Node counters: every dropped or refused input is counted by reason.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        /// Live counters, shared by the node's tasks.
+        #[derive(Debug, Default)]
+        pub struct Metrics {
+            $($(#[$doc])* pub $name: AtomicU64,)*
+        }
+
+        /// A point-in-time copy of [`Metrics`].
+        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+        pub struct MetricsSnapshot {
+            $($(#[$doc])* pub $name: u64,)*
+        }
+
+        impl Metrics {
+            /// Reads every counter.
+            pub fn snapshot(&self) -> MetricsSnapshot {
+                MetricsSnapshot { $($name: self.$name.load(Ordering::Relaxed),)* }
+            }
+        }
+
+        impl MetricsSnapshot {
+            /// Prometheus text exposition of the counters.
+            pub fn to_prometheus(&self) -> String {
+                let mut s = String::new();
+                $(s.push_str(&format!("plg_node_{} {}\n", stringify!($name), self.$name));)*
+                s
+            }
+        }
+    };
+}
+
+counters! {
+    /// Datagrams received on the data port.
+    datagrams_in,
+    /// Datagrams sent from the data port.
+    datagrams_out,
+    /// Dropped: header did not parse (garbage, truncated, wrong version).
+    dropped_malformed,
+    /// Dropped: no such session.
+    dropped_unknown_session,
+    /// Dropped: AEAD authentication failed (forged, corrupted, wrong key).
+    dropped_auth,
+    /// Dropped: replayed, duplicate or too-old sequence number.
+    dropped_replay,
+    /// Dropped: path id beyond the ticket's path limit.
+    dropped_path,
+    /// Flow opens refused because the ticket (or node policy) does not allow the destination.
+    refused_destination,
+    /// Data for flows that are not open.
+    dropped_unknown_flow,
+    /// Upstream packets dropped because the data plane was saturated.
+    dropped_overload,
+    /// Sessions established.
+    sessions_accepted,
+    /// Tickets refused on the control channel.
+    tickets_rejected,
+    /// Sessions removed (closed, idle or expired).
+    sessions_closed,
+    /// Flows opened towards game servers.
+    flows_opened,
+    /// Packets sent to game servers.
+    upstream_packets_out,
+    /// Packets received from game servers.
+    upstream_packets_in,
+    /// Sends to game servers that failed (e.g. ICMP unreachable).
+    upstream_send_errors,
+    /// Payload bytes sent to game servers.
+    upstream_bytes_out,
+    /// Payload bytes received from game servers.
+    upstream_bytes_in,
+}
+
+/// Increments a counter by one.
+pub(crate) fn inc(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Adds `n` to a counter.
+pub(crate) fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
