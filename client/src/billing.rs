@@ -106,8 +106,15 @@ pub struct BillingClient {
 impl BillingClient {
     /// A client for billing at `base` (e.g. `http://127.0.0.1:8080`).
     pub fn new(base: &str) -> Self {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(15)).build().expect("HTTP client");
-        BillingClient { base: base.trim_end_matches('/').to_owned(), http, token: None }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(15))
+            .build()
+            .expect("HTTP client");
+        BillingClient {
+            base: base.trim_end_matches('/').to_owned(),
+            http,
+            token: None,
+        }
     }
 
     /// Uses an access token obtained earlier.
@@ -121,37 +128,71 @@ impl BillingClient {
         &self.base
     }
 
-    async fn call<T: for<'de> Deserialize<'de>>(&self, req: reqwest::RequestBuilder, url: &str) -> Result<T, BillingError> {
+    async fn call<T: for<'de> Deserialize<'de>>(
+        &self,
+        req: reqwest::RequestBuilder,
+        url: &str,
+    ) -> Result<T, BillingError> {
         let req = match &self.token {
             Some(t) => req.bearer_auth(t),
             None => req,
         };
-        let resp = req.send().await.map_err(|source| BillingError::Unreachable { url: url.to_owned(), source })?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|source| BillingError::Unreachable {
+                url: url.to_owned(),
+                source,
+            })?;
         let status = resp.status();
         if !status.is_success() {
             let body: serde_json::Value = resp.json().await.unwrap_or_default();
             return Err(BillingError::Api {
                 status: status.as_u16(),
-                code: body["error"]["code"].as_str().unwrap_or("unknown").to_owned(),
-                message: body["error"]["message"].as_str().unwrap_or("billing refused the request").to_owned(),
+                code: body["error"]["code"]
+                    .as_str()
+                    .unwrap_or("unknown")
+                    .to_owned(),
+                message: body["error"]["message"]
+                    .as_str()
+                    .unwrap_or("billing refused the request")
+                    .to_owned(),
             });
         }
-        resp.json().await.map_err(|e| BillingError::Protocol(e.to_string()))
+        resp.json()
+            .await
+            .map_err(|e| BillingError::Protocol(e.to_string()))
     }
 
     /// Creates an account.
     pub async fn register(&self, email: &str, password: &str) -> Result<(), BillingError> {
         let url = format!("{}/v1/accounts", self.base);
-        let _: serde_json::Value =
-            self.call(self.http.post(&url).json(&serde_json::json!({"email": email, "password": password})), &url).await?;
+        let _: serde_json::Value = self
+            .call(
+                self.http
+                    .post(&url)
+                    .json(&serde_json::json!({"email": email, "password": password})),
+                &url,
+            )
+            .await?;
         Ok(())
     }
 
     /// Logs in; returns the access token and its lifetime in seconds, and keeps the token.
-    pub async fn login(&mut self, email: &str, password: &str) -> Result<(String, u64), BillingError> {
+    pub async fn login(
+        &mut self,
+        email: &str,
+        password: &str,
+    ) -> Result<(String, u64), BillingError> {
         let url = format!("{}/v1/auth/login", self.base);
-        let a: LoginAnswer =
-            self.call(self.http.post(&url).json(&serde_json::json!({"email": email, "password": password})), &url).await?;
+        let a: LoginAnswer = self
+            .call(
+                self.http
+                    .post(&url)
+                    .json(&serde_json::json!({"email": email, "password": password})),
+                &url,
+            )
+            .await?;
         self.token = Some(a.access_token.clone());
         Ok((a.access_token, a.expires_in))
     }
@@ -165,6 +206,12 @@ impl BillingClient {
     /// Asks for a session ticket for `game`.
     pub async fn request_session(&self, game: &str) -> Result<SessionGrant, BillingError> {
         let url = format!("{}/v1/sessions", self.base);
-        self.call(self.http.post(&url).json(&serde_json::json!({"game": game})), &url).await
+        self.call(
+            self.http
+                .post(&url)
+                .json(&serde_json::json!({"game": game})),
+            &url,
+        )
+        .await
     }
 }

@@ -24,7 +24,10 @@ pub struct Credentials {
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials").field("billing_url", &self.billing_url).field("email", &self.email).finish_non_exhaustive()
+        f.debug_struct("Credentials")
+            .field("billing_url", &self.billing_url)
+            .field("email", &self.email)
+            .finish_non_exhaustive()
     }
 }
 
@@ -33,7 +36,9 @@ pub fn config_dir() -> Result<PathBuf> {
     if let Some(d) = std::env::var_os("PLG_CONFIG_DIR") {
         return Ok(PathBuf::from(d));
     }
-    Ok(dirs::config_dir().context("no config directory on this system; set PLG_CONFIG_DIR")?.join("plg"))
+    Ok(dirs::config_dir()
+        .context("no config directory on this system; set PLG_CONFIG_DIR")?
+        .join("plg"))
 }
 
 fn file(dir: &Path) -> PathBuf {
@@ -44,8 +49,10 @@ impl Credentials {
     /// Loads the saved login from `dir`.
     pub fn load(dir: &Path) -> Result<Credentials> {
         let path = file(dir);
-        let text = fs::read_to_string(&path).with_context(|| "not logged in: run `plg login --billing URL --email EMAIL` first")?;
-        serde_json::from_str(&text).with_context(|| format!("{} is corrupt; run `plg login` again", path.display()))
+        let text = fs::read_to_string(&path)
+            .with_context(|| "not logged in: run `plg login --billing URL --email EMAIL` first")?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("{} is corrupt; run `plg login` again", path.display()))
     }
 
     /// Saves atomically with mode 0600.
@@ -57,7 +64,9 @@ impl Credentials {
         opts.write(true).create(true).truncate(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut f = opts.open(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+        let mut f = opts
+            .open(&tmp)
+            .with_context(|| format!("writing {}", tmp.display()))?;
         f.write_all(serde_json::to_string_pretty(self)?.as_bytes())?;
         f.sync_all()?;
         fs::rename(&tmp, file(dir))?;

@@ -14,10 +14,22 @@ use anyhow::{Context, Result, bail};
 
 /// Requests a ticket for `game` and opens a session with the first reachable candidate node
 /// (or the one named `node_id`).
-pub async fn open_session(billing: &BillingClient, ca_pem: &str, game: &str, node_id: Option<&str>) -> Result<(SessionGrant, NodeInfo, Tunnel)> {
-    let grant = billing.request_session(game).await.context("requesting a session ticket")?;
+pub async fn open_session(
+    billing: &BillingClient,
+    ca_pem: &str,
+    game: &str,
+    node_id: Option<&str>,
+) -> Result<(SessionGrant, NodeInfo, Tunnel)> {
+    let grant = billing
+        .request_session(game)
+        .await
+        .context("requesting a session ticket")?;
     let ticket = grant.ticket_bytes()?;
-    let candidates: Vec<&NodeInfo> = grant.nodes.iter().filter(|n| node_id.is_none_or(|id| n.id == id)).collect();
+    let candidates: Vec<&NodeInfo> = grant
+        .nodes
+        .iter()
+        .filter(|n| node_id.is_none_or(|id| n.id == id))
+        .collect();
     if candidates.is_empty() {
         match node_id {
             Some(id) => bail!("node {id} is not among the nodes billing offers for this session"),
@@ -26,7 +38,9 @@ pub async fn open_session(billing: &BillingClient, ca_pem: &str, game: &str, nod
     }
     let mut last = None;
     for node in candidates {
-        let addr = node.control_addr.parse().with_context(|| format!("node {} has a bad address {:?}", node.id, node.control_addr))?;
+        let addr = node.control_addr.parse().with_context(|| {
+            format!("node {} has a bad address {:?}", node.id, node.control_addr)
+        })?;
         match Tunnel::open(addr, &node.server_name, ca_pem, &ticket).await {
             Ok(t) => return Ok((grant.clone(), node.clone(), t)),
             Err(e @ TunnelError::Rejected { .. }) => return Err(e.into()),
@@ -36,5 +50,7 @@ pub async fn open_session(billing: &BillingClient, ca_pem: &str, game: &str, nod
             }
         }
     }
-    Err(last.map(anyhow::Error::from).unwrap_or_else(|| anyhow::anyhow!("no node")))
+    Err(last
+        .map(anyhow::Error::from)
+        .unwrap_or_else(|| anyhow::anyhow!("no node")))
 }

@@ -64,36 +64,67 @@ fn password(stdin: bool) -> Result<String> {
     }
     if stdin {
         let mut line = String::new();
-        std::io::stdin().lock().read_line(&mut line).context("reading password from stdin")?;
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("reading password from stdin")?;
         return Ok(line.trim_end_matches(['\r', '\n']).to_owned());
     }
-    rpassword::prompt_password("Password: ").context("reading password (no terminal? use --password-stdin or PLG_PASSWORD)")
+    rpassword::prompt_password("Password: ")
+        .context("reading password (no terminal? use --password-stdin or PLG_PASSWORD)")
 }
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PLG_LOG").unwrap_or_else(|_| "warn".into());
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if cli.log_json { b.json().init() } else { b.init() }
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("PLG_LOG").unwrap_or_else(|_| "warn".into());
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cli.log_json {
+        b.json().init()
+    } else {
+        b.init()
+    }
     let dir = config_dir()?;
     match cli.command {
-        Command::Login { billing, email, password_stdin, register } => {
+        Command::Login {
+            billing,
+            email,
+            password_stdin,
+            register,
+        } => {
             let pw = password(password_stdin)?;
             let mut client = BillingClient::new(&billing);
             if register {
-                client.register(&email, &pw).await.context("sign-up failed")?;
+                client
+                    .register(&email, &pw)
+                    .await
+                    .context("sign-up failed")?;
                 println!("account {email} created");
             }
             let (token, ttl) = client.login(&email, &pw).await.context("login failed")?;
             let mesh = client.mesh().await.context("fetching the mesh CA")?;
-            Credentials { billing_url: billing, email: email.clone(), access_token: token, expires_at: unix_now() + ttl, mesh_ca_pem: mesh.ca_cert_pem }
-                .save(&dir)?;
-            println!("logged in as {email}; credentials saved in {}", dir.display());
+            Credentials {
+                billing_url: billing,
+                email: email.clone(),
+                access_token: token,
+                expires_at: unix_now() + ttl,
+                mesh_ca_pem: mesh.ca_cert_pem,
+            }
+            .save(&dir)?;
+            println!(
+                "logged in as {email}; credentials saved in {}",
+                dir.display()
+            );
         }
         Command::Logout => {
             if Credentials::remove(&dir)? {
@@ -102,16 +133,32 @@ async fn main() -> Result<()> {
                 println!("was not logged in");
             }
         }
-        Command::Connect { game, proxy, to, node } => {
+        Command::Connect {
+            game,
+            proxy,
+            to,
+            node,
+        } => {
             let creds = Credentials::load(&dir)?;
             if creds.expires_at <= unix_now() {
                 bail!("your login expired; run `plg login` again");
             }
-            let billing = BillingClient::new(&creds.billing_url).with_token(creds.access_token.clone());
-            let (grant, node, tunnel) = plg_client::open_session(&billing, &creds.mesh_ca_pem, &game, node.as_deref()).await?;
-            let mut p = Proxy::start(tunnel, proxy, to).await.with_context(|| format!("cannot listen on {proxy}"))?;
-            println!("session {} via node {} ({}) for {}", grant.session_id, node.id, node.control_addr, grant.game.name);
-            println!("point the game at {} — traffic goes to {to}; Ctrl-C to stop", p.local_addr);
+            let billing =
+                BillingClient::new(&creds.billing_url).with_token(creds.access_token.clone());
+            let (grant, node, tunnel) =
+                plg_client::open_session(&billing, &creds.mesh_ca_pem, &game, node.as_deref())
+                    .await?;
+            let mut p = Proxy::start(tunnel, proxy, to)
+                .await
+                .with_context(|| format!("cannot listen on {proxy}"))?;
+            println!(
+                "session {} via node {} ({}) for {}",
+                grant.session_id, node.id, node.control_addr, grant.game.name
+            );
+            println!(
+                "point the game at {} — traffic goes to {to}; Ctrl-C to stop",
+                p.local_addr
+            );
             let mut tick = tokio::time::interval(Duration::from_secs(2));
             loop {
                 tokio::select! {

@@ -33,6 +33,8 @@ pub struct ProxyStats {
     pub bytes_down: AtomicU64,
     /// Datagrams from the node dropped (forged, replayed, malformed).
     pub dropped: AtomicU64,
+    /// Game packets dropped because the node refused their destination.
+    pub refused: AtomicU64,
     /// Game packets too large to carry.
     pub oversize: AtomicU64,
     /// Last ping RTT to the node in microseconds (0 = none yet).
@@ -61,6 +63,8 @@ pub enum ProxyEvent {
 struct FlowState {
     game: SocketAddr,
     confirmed: bool,
+    /// The node refused the destination: stop sending for this flow.
+    refused: bool,
 }
 
 /// A running proxy.
@@ -78,18 +82,39 @@ pub struct Proxy {
 
 impl Proxy {
     /// Starts proxying `listen` (the game's side) to `dst` through `tunnel`.
-    pub async fn start(tunnel: Tunnel, listen: SocketAddr, dst: SocketAddr) -> std::io::Result<Proxy> {
+    pub async fn start(
+        tunnel: Tunnel,
+        listen: SocketAddr,
+        dst: SocketAddr,
+    ) -> std::io::Result<Proxy> {
         let local = UdpSocket::bind(listen).await?;
-        let bind: SocketAddr =
-            if tunnel.data_addr.is_ipv4() { (Ipv4Addr::UNSPECIFIED, 0).into() } else { (Ipv6Addr::UNSPECIFIED, 0).into() };
+        let bind: SocketAddr = if tunnel.data_addr.is_ipv4() {
+            (Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (Ipv6Addr::UNSPECIFIED, 0).into()
+        };
         let node = UdpSocket::bind(bind).await?;
         node.connect(tunnel.data_addr).await?;
         let local_addr = local.local_addr()?;
         let stats = Arc::new(ProxyStats::default());
         let (events_tx, events) = mpsc::channel(64);
         let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(run(tunnel, local, node, dst, stats.clone(), events_tx, stop_rx));
-        Ok(Proxy { local_addr, stats, events, stop, task })
+        let task = tokio::spawn(run(
+            tunnel,
+            local,
+            node,
+            dst,
+            stats.clone(),
+            events_tx,
+            stop_rx,
+        ));
+        Ok(Proxy {
+            local_addr,
+            stats,
+            events,
+            stop,
+            task,
+        })
     }
 
     /// Sends CLOSE to the node, closes the control connection and stops.
@@ -136,13 +161,17 @@ async fn run(
                             continue;
                         }
                         let f = flows.len() as u32;
-                        flows.push(FlowState { game, confirmed: false });
+                        flows.push(FlowState { game, confirmed: false, refused: false });
                         by_game.insert(game, f);
                         tunnel.session.seal(0, &Frame::FlowOpen { flow: f, dst }, &mut out);
                         let _ = node.send(&out).await;
                         f
                     }
                 };
+                if flows[flow as usize].refused {
+                    s.refused.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
                 tunnel.session.seal(0, &Frame::Data { flow, payload: &buf[..n] }, &mut out);
                 if node.send(&out).await.is_ok() {
                     s.bytes_up.fetch_add(n as u64, Ordering::Relaxed);
@@ -174,10 +203,12 @@ async fn run(
                             ErrorCode::DestinationNotAllowed => ProxyEvent::DestinationRefused(dst),
                             _ => ProxyEvent::FlowError { flow, code },
                         };
-                        if code == ErrorCode::UnknownFlow {
-                            // The node forgot the flow (idle expiry or restart): open it again.
-                            if let Some(f) = flows.get_mut(flow as usize) {
-                                f.confirmed = false;
+                        if let Some(f) = flows.get_mut(flow as usize) {
+                            match code {
+                                // The node forgot the flow (idle expiry or restart): open it again.
+                                ErrorCode::UnknownFlow => f.confirmed = false,
+                                ErrorCode::DestinationNotAllowed => f.refused = true,
+                                _ => {}
                             }
                         }
                         let _ = events.try_send(ev);
@@ -193,7 +224,7 @@ async fn run(
                 let _ = node.send(&out).await;
                 // FLOW_OPEN travels over UDP and can be lost: repeat until the flow answers.
                 for (i, f) in flows.iter().enumerate() {
-                    if !f.confirmed {
+                    if !f.confirmed && !f.refused {
                         tunnel.session.seal(0, &Frame::FlowOpen { flow: i as u32, dst }, &mut out);
                         let _ = node.send(&out).await;
                     }
@@ -202,7 +233,9 @@ async fn run(
             _ = stop.changed() => break,
         }
     }
-    tunnel.session.seal(0, &Frame::Close { reason: 0 }, &mut out);
+    tunnel
+        .session
+        .seal(0, &Frame::Close { reason: 0 }, &mut out);
     let _ = node.send(&out).await;
     tunnel
 }

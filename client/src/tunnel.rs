@@ -5,9 +5,9 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use plg_proto::Session;
 use plg_proto::control::{ALPN, Accept, ControlMessage, MAX_CONTROL_LEN, RejectCode};
 use plg_proto::session::{EXPORTER_LABEL, KEYING_MATERIAL_LEN, Role};
-use plg_proto::Session;
 use quinn::crypto::rustls::QuicClientConfig;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
@@ -59,7 +59,9 @@ fn client_config(ca_pem: &str) -> Result<quinn::ClientConfig, TunnelError> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         let cert = cert.map_err(|e| TunnelError::BadCa(e.to_string()))?;
-        roots.add(cert).map_err(|e| TunnelError::BadCa(e.to_string()))?;
+        roots
+            .add(cert)
+            .map_err(|e| TunnelError::BadCa(e.to_string()))?;
     }
     if roots.is_empty() {
         return Err(TunnelError::BadCa("no certificate in PEM".into()));
@@ -82,36 +84,68 @@ fn client_config(ca_pem: &str) -> Result<quinn::ClientConfig, TunnelError> {
 impl Tunnel {
     /// Connects to the node at `control` (whose certificate must name `server_name` and chain
     /// to `ca_pem`), presents `ticket` and derives the session keys.
-    pub async fn open(control: SocketAddr, server_name: &str, ca_pem: &str, ticket: &[u8]) -> Result<Tunnel, TunnelError> {
-        let connect_err = |detail: String| TunnelError::Connect { node: control, detail };
-        let bind: SocketAddr = if control.is_ipv4() { (Ipv4Addr::UNSPECIFIED, 0).into() } else { (Ipv6Addr::UNSPECIFIED, 0).into() };
+    pub async fn open(
+        control: SocketAddr,
+        server_name: &str,
+        ca_pem: &str,
+        ticket: &[u8],
+    ) -> Result<Tunnel, TunnelError> {
+        let connect_err = |detail: String| TunnelError::Connect {
+            node: control,
+            detail,
+        };
+        let bind: SocketAddr = if control.is_ipv4() {
+            (Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (Ipv6Addr::UNSPECIFIED, 0).into()
+        };
         let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| connect_err(e.to_string()))?;
         endpoint.set_default_client_config(client_config(ca_pem)?);
-        let connecting = endpoint.connect(control, server_name).map_err(|e| connect_err(e.to_string()))?;
+        let connecting = endpoint
+            .connect(control, server_name)
+            .map_err(|e| connect_err(e.to_string()))?;
         let connection = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
             .await
             .map_err(|_| connect_err("timed out".into()))?
             .map_err(|e| connect_err(e.to_string()))?;
         let exchange = async {
-            let (mut send, mut recv) = connection.open_bi().await.map_err(|e| connect_err(e.to_string()))?;
-            send.write_all(&ControlMessage::Hello { ticket: ticket.to_vec() }.encode())
+            let (mut send, mut recv) = connection
+                .open_bi()
                 .await
                 .map_err(|e| connect_err(e.to_string()))?;
+            send.write_all(
+                &ControlMessage::Hello {
+                    ticket: ticket.to_vec(),
+                }
+                .encode(),
+            )
+            .await
+            .map_err(|e| connect_err(e.to_string()))?;
             let mut len = [0u8; 2];
-            recv.read_exact(&mut len).await.map_err(|e| TunnelError::Protocol(e.to_string()))?;
+            recv.read_exact(&mut len)
+                .await
+                .map_err(|e| TunnelError::Protocol(e.to_string()))?;
             let len = u16::from_be_bytes(len) as usize;
             if len > MAX_CONTROL_LEN {
                 return Err(TunnelError::Protocol("message too long".into()));
             }
             let mut body = vec![0u8; len];
-            recv.read_exact(&mut body).await.map_err(|e| TunnelError::Protocol(e.to_string()))?;
+            recv.read_exact(&mut body)
+                .await
+                .map_err(|e| TunnelError::Protocol(e.to_string()))?;
             ControlMessage::decode(&body).map_err(|e| TunnelError::Protocol(e.to_string()))
         };
-        let reply = tokio::time::timeout(CONNECT_TIMEOUT, exchange).await.map_err(|_| connect_err("no answer to HELLO".into()))??;
+        let reply = tokio::time::timeout(CONNECT_TIMEOUT, exchange)
+            .await
+            .map_err(|_| connect_err("no answer to HELLO".into()))??;
         let accept = match reply {
             ControlMessage::Accept(a) => a,
-            ControlMessage::Reject { code, message } => return Err(TunnelError::Rejected { code, message }),
-            ControlMessage::Hello { .. } => return Err(TunnelError::Protocol("unexpected HELLO".into())),
+            ControlMessage::Reject { code, message } => {
+                return Err(TunnelError::Rejected { code, message });
+            }
+            ControlMessage::Hello { .. } => {
+                return Err(TunnelError::Protocol("unexpected HELLO".into()));
+            }
         };
         let mut km = [0u8; KEYING_MATERIAL_LEN];
         connection
@@ -120,7 +154,13 @@ impl Tunnel {
         let session = Session::new(Role::Client, accept.session_id, &km);
         // The data port lives on the IP we reached the control endpoint on.
         let data_addr = SocketAddr::new(control.ip(), accept.data_port);
-        Ok(Tunnel { session, data_addr, accept, connection, endpoint })
+        Ok(Tunnel {
+            session,
+            data_addr,
+            accept,
+            connection,
+            endpoint,
+        })
     }
 
     /// Closes the control connection.

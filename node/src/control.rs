@@ -14,8 +14,8 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::dataplane::Command;
 use crate::identity::Identity;
-use crate::unix_now;
 use crate::metrics::{Metrics, inc};
+use crate::unix_now;
 
 /// How long a client has to present its ticket after connecting.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -69,7 +69,9 @@ impl Control {
     async fn handle(self, incoming: quinn::Incoming) -> Result<()> {
         let conn = incoming.await?;
         let peer = conn.remote_address();
-        let (mut send, mut recv) = tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi()).await.context("no stream")??;
+        let (mut send, mut recv) = tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi())
+            .await
+            .context("no stream")??;
         let hello = tokio::time::timeout(HELLO_TIMEOUT, async {
             let mut len = [0u8; 2];
             recv.read_exact(&mut len).await?;
@@ -112,15 +114,24 @@ impl Control {
             Ok(t) => t,
             Err(e) => {
                 let code = match e {
-                    TicketError::Malformed(_) | TicketError::UnsupportedVersion(_) => RejectCode::MalformedTicket,
-                    TicketError::UnknownKey(_) | TicketError::BadSignature => RejectCode::InvalidTicket,
-                    TicketError::Expired { .. } | TicketError::NotYetValid { .. } => RejectCode::TicketExpired,
+                    TicketError::Malformed(_) | TicketError::UnsupportedVersion(_) => {
+                        RejectCode::MalformedTicket
+                    }
+                    TicketError::UnknownKey(_) | TicketError::BadSignature => {
+                        RejectCode::InvalidTicket
+                    }
+                    TicketError::Expired { .. } | TicketError::NotYetValid { .. } => {
+                        RejectCode::TicketExpired
+                    }
                 };
                 return reject(code, e.to_string());
             }
         };
         let mut km = [0u8; KEYING_MATERIAL_LEN];
-        if conn.export_keying_material(&mut km, EXPORTER_LABEL, &ticket.session_id.to_be_bytes()).is_err() {
+        if conn
+            .export_keying_material(&mut km, EXPORTER_LABEL, &ticket.session_id.to_be_bytes())
+            .is_err()
+        {
             return reject(RejectCode::Other, "key export failed".into());
         }
         let session = Session::new(Role::Node, ticket.session_id, &km);
@@ -133,7 +144,16 @@ impl Control {
         };
         let (tx, rx) = oneshot::channel();
         let (session_id, account) = (ticket.session_id, ticket.account_id);
-        if self.commands.send(Command::Open { ticket, session, reply: tx }).await.is_err() {
+        if self
+            .commands
+            .send(Command::Open {
+                ticket,
+                session,
+                reply: tx,
+            })
+            .await
+            .is_err()
+        {
             return reject(RejectCode::Unavailable, "node is shutting down".into());
         }
         match rx.await {

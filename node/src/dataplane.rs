@@ -14,9 +14,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::unix_now;
 use crate::metrics::{Metrics, add, inc};
 use crate::policy;
+use crate::unix_now;
 
 /// Most flows one session may open.
 pub const MAX_FLOWS_PER_SESSION: usize = 64;
@@ -34,7 +34,11 @@ pub(crate) struct DataConfig {
 #[derive(Debug)]
 pub(crate) enum Command {
     /// Install (or replace, on reconnect) a session.
-    Open { ticket: Ticket, session: Session, reply: oneshot::Sender<Result<(), OpenRefused>> },
+    Open {
+        ticket: Ticket,
+        session: Session,
+        reply: oneshot::Sender<Result<(), OpenRefused>>,
+    },
 }
 
 /// The data plane can't take the session.
@@ -84,7 +88,6 @@ pub(crate) struct DataPlane {
     out: Vec<u8>,
 }
 
-
 /// Runs the data plane until `shutdown` flips.
 pub(crate) async fn run(
     socket: Arc<UdpSocket>,
@@ -94,7 +97,14 @@ pub(crate) async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let (up_tx, mut up_rx) = mpsc::channel(8192);
-    let mut dp = DataPlane { socket: socket.clone(), sessions: HashMap::new(), metrics, cfg, up_tx, out: Vec::with_capacity(MAX_DATAGRAM) };
+    let mut dp = DataPlane {
+        socket: socket.clone(),
+        sessions: HashMap::new(),
+        metrics,
+        cfg,
+        up_tx,
+        out: Vec::with_capacity(MAX_DATAGRAM),
+    };
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let mut sweep = tokio::time::interval(Duration::from_millis(500));
     loop {
@@ -115,16 +125,31 @@ pub(crate) async fn run(
 impl DataPlane {
     fn on_command(&mut self, cmd: Command) {
         match cmd {
-            Command::Open { ticket, session, reply } => {
+            Command::Open {
+                ticket,
+                session,
+                reply,
+            } => {
                 let id = session.id();
-                if !self.sessions.contains_key(&id) && self.sessions.len() >= self.cfg.max_sessions {
+                if !self.sessions.contains_key(&id) && self.sessions.len() >= self.cfg.max_sessions
+                {
                     let _ = reply.send(Err(OpenRefused(self.sessions.len())));
                     return;
                 }
                 let paths = vec![None; ticket.path_limit.max(1) as usize];
                 let replaced = self
                     .sessions
-                    .insert(id, Entry { session, ticket, paths, last_path: 0, flows: HashMap::new(), last_seen: Instant::now() })
+                    .insert(
+                        id,
+                        Entry {
+                            session,
+                            ticket,
+                            paths,
+                            last_path: 0,
+                            flows: HashMap::new(),
+                            last_seen: Instant::now(),
+                        },
+                    )
                     .is_some();
                 tracing::info!(session = id, replaced, "session open");
                 let _ = reply.send(Ok(()));
@@ -185,9 +210,18 @@ impl DataPlane {
                     Some(Frame::error(ErrorCode::UnknownFlow, flow))
                 }
             },
-            Frame::FlowOpen { flow, dst } => {
-                open_flow(entry, h.session_id, flow, dst, &self.cfg, &self.metrics, &self.up_tx, now).err().map(|code| Frame::error(code, flow))
-            }
+            Frame::FlowOpen { flow, dst } => open_flow(
+                entry,
+                h.session_id,
+                flow,
+                dst,
+                &self.cfg,
+                &self.metrics,
+                &self.up_tx,
+                now,
+            )
+            .err()
+            .map(|code| Frame::error(code, flow)),
             Frame::Ping { id, timestamp_us } => Some(Frame::Pong { id, timestamp_us }),
             Frame::Close { reason } => {
                 tracing::info!(session = h.session_id, reason, "session closed by client");
@@ -197,7 +231,12 @@ impl DataPlane {
             }
             Frame::Pong { .. } => None,
             Frame::Error { raw_code, flow, .. } => {
-                tracing::debug!(session = h.session_id, code = raw_code, flow, "client reported an error");
+                tracing::debug!(
+                    session = h.session_id,
+                    code = raw_code,
+                    flow,
+                    "client reported an error"
+                );
                 None
             }
         };
@@ -211,12 +250,25 @@ impl DataPlane {
     }
 
     async fn on_upstream(&mut self, u: Upstream) {
-        let Some(entry) = self.sessions.get_mut(&u.session) else { return };
-        let Some(flow) = entry.flows.get_mut(&u.flow) else { return };
+        let Some(entry) = self.sessions.get_mut(&u.session) else {
+            return;
+        };
+        let Some(flow) = entry.flows.get_mut(&u.flow) else {
+            return;
+        };
         flow.last_active = Instant::now();
         let path = entry.last_path;
-        let Some(addr) = entry.paths[path as usize] else { return };
-        entry.session.seal(path, &Frame::Data { flow: u.flow, payload: &u.data }, &mut self.out);
+        let Some(addr) = entry.paths[path as usize] else {
+            return;
+        };
+        entry.session.seal(
+            path,
+            &Frame::Data {
+                flow: u.flow,
+                payload: &u.data,
+            },
+            &mut self.out,
+        );
         match self.socket.send_to(&self.out, addr).await {
             Ok(_) => inc(&self.metrics.datagrams_out),
             Err(e) => tracing::debug!(session = u.session, error = %e, "send to client failed"),
@@ -228,15 +280,20 @@ impl DataPlane {
         let before = self.sessions.len();
         let cfg = &self.cfg;
         self.sessions.retain(|id, e| {
-            let keep = now.duration_since(e.last_seen) < cfg.session_idle && unix < e.ticket.expires_at;
+            let keep =
+                now.duration_since(e.last_seen) < cfg.session_idle && unix < e.ticket.expires_at;
             if !keep {
                 tracing::info!(session = id, "session expired");
             }
             keep
         });
-        add(&self.metrics.sessions_closed, (before - self.sessions.len()) as u64);
+        add(
+            &self.metrics.sessions_closed,
+            (before - self.sessions.len()) as u64,
+        );
         for e in self.sessions.values_mut() {
-            e.flows.retain(|_, f| now.duration_since(f.last_active) < cfg.flow_idle);
+            e.flows
+                .retain(|_, f| now.duration_since(f.last_active) < cfg.flow_idle);
         }
     }
 }
@@ -260,7 +317,11 @@ fn open_flow(
     if let Some(f) = entry.flows.get_mut(&flow) {
         // Clients repeat FLOW_OPEN because it can be lost; same destination is a no-op.
         f.last_active = now;
-        return if f.dst == dst { Ok(()) } else { Err(ErrorCode::FlowConflict) };
+        return if f.dst == dst {
+            Ok(())
+        } else {
+            Err(ErrorCode::FlowConflict)
+        };
     }
     if entry.flows.len() >= MAX_FLOWS_PER_SESSION {
         return Err(ErrorCode::TooManyFlows);
@@ -270,8 +331,22 @@ fn open_flow(
         ErrorCode::UpstreamUnreachable
     })?;
     let socket = Arc::new(socket);
-    let reader = tokio::spawn(read_upstream(socket.clone(), session, flow, up_tx.clone(), m.clone()));
-    entry.flows.insert(flow, Flow { dst, socket, reader, last_active: now });
+    let reader = tokio::spawn(read_upstream(
+        socket.clone(),
+        session,
+        flow,
+        up_tx.clone(),
+        m.clone(),
+    ));
+    entry.flows.insert(
+        flow,
+        Flow {
+            dst,
+            socket,
+            reader,
+            last_active: now,
+        },
+    );
     inc(&m.flows_opened);
     tracing::debug!(session, flow, %dst, "flow open");
     Ok(())
@@ -279,14 +354,24 @@ fn open_flow(
 
 /// One ephemeral-port socket per flow, connected so only the game server's replies arrive.
 fn upstream_socket(dst: SocketAddr) -> std::io::Result<UdpSocket> {
-    let bind: IpAddr = if dst.is_ipv4() { Ipv4Addr::UNSPECIFIED.into() } else { Ipv6Addr::UNSPECIFIED.into() };
+    let bind: IpAddr = if dst.is_ipv4() {
+        Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        Ipv6Addr::UNSPECIFIED.into()
+    };
     let s = std::net::UdpSocket::bind((bind, 0))?;
     s.connect(dst)?;
     s.set_nonblocking(true)?;
     UdpSocket::from_std(s)
 }
 
-async fn read_upstream(socket: Arc<UdpSocket>, session: u64, flow: u32, up_tx: mpsc::Sender<Upstream>, m: Arc<Metrics>) {
+async fn read_upstream(
+    socket: Arc<UdpSocket>,
+    session: u64,
+    flow: u32,
+    up_tx: mpsc::Sender<Upstream>,
+    m: Arc<Metrics>,
+) {
     let mut buf = vec![0u8; 65536];
     loop {
         match socket.recv(&mut buf).await {
@@ -295,7 +380,14 @@ async fn read_upstream(socket: Arc<UdpSocket>, session: u64, flow: u32, up_tx: m
             Ok(n) => {
                 inc(&m.upstream_packets_in);
                 add(&m.upstream_bytes_in, n as u64);
-                if up_tx.try_send(Upstream { session, flow, data: buf[..n].to_vec() }).is_err() {
+                if up_tx
+                    .try_send(Upstream {
+                        session,
+                        flow,
+                        data: buf[..n].to_vec(),
+                    })
+                    .is_err()
+                {
                     if up_tx.is_closed() {
                         return;
                     }

@@ -24,14 +24,18 @@ impl TicketKey {
         let raw = base64::engine::general_purpose::STANDARD
             .decode(&self.public_key)
             .context("ticket key is not base64")?;
-        let raw: [u8; 32] = raw.try_into().map_err(|_| anyhow::anyhow!("ticket key is not 32 bytes"))?;
+        let raw: [u8; 32] = raw
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("ticket key is not 32 bytes"))?;
         VerifyingKey::from_bytes(&raw).context("ticket key is not a valid Ed25519 point")
     }
 }
 
 /// Decodes a list of ticket keys into verifier input.
 pub fn decode_keys(keys: &[TicketKey]) -> Result<Vec<(u32, VerifyingKey)>> {
-    keys.iter().map(|k| Ok((k.key_id, k.verifying_key()?))).collect()
+    keys.iter()
+        .map(|k| Ok((k.key_id, k.verifying_key()?)))
+        .collect()
 }
 
 /// Answer of `GET /v1/mesh`.
@@ -119,23 +123,40 @@ const CA_FILE: &str = "ca.crt";
 
 /// Joins the mesh: creates a key pair, asks billing for a certificate with a join token, and
 /// writes the identity into `dir`. Refuses to overwrite an existing identity.
-pub async fn join(billing_url: &str, token: &str, name: &str, region: &str, dir: &Path) -> Result<Identity> {
+pub async fn join(
+    billing_url: &str,
+    token: &str,
+    name: &str,
+    region: &str,
+    dir: &Path,
+) -> Result<Identity> {
     if dir.join(STATE_FILE).exists() {
-        bail!("{} already holds a node identity; use `plg-node run` or pick another --data-dir", dir.display());
+        bail!(
+            "{} already holds a node identity; use `plg-node run` or pick another --data-dir",
+            dir.display()
+        );
     }
     let key = rcgen::KeyPair::generate().context("generating node key")?;
     let url = format!("{}/v1/nodes/join", billing_url.trim_end_matches('/'));
     let resp = reqwest::Client::new()
         .post(&url)
         .timeout(std::time::Duration::from_secs(15))
-        .json(&JoinRequest { token, name, region, public_key_pem: key.public_key_pem() })
+        .json(&JoinRequest {
+            token,
+            name,
+            region,
+            public_key_pem: key.public_key_pem(),
+        })
         .send()
         .await
         .with_context(|| format!("cannot reach billing at {url}"))?;
     if !resp.status().is_success() {
         return Err(billing_error(resp).await.context("join refused"));
     }
-    let j: JoinResponse = resp.json().await.context("billing sent an unexpected join answer")?;
+    let j: JoinResponse = resp
+        .json()
+        .await
+        .context("billing sent an unexpected join answer")?;
     decode_keys(&j.ticket_keys)?;
     let id = Identity {
         dir: dir.to_owned(),
@@ -163,7 +184,9 @@ fn write_private(path: &Path, data: &[u8]) -> Result<()> {
     opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
     opts.mode(0o600);
-    let mut f = opts.open(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    let mut f = opts
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
     f.write_all(data)?;
     f.sync_all()?;
     fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
@@ -175,10 +198,14 @@ impl Identity {
     pub fn load(dir: &Path) -> Result<Identity> {
         let read = |f: &str| {
             fs::read_to_string(dir.join(f)).with_context(|| {
-                format!("reading {} (has this node joined? run `plg-node join` first)", dir.join(f).display())
+                format!(
+                    "reading {} (has this node joined? run `plg-node join` first)",
+                    dir.join(f).display()
+                )
             })
         };
-        let state: NodeState = serde_json::from_str(&read(STATE_FILE)?).context("node.json is corrupt")?;
+        let state: NodeState =
+            serde_json::from_str(&read(STATE_FILE)?).context("node.json is corrupt")?;
         Ok(Identity {
             dir: dir.to_owned(),
             state,
@@ -190,11 +217,15 @@ impl Identity {
 
     /// Writes every file atomically; the key and state are readable by the owner only.
     pub fn save(&self) -> Result<()> {
-        fs::create_dir_all(&self.dir).with_context(|| format!("creating {}", self.dir.display()))?;
+        fs::create_dir_all(&self.dir)
+            .with_context(|| format!("creating {}", self.dir.display()))?;
         write_private(&self.dir.join(KEY_FILE), self.key_pem.0.as_bytes())?;
         write_private(&self.dir.join(CERT_FILE), self.cert_pem.as_bytes())?;
         write_private(&self.dir.join(CA_FILE), self.ca_pem.as_bytes())?;
-        write_private(&self.dir.join(STATE_FILE), serde_json::to_string_pretty(&self.state)?.as_bytes())?;
+        write_private(
+            &self.dir.join(STATE_FILE),
+            serde_json::to_string_pretty(&self.state)?.as_bytes(),
+        )?;
         Ok(())
     }
 
@@ -220,7 +251,11 @@ impl Identity {
     }
 
     /// Tells billing where clients can reach this node.
-    pub async fn announce(&self, control: std::net::SocketAddr, data: std::net::SocketAddr) -> Result<()> {
+    pub async fn announce(
+        &self,
+        control: std::net::SocketAddr,
+        data: std::net::SocketAddr,
+    ) -> Result<()> {
         let url = format!("{}/v1/nodes/announce", self.state.billing_url);
         let resp = reqwest::Client::new()
             .post(&url)

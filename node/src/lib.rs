@@ -61,8 +61,12 @@ impl Default for NodeConfig {
 impl NodeConfig {
     /// Checks the settings before any socket is bound.
     pub fn validate(&self) -> Result<()> {
-        if self.public_ip.is_none() && (self.control_listen.ip().is_unspecified() || self.data_listen.ip().is_unspecified()) {
-            bail!("listening on a wildcard address: set --public-ip to the address clients should use");
+        if self.public_ip.is_none()
+            && (self.control_listen.ip().is_unspecified() || self.data_listen.ip().is_unspecified())
+        {
+            bail!(
+                "listening on a wildcard address: set --public-ip to the address clients should use"
+            );
         }
         if self.session_idle < Duration::from_secs(1) || self.flow_idle < Duration::from_secs(1) {
             bail!("idle timeouts must be at least one second");
@@ -80,7 +84,10 @@ impl NodeConfig {
 
 /// Unix time in seconds.
 pub(crate) fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// A started node.
@@ -106,10 +113,10 @@ const BILLING_REFRESH: Duration = Duration::from_secs(30);
 /// and announces itself. When billing is unreachable it runs on the cached keys.
 pub async fn start(mut identity: Identity, cfg: NodeConfig) -> Result<RunningNode> {
     cfg.validate()?;
-    if cfg.talk_to_billing {
-        if let Err(e) = identity.refresh_keys().await {
-            tracing::warn!(error = %format!("{e:#}"), "cannot refresh ticket keys, using cached ones");
-        }
+    if cfg.talk_to_billing
+        && let Err(e) = identity.refresh_keys().await
+    {
+        tracing::warn!(error = %format!("{e:#}"), "cannot refresh ticket keys, using cached ones");
     }
     let keys = identity::decode_keys(&identity.state.ticket_keys)?;
     if keys.is_empty() {
@@ -118,7 +125,9 @@ pub async fn start(mut identity: Identity, cfg: NodeConfig) -> Result<RunningNod
     let verifier = Arc::new(Mutex::new(TicketVerifier::new(keys)));
     let metrics = Arc::new(Metrics::default());
 
-    let data = UdpSocket::bind(cfg.data_listen).await.with_context(|| format!("binding data port {}", cfg.data_listen))?;
+    let data = UdpSocket::bind(cfg.data_listen)
+        .await
+        .with_context(|| format!("binding data port {}", cfg.data_listen))?;
     let data_addr = data.local_addr()?;
     let endpoint = quinn::Endpoint::server(control::server_config(&identity)?, cfg.control_listen)
         .with_context(|| format!("binding control port {}", cfg.control_listen))?;
@@ -133,7 +142,13 @@ pub async fn start(mut identity: Identity, cfg: NodeConfig) -> Result<RunningNod
         max_sessions: cfg.max_sessions,
         allow_private_destinations: cfg.allow_private_destinations,
     };
-    tasks.spawn(dataplane::run(Arc::new(data), metrics.clone(), dcfg, cmd_rx, shutdown_rx.clone()));
+    tasks.spawn(dataplane::run(
+        Arc::new(data),
+        metrics.clone(),
+        dcfg,
+        cmd_rx,
+        shutdown_rx.clone(),
+    ));
     let ctl = control::Control {
         verifier: verifier.clone(),
         commands: cmd_tx,
@@ -158,10 +173,10 @@ pub async fn start(mut identity: Identity, cfg: NodeConfig) -> Result<RunningNod
                     _ = tick.tick() => {}
                     _ = stop.changed() => return,
                 }
-                if identity.refresh_keys().await.is_ok() {
-                    if let Ok(keys) = identity::decode_keys(&identity.state.ticket_keys) {
-                        verifier.lock().await.set_keys(keys);
-                    }
+                if identity.refresh_keys().await.is_ok()
+                    && let Ok(keys) = identity::decode_keys(&identity.state.ticket_keys)
+                {
+                    verifier.lock().await.set_keys(keys);
                 }
                 if let Err(e) = identity.announce(public_control, public_data).await {
                     tracing::warn!(error = %format!("{e:#}"), "announce failed");
@@ -170,7 +185,15 @@ pub async fn start(mut identity: Identity, cfg: NodeConfig) -> Result<RunningNod
         });
     }
     tracing::info!(node = %node_id, control = %control_addr, data = %data_addr, "node running");
-    Ok(RunningNode { control_addr, data_addr, metrics, node_id, shutdown, endpoint, tasks })
+    Ok(RunningNode {
+        control_addr,
+        data_addr,
+        metrics,
+        node_id,
+        shutdown,
+        endpoint,
+        tasks,
+    })
 }
 
 impl RunningNode {

@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 
 /// PLG relay node.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = "PLG relay node. First `join` the mesh with a token from billing's admin, then `run`.")]
+#[command(
+    version,
+    about,
+    long_about = "PLG relay node. First `join` the mesh with a token from billing's admin, then `run`."
+)]
 struct Cli {
     /// Log as JSON lines instead of text (filter with PLG_LOG, e.g. PLG_LOG=debug).
     #[arg(long, global = true)]
@@ -68,8 +72,11 @@ enum Command {
 }
 
 fn init_logs(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PLG_LOG").unwrap_or_else(|_| "info".into());
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("PLG_LOG").unwrap_or_else(|_| "info".into());
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json { b.json().init() } else { b.init() }
 }
 
@@ -78,12 +85,32 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     init_logs(cli.log_json);
     match cli.command {
-        Command::Join { billing, token, name, region, data_dir } => {
+        Command::Join {
+            billing,
+            token,
+            name,
+            region,
+            data_dir,
+        } => {
             let id = plg_node::join(&billing, &token, &name, &region, &data_dir).await?;
-            println!("joined the mesh as {} ({}); identity in {}", id.state.node_id, id.state.server_name, data_dir.display());
+            println!(
+                "joined the mesh as {} ({}); identity in {}",
+                id.state.node_id,
+                id.state.server_name,
+                data_dir.display()
+            );
             println!("next: plg-node run --data-dir {}", data_dir.display());
         }
-        Command::Run { data_dir, control, data, public_ip, session_idle_secs, flow_idle_secs, max_sessions, allow_private_destinations } => {
+        Command::Run {
+            data_dir,
+            control,
+            data,
+            public_ip,
+            session_idle_secs,
+            flow_idle_secs,
+            max_sessions,
+            allow_private_destinations,
+        } => {
             let cfg = plg_node::NodeConfig {
                 control_listen: control,
                 data_listen: data,
@@ -108,7 +135,8 @@ async fn main() -> Result<()> {
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}

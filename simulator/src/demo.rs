@@ -31,7 +31,9 @@ fn row(name: &str, r: &TrafficReport) -> String {
 
 /// Runs the demo and prints what happened. Fails if traffic did not get through.
 pub async fn run(opts: DemoOptions) -> Result<()> {
-    println!("PLG Booster local demo — everything on 127.0.0.1, real sockets, real QUIC, real SQLite\n");
+    println!(
+        "PLG Booster local demo — everything on 127.0.0.1, real sockets, real QUIC, real SQLite\n"
+    );
     let mesh = LocalMesh::start().await?;
     let result = drive(&mesh, opts).await;
     let node = mesh.node.metrics.snapshot();
@@ -50,17 +52,26 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
         t.max_size,
         t.duration.as_secs_f64()
     );
-    println!("{:<22} {:>6} {:>6} {:>7} {:>8} {:>8} {:>8} {:>8}", "path", "sent", "back", "loss", "p50 ms", "p90 ms", "p99 ms", "max ms");
+    println!(
+        "{:<22} {:>6} {:>6} {:>7} {:>8} {:>8} {:>8} {:>8}",
+        "path", "sent", "back", "loss", "p50 ms", "p90 ms", "p99 ms", "max ms"
+    );
     println!("{}", row("direct", &direct));
     println!("{}", row("through PLG relay", &relayed));
     let added = relayed.rtt_ms(0.5) - direct.rtt_ms(0.5);
-    println!("\nRelay adds {:.3} ms at the median on loopback (sealing, node forwarding, one more hop).", added);
+    println!(
+        "\nRelay adds {:.3} ms at the median on loopback (sealing, node forwarding, one more hop).",
+        added
+    );
     println!(
         "Node counters: {} sessions accepted, {} packets to the game server, {} from it, {} dropped (malformed {}, auth {}, replay {}), {} destinations refused.",
         node.sessions_accepted,
         node.upstream_packets_out,
         node.upstream_packets_in,
-        node.dropped_malformed + node.dropped_auth + node.dropped_replay + node.dropped_unknown_session,
+        node.dropped_malformed
+            + node.dropped_auth
+            + node.dropped_replay
+            + node.dropped_unknown_session,
         node.dropped_malformed,
         node.dropped_auth,
         node.dropped_replay,
@@ -82,10 +93,19 @@ async fn drive(mesh: &LocalMesh, opts: DemoOptions) -> Result<Outcome> {
     let mut steps = mesh.steps.clone();
     let email = "gamer@demo.plg";
     let billing = mesh.gamer(email).await?;
-    steps.push(("gamer".into(), format!("plg login --register --billing {} --email {email}", mesh.billing_url)));
-    let (grant, node, tunnel) = plg_client::open_session(&billing, &mesh.ca_pem, DEMO_GAME, None).await?;
+    steps.push((
+        "gamer".into(),
+        format!(
+            "plg login --register --billing {} --email {email}",
+            mesh.billing_url
+        ),
+    ));
+    let (grant, node, tunnel) =
+        plg_client::open_session(&billing, &mesh.ca_pem, DEMO_GAME, None).await?;
     let listen: SocketAddr = (Ipv4Addr::LOCALHOST, 0).into();
-    let proxy = Proxy::start(tunnel, listen, mesh.game.addr).await.context("starting the local proxy")?;
+    let proxy = Proxy::start(tunnel, listen, mesh.game.addr)
+        .await
+        .context("starting the local proxy")?;
     steps.push((
         "client".into(),
         format!(

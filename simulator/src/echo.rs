@@ -32,13 +32,20 @@ impl EchoServer {
         let task = tokio::spawn(async move {
             let mut buf = vec![0u8; 65536];
             loop {
-                let Ok((n, from)) = socket.recv_from(&mut buf).await else { continue };
+                let Ok((n, from)) = socket.recv_from(&mut buf).await else {
+                    continue;
+                };
                 r.fetch_add(1, Ordering::Relaxed);
                 s.lock().await.insert(from);
                 let _ = socket.send_to(&buf[..n], from).await;
             }
         });
-        Ok(EchoServer { addr, received, sources, task })
+        Ok(EchoServer {
+            addr,
+            received,
+            sources,
+            task,
+        })
     }
 
     /// Datagrams received so far.

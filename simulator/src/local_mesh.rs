@@ -65,8 +65,13 @@ impl LocalMesh {
     /// Like [`LocalMesh::start`] with custom node settings.
     pub async fn start_with(node_cfg: NodeConfig) -> Result<LocalMesh> {
         let dir = tempfile::tempdir().context("creating a temporary directory")?;
-        let game = EchoServer::start(loopback()).await.context("starting the game server")?;
-        let mut steps = vec![("game server".to_string(), format!("UDP echo on {}", game.addr))];
+        let game = EchoServer::start(loopback())
+            .await
+            .context("starting the game server")?;
+        let mut steps = vec![(
+            "game server".to_string(),
+            format!("UDP echo on {}", game.addr),
+        )];
 
         let destination = format!("127.0.0.1/32:{}", game.addr.port());
         let config = plg_billing::Config {
@@ -80,7 +85,9 @@ impl LocalMesh {
             }],
             ..plg_billing::Config::default()
         };
-        let billing = Billing::open(config.clone()).await.context("opening billing")?;
+        let billing = Billing::open(config.clone())
+            .await
+            .context("opening billing")?;
         let listener = billing.bind().await?;
         let billing_url = format!("http://{}", listener.local_addr()?);
         let (billing_stop, stop_rx) = oneshot::channel::<()>();
@@ -103,7 +110,9 @@ impl LocalMesh {
             "node join".into(),
             format!("plg-billing join-token create → plg-node join --billing {billing_url} --token *** --data-dir {}", node_dir.display()),
         ));
-        let node = plg_node::start(identity, node_cfg).await.context("starting the node")?;
+        let node = plg_node::start(identity, node_cfg)
+            .await
+            .context("starting the node")?;
         steps.push((
             "node".into(),
             format!(
@@ -113,7 +122,17 @@ impl LocalMesh {
                 node.data_addr
             ),
         ));
-        Ok(LocalMesh { dir, billing, billing_url, game, node, ca_pem, steps, billing_stop, billing_task })
+        Ok(LocalMesh {
+            dir,
+            billing,
+            billing_url,
+            game,
+            node,
+            ca_pem,
+            steps,
+            billing_stop,
+            billing_task,
+        })
     }
 
     /// Registers and logs in a gamer account.
@@ -126,7 +145,13 @@ impl LocalMesh {
 
     /// Joins another node identity through billing (not started).
     pub async fn join_identity(&self, name: &str) -> Result<Identity> {
-        join_node(&self.billing, &self.billing_url, name, &self.dir.path().join(name)).await
+        join_node(
+            &self.billing,
+            &self.billing_url,
+            name,
+            &self.dir.path().join(name),
+        )
+        .await
     }
 
     /// Stops everything and removes the temporary directory.
@@ -138,7 +163,14 @@ impl LocalMesh {
     }
 }
 
-async fn join_node(billing: &Billing, url: &str, name: &str, dir: &std::path::Path) -> Result<Identity> {
+async fn join_node(
+    billing: &Billing,
+    url: &str,
+    name: &str,
+    dir: &std::path::Path,
+) -> Result<Identity> {
     let token = billing.create_join_token(Duration::from_secs(600)).await?;
-    plg_node::join(url, &token, name, "local", dir).await.context("joining the node")
+    plg_node::join(url, &token, name, "local", dir)
+        .await
+        .context("joining the node")
 }

@@ -33,10 +33,18 @@ enum Command {
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PLG_LOG").unwrap_or_else(|_| "warn".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("PLG_LOG").unwrap_or_else(|_| "warn".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     match cli.command {
-        Command::Demo { seconds, rate, seed } => {
+        Command::Demo {
+            seconds,
+            rate,
+            seed,
+        } => {
             if !(0.1..=3600.0).contains(&seconds) || rate == 0 || rate > 10_000 {
                 anyhow::bail!("--seconds must be 0.1..3600 and --rate 1..10000");
             }

@@ -25,7 +25,13 @@ pub struct TrafficSpec {
 
 impl Default for TrafficSpec {
     fn default() -> Self {
-        TrafficSpec { rate: 64, min_size: 100, max_size: 300, duration: Duration::from_secs(4), seed: 1 }
+        TrafficSpec {
+            rate: 64,
+            min_size: 100,
+            max_size: 300,
+            duration: Duration::from_secs(4),
+            seed: 1,
+        }
     }
 }
 
@@ -47,7 +53,11 @@ pub struct TrafficReport {
 impl TrafficReport {
     /// Lost packets in percent.
     pub fn loss_percent(&self) -> f64 {
-        if self.sent == 0 { 0.0 } else { 100.0 * (self.sent - self.received) as f64 / self.sent as f64 }
+        if self.sent == 0 {
+            0.0
+        } else {
+            100.0 * (self.sent - self.received) as f64 / self.sent as f64
+        }
     }
 
     /// RTT quantile in milliseconds.
@@ -75,7 +85,13 @@ pub async fn run(target: SocketAddr, spec: TrafficSpec) -> std::io::Result<Traff
     let mut sent_at: Vec<Option<Instant>> = vec![None; total as usize];
     let mut sizes: Vec<usize> = vec![0; total as usize];
     let mut seen = vec![false; total as usize];
-    let mut report = TrafficReport { sent: 0, received: 0, corrupted: 0, rtt_us: Histogram::new(3).unwrap(), bytes: 0 };
+    let mut report = TrafficReport {
+        sent: 0,
+        received: 0,
+        corrupted: 0,
+        rtt_us: Histogram::new(3).unwrap(),
+        bytes: 0,
+    };
     let mut tx = vec![0u8; spec.max_size.max(8)];
     let mut rx = vec![0u8; 65536];
     let mut next = 0u64;
