@@ -251,6 +251,9 @@ impl Ticket {
             bandwidth_kbps: r.u32().ok_or(short.clone())?,
             destinations: Vec::new(),
         };
+        if t.expires_at <= t.issued_at {
+            return Err(TicketError::Malformed("expires before it is issued"));
+        }
         let n = r.u8().ok_or(short.clone())? as usize;
         if n > MAX_DESTINATIONS {
             return Err(TicketError::Malformed("too many destinations"));
@@ -319,9 +322,10 @@ impl TicketVerifier {
     /// Replaces the trusted key set (after billing rotated keys), dropping cached tickets of
     /// keys no longer trusted.
     pub fn set_keys(&mut self, keys: impl IntoIterator<Item = (u32, VerifyingKey)>) {
-        self.keys = keys.into_iter().collect();
+        let old = std::mem::replace(&mut self.keys, keys.into_iter().collect());
         let keys = &self.keys;
-        self.cache.retain(|_, (_, t)| keys.contains_key(&t.key_id));
+        // A cached ticket stays valid only if its key id still maps to the very same key.
+        self.cache.retain(|_, (_, t)| matches!((old.get(&t.key_id), keys.get(&t.key_id)), (Some(a), Some(b)) if a == b));
     }
 
     /// Key ids currently trusted.
@@ -445,6 +449,30 @@ mod tests {
     }
 
     #[test]
+    fn rebinding_a_key_id_invalidates_cached_tickets() {
+        let bytes = sample().sign(&key(1));
+        let mut v = TicketVerifier::new([(7, key(1).verifying_key())]);
+        v.verify(&bytes, 1_500).unwrap();
+        v.set_keys([(7, key(1).verifying_key()), (8, key(2).verifying_key())]);
+        assert!(v.verify(&bytes, 1_500).is_ok(), "same key: cache kept");
+        v.set_keys([(7, key(2).verifying_key())]);
+        assert_eq!(v.verify(&bytes, 1_500), Err(TicketError::BadSignature));
+    }
+
+    #[test]
+    fn expiry_before_issue_is_malformed() {
+        let t = Ticket {
+            issued_at: 2_000,
+            expires_at: 2_000,
+            ..sample()
+        };
+        assert_eq!(
+            Ticket::decode_unverified(&t.sign(&key(1))).unwrap_err(),
+            TicketError::Malformed("expires before it is issued")
+        );
+    }
+
+    #[test]
     fn not_yet_valid() {
         let t = Ticket {
             issued_at: 10_000,
@@ -508,6 +536,8 @@ mod tests {
             plan: u8, game_id: u32, path_limit: u8, bandwidth_kbps: u32,
             destinations in proptest::collection::vec(arb_destination(), 0..=MAX_DESTINATIONS),
         ) -> Ticket {
+            let issued_at = issued_at.min(u64::MAX - 1);
+            let expires_at = expires_at.max(issued_at + 1);
             Ticket { key_id, issued_at, expires_at, session_id, account_id, plan, game_id,
                      path_limit, bandwidth_kbps, destinations }
         }
