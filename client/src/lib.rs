@@ -7,7 +7,8 @@ pub mod proxy;
 pub mod tunnel;
 
 pub use billing::{BillingClient, BillingError, NodeInfo, SessionGrant};
-pub use proxy::{Proxy, ProxyEvent, ProxyStats};
+pub use plg_proto::paths::Redundancy;
+pub use proxy::{PathsView, Proxy, ProxyEvent, ProxyStats};
 pub use tunnel::{Tunnel, TunnelError};
 
 use anyhow::{Context, Result, bail};

@@ -1,5 +1,7 @@
-//! Local UDP proxy capture: the game is pointed at a local port; every local source address
-//! becomes a flow through the session to one fixed destination.
+//! Local UDP proxy capture with multipath: the game is pointed at a local port; every local
+//! source address becomes a flow through the session to one fixed destination. Frames go out
+//! on the paths the redundancy policy picks ([`plg_proto::paths`]); the first copy of every
+//! reply is delivered, the rest dropped by the replay window.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -8,6 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use plg_proto::frame::{ErrorCode, Frame, MAX_DATAGRAM, MAX_PAYLOAD};
+use plg_proto::paths::{PathConfig, PathMask, PathScheduler, PathStats, Redundancy};
+use plg_proto::replay::ReplayError;
+use plg_proto::session::OpenError;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -17,8 +22,8 @@ use crate::tunnel::Tunnel;
 
 /// Most game-side flows one proxy carries.
 const MAX_FLOWS: usize = 64;
-/// How often to probe the node's RTT and repeat unconfirmed flow opens.
-const PING_INTERVAL: Duration = Duration::from_millis(500);
+/// How often to repeat control state (unconfirmed FLOW_OPENs, the PATHS mask) and publish stats.
+const HOUSEKEEPING: Duration = Duration::from_millis(250);
 
 /// Live counters of a running proxy.
 #[derive(Debug, Default)]
@@ -31,16 +36,31 @@ pub struct ProxyStats {
     pub bytes_up: AtomicU64,
     /// Payload bytes to the game.
     pub bytes_down: AtomicU64,
-    /// Datagrams from the node dropped (forged, replayed, malformed).
+    /// Sealed data-frame bytes sent on all paths (wire overhead = this / `bytes_up`).
+    pub wire_bytes_up: AtomicU64,
+    /// Downstream copies dropped because another path delivered them first.
+    pub duplicates: AtomicU64,
+    /// Datagrams from the node dropped (forged, replayed outside the window, malformed).
     pub dropped: AtomicU64,
     /// Game packets dropped because the node refused their destination.
     pub refused: AtomicU64,
     /// Game packets too large to carry.
     pub oversize: AtomicU64,
-    /// Last ping RTT to the node in microseconds (0 = none yet).
+    /// Smoothed RTT to the node on the primary path in microseconds (0 = none yet).
     pub rtt_us: AtomicU64,
     /// Pongs received.
     pub pongs: AtomicU64,
+}
+
+/// The paths' state, published a few times a second.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PathsView {
+    /// Current primary path.
+    pub primary: u8,
+    /// Whether every frame currently goes on several paths.
+    pub duplicating: bool,
+    /// Health of each path.
+    pub paths: Vec<PathStats>,
 }
 
 /// Things the user should be told about.
@@ -57,6 +77,13 @@ pub enum ProxyEvent {
     },
     /// The game used more flows than the proxy carries.
     TooManyFlows,
+    /// The primary path changed (failover or a clearly better path).
+    PrimaryChanged {
+        /// Old primary.
+        from: u8,
+        /// New primary.
+        to: u8,
+    },
 }
 
 #[derive(Debug)]
@@ -74,6 +101,8 @@ pub struct Proxy {
     pub local_addr: SocketAddr,
     /// Live counters.
     pub stats: Arc<ProxyStats>,
+    /// Path health, updated a few times a second.
+    pub paths: watch::Receiver<PathsView>,
     /// Events for the user.
     pub events: mpsc::Receiver<ProxyEvent>,
     stop: watch::Sender<bool>,
@@ -81,40 +110,67 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Starts proxying `listen` (the game's side) to `dst` through `tunnel`.
-    pub async fn start(
+    /// Starts proxying `listen` (the game's side) to `dst` through `tunnel` on one path.
+    pub async fn start(tunnel: Tunnel, listen: SocketAddr, dst: SocketAddr) -> std::io::Result<Proxy> {
+        let data = tunnel.data_addr;
+        Self::start_multipath(tunnel, listen, dst, vec![data], Redundancy::Single).await
+    }
+
+    /// Starts proxying over several paths: `paths[i]` is where path `i`'s frames are sent (the
+    /// node's data address, a relay, or an impairment link in front of either).
+    pub async fn start_multipath(
         tunnel: Tunnel,
         listen: SocketAddr,
         dst: SocketAddr,
+        paths: Vec<SocketAddr>,
+        policy: Redundancy,
     ) -> std::io::Result<Proxy> {
+        let max = (tunnel.accept.max_paths as usize).clamp(1, plg_proto::paths::MAX_PATHS);
+        if paths.is_empty() || paths.len() > max {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{} paths requested, the session allows 1..={max}", paths.len()),
+            ));
+        }
         let local = UdpSocket::bind(listen).await?;
-        let bind: SocketAddr = if tunnel.data_addr.is_ipv4() {
-            (Ipv4Addr::UNSPECIFIED, 0).into()
-        } else {
-            (Ipv6Addr::UNSPECIFIED, 0).into()
-        };
-        let node = UdpSocket::bind(bind).await?;
-        node.connect(tunnel.data_addr).await?;
         let local_addr = local.local_addr()?;
+        let (rx_tx, rx) = mpsc::channel(1024);
+        let mut sockets = Vec::new();
+        let mut readers = Vec::new();
+        for (i, addr) in paths.iter().enumerate() {
+            let bind: SocketAddr = if addr.is_ipv4() { (Ipv4Addr::UNSPECIFIED, 0).into() } else { (Ipv6Addr::UNSPECIFIED, 0).into() };
+            let s = Arc::new(UdpSocket::bind(bind).await?);
+            s.connect(addr).await?;
+            readers.push(tokio::spawn(read_path(s.clone(), i as u8, rx_tx.clone())));
+            sockets.push(s);
+        }
         let stats = Arc::new(ProxyStats::default());
         let (events_tx, events) = mpsc::channel(64);
+        let (paths_tx, paths_rx) = watch::channel(PathsView::default());
         let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(run(
+        let sched = PathScheduler::new(paths.len(), policy, PathConfig::default(), Instant::now().into_std());
+        let driver = Driver {
             tunnel,
             local,
-            node,
+            sockets,
             dst,
-            stats.clone(),
-            events_tx,
-            stop_rx,
-        ));
-        Ok(Proxy {
-            local_addr,
-            stats,
-            events,
-            stop,
-            task,
-        })
+            sched,
+            stats: stats.clone(),
+            events: events_tx,
+            paths: paths_tx,
+            flows: Vec::new(),
+            by_game: HashMap::new(),
+            out: Vec::with_capacity(MAX_DATAGRAM),
+            start: Instant::now(),
+        };
+        let task = tokio::spawn(async move {
+            let tunnel = driver.run(rx, stop_rx).await;
+            for r in readers {
+                r.abort();
+            }
+            tunnel
+        });
+        Ok(Proxy { local_addr, stats, paths: paths_rx, events, stop, task })
     }
 
     /// Sends CLOSE to the node, closes the control connection and stops.
@@ -126,116 +182,222 @@ impl Proxy {
     }
 }
 
-async fn run(
-    mut tunnel: Tunnel,
-    local: UdpSocket,
-    node: UdpSocket,
-    dst: SocketAddr,
-    stats: Arc<ProxyStats>,
-    events: mpsc::Sender<ProxyEvent>,
-    mut stop: watch::Receiver<bool>,
-) -> Tunnel {
-    let mut flows: Vec<FlowState> = Vec::new();
-    let mut by_game: HashMap<SocketAddr, u32> = HashMap::new();
-    let mut out = Vec::with_capacity(MAX_DATAGRAM);
-    let mut buf = vec![0u8; 65536];
-    let mut nbuf = vec![0u8; MAX_DATAGRAM + 1];
-    let start = Instant::now();
-    let mut tick = tokio::time::interval(PING_INTERVAL);
-    let mut ping_id = 0u64;
-    let s = &stats;
+/// Reads one path's socket into the driver's channel.
+async fn read_path(socket: Arc<UdpSocket>, path: u8, tx: mpsc::Sender<(u8, Vec<u8>)>) {
+    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     loop {
-        tokio::select! {
-            r = local.recv_from(&mut buf) => {
-                let Ok((n, game)) = r else { continue };
-                s.from_game.fetch_add(1, Ordering::Relaxed);
-                if n > MAX_PAYLOAD {
-                    s.oversize.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-                let flow = match by_game.get(&game) {
-                    Some(f) => *f,
-                    None => {
-                        if flows.len() >= MAX_FLOWS {
-                            let _ = events.try_send(ProxyEvent::TooManyFlows);
-                            continue;
-                        }
-                        let f = flows.len() as u32;
-                        flows.push(FlowState { game, confirmed: false, refused: false });
-                        by_game.insert(game, f);
-                        tunnel.session.seal(0, &Frame::FlowOpen { flow: f, dst }, &mut out);
-                        let _ = node.send(&out).await;
-                        f
-                    }
-                };
-                if flows[flow as usize].refused {
-                    s.refused.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-                tunnel.session.seal(0, &Frame::Data { flow, payload: &buf[..n] }, &mut out);
-                if node.send(&out).await.is_ok() {
-                    s.bytes_up.fetch_add(n as u64, Ordering::Relaxed);
+        match socket.recv(&mut buf).await {
+            Ok(n) => {
+                if tx.send((path, buf[..n].to_vec())).await.is_err() {
+                    return;
                 }
             }
-            r = node.recv(&mut nbuf) => {
-                let Ok(n) = r else { continue };
-                if n > MAX_DATAGRAM {
-                    s.dropped.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-                match tunnel.session.open(&mut nbuf[..n]) {
-                    Ok((_, Frame::Data { flow, payload })) => {
-                        if let Some(f) = flows.get_mut(flow as usize) {
-                            f.confirmed = true;
-                            if local.send_to(payload, f.game).await.is_ok() {
-                                s.to_game.fetch_add(1, Ordering::Relaxed);
-                                s.bytes_down.fetch_add(payload.len() as u64, Ordering::Relaxed);
-                            }
-                        }
-                    }
-                    Ok((_, Frame::Pong { timestamp_us, .. })) => {
-                        let now = start.elapsed().as_micros() as u64;
-                        s.rtt_us.store(now.saturating_sub(timestamp_us).max(1), Ordering::Relaxed);
-                        s.pongs.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok((_, Frame::Error { code, flow, .. })) => {
-                        let ev = match code {
-                            ErrorCode::DestinationNotAllowed => ProxyEvent::DestinationRefused(dst),
-                            _ => ProxyEvent::FlowError { flow, code },
-                        };
-                        if let Some(f) = flows.get_mut(flow as usize) {
-                            match code {
-                                // The node forgot the flow (idle expiry or restart): open it again.
-                                ErrorCode::UnknownFlow => f.confirmed = false,
-                                ErrorCode::DestinationNotAllowed => f.refused = true,
-                                _ => {}
-                            }
-                        }
-                        let _ = events.try_send(ev);
-                    }
-                    Ok(_) => {}
-                    Err(_) => { s.dropped.fetch_add(1, Ordering::Relaxed); }
-                }
-            }
-            _ = tick.tick() => {
-                ping_id += 1;
-                let ts = start.elapsed().as_micros() as u64;
-                tunnel.session.seal(0, &Frame::Ping { id: ping_id, timestamp_us: ts }, &mut out);
-                let _ = node.send(&out).await;
-                // FLOW_OPEN travels over UDP and can be lost: repeat until the flow answers.
-                for (i, f) in flows.iter().enumerate() {
-                    if !f.confirmed && !f.refused {
-                        tunnel.session.seal(0, &Frame::FlowOpen { flow: i as u32, dst }, &mut out);
-                        let _ = node.send(&out).await;
-                    }
-                }
-            }
-            _ = stop.changed() => break,
+            // ICMP unreachable on a connected socket: the path may come back.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
-    tunnel
-        .session
-        .seal(0, &Frame::Close { reason: 0 }, &mut out);
-    let _ = node.send(&out).await;
-    tunnel
+}
+
+struct Driver {
+    tunnel: Tunnel,
+    local: UdpSocket,
+    sockets: Vec<Arc<UdpSocket>>,
+    dst: SocketAddr,
+    sched: PathScheduler,
+    stats: Arc<ProxyStats>,
+    events: mpsc::Sender<ProxyEvent>,
+    paths: watch::Sender<PathsView>,
+    flows: Vec<FlowState>,
+    by_game: HashMap<SocketAddr, u32>,
+    out: Vec<u8>,
+    start: Instant,
+}
+
+impl Driver {
+    async fn run(mut self, mut rx: mpsc::Receiver<(u8, Vec<u8>)>, mut stop: watch::Receiver<bool>) -> Tunnel {
+        let mut buf = vec![0u8; 65536];
+        let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+        loop {
+            let wake = Instant::from_std(self.sched.poll_timeout());
+            tokio::select! {
+                r = self.local.recv_from(&mut buf) => {
+                    if let Ok((n, game)) = r {
+                        self.on_game(&buf[..n], game).await;
+                    }
+                }
+                Some((path, mut d)) = rx.recv() => self.on_node(path, &mut d).await,
+                _ = tokio::time::sleep_until(wake) => self.on_timer().await,
+                _ = housekeeping.tick() => self.on_housekeeping().await,
+                _ = stop.changed() => break,
+            }
+        }
+        self.tunnel.session.seal(0, &Frame::Close { reason: 0 }, &mut self.out);
+        for s in &self.sockets {
+            let _ = s.send(&self.out).await;
+        }
+        self.tunnel
+    }
+
+    /// Sends `frame` on every path in `mask` with one shared sequence number.
+    async fn send(&mut self, mask: PathMask, frame: &Frame<'_>) -> u64 {
+        let seq = self.tunnel.session.take_seq();
+        let mut bytes = 0;
+        for p in mask.iter() {
+            self.tunnel.session.seal_with_seq(p, seq, frame, &mut self.out);
+            if self.sockets[p as usize].send(&self.out).await.is_ok() {
+                bytes += self.out.len() as u64;
+            }
+        }
+        bytes
+    }
+
+    fn all_paths(&self) -> PathMask {
+        PathMask(((1u16 << self.sockets.len()) - 1) as u8)
+    }
+
+    async fn on_game(&mut self, payload: &[u8], game: SocketAddr) {
+        let s = self.stats.clone();
+        s.from_game.fetch_add(1, Ordering::Relaxed);
+        if payload.len() > MAX_PAYLOAD {
+            s.oversize.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let flow = match self.by_game.get(&game) {
+            Some(f) => *f,
+            None => {
+                if self.flows.len() >= MAX_FLOWS {
+                    let _ = self.events.try_send(ProxyEvent::TooManyFlows);
+                    return;
+                }
+                let f = self.flows.len() as u32;
+                self.flows.push(FlowState { game, confirmed: false, refused: false });
+                self.by_game.insert(game, f);
+                let all = self.all_paths();
+                self.send(all, &Frame::FlowOpen { flow: f, dst: self.dst }).await;
+                f
+            }
+        };
+        if self.flows[flow as usize].refused {
+            s.refused.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let mask = self.sched.upstream(Instant::now().into_std(), payload.len());
+        let wire = self.send(mask, &Frame::Data { flow, payload }).await;
+        s.bytes_up.fetch_add(payload.len() as u64, Ordering::Relaxed);
+        s.wire_bytes_up.fetch_add(wire, Ordering::Relaxed);
+    }
+
+    async fn on_node(&mut self, path: u8, datagram: &mut [u8]) {
+        let s = self.stats.clone();
+        let now = Instant::now().into_std();
+        if datagram.len() > MAX_DATAGRAM {
+            s.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let (h, frame) = match self.tunnel.session.open(datagram) {
+            Ok(x) => x,
+            Err(OpenError::Replay(ReplayError::Duplicate)) => {
+                // The other path's copy: the path is alive even though the frame is not new.
+                self.sched.on_heard(now, path);
+                s.duplicates.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Err(_) => {
+                s.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        // A frame sealed for another path is authentic and delivered, but says nothing about
+        // this path's health.
+        let same_path = h.path == path;
+        if same_path {
+            self.sched.on_heard(now, path);
+        }
+        self.sched.on_delivered(now, h.seq);
+        match frame {
+            Frame::Data { flow, payload } => {
+                if let Some(f) = self.flows.get_mut(flow as usize) {
+                    f.confirmed = true;
+                    if self.local.send_to(payload, f.game).await.is_ok() {
+                        s.to_game.fetch_add(1, Ordering::Relaxed);
+                        s.bytes_down.fetch_add(payload.len() as u64, Ordering::Relaxed);
+                    }
+                }
+            }
+            Frame::Pong { id, .. } if same_path => {
+                let before = self.sched.primary();
+                self.sched.on_pong(now, path, id);
+                s.pongs.fetch_add(1, Ordering::Relaxed);
+                self.after_change(before);
+            }
+            Frame::Error { code, flow, .. } => {
+                let ev = match code {
+                    ErrorCode::DestinationNotAllowed => ProxyEvent::DestinationRefused(self.dst),
+                    _ => ProxyEvent::FlowError { flow, code },
+                };
+                if let Some(f) = self.flows.get_mut(flow as usize) {
+                    match code {
+                        // The node forgot the flow (idle expiry or restart): open it again.
+                        ErrorCode::UnknownFlow => f.confirmed = false,
+                        ErrorCode::DestinationNotAllowed => f.refused = true,
+                        _ => {}
+                    }
+                }
+                let _ = self.events.try_send(ev);
+            }
+            _ => {}
+        }
+    }
+
+    fn after_change(&mut self, before: u8) {
+        let after = self.sched.primary();
+        if after != before {
+            let _ = self.events.try_send(ProxyEvent::PrimaryChanged { from: before, to: after });
+        }
+        if let Some(srtt) = self.sched.stats(after).srtt {
+            self.stats.rtt_us.store(srtt.as_micros().max(1) as u64, Ordering::Relaxed);
+        }
+    }
+
+    async fn on_timer(&mut self) {
+        let now = Instant::now().into_std();
+        let before = self.sched.primary();
+        self.sched.handle_timeout(now);
+        let was_down = self.sched.downstream(now);
+        while let Some((path, id)) = self.sched.poll_probe(now) {
+            let ts = self.start.elapsed().as_micros() as u64;
+            self.send(PathMask::only(path), &Frame::Ping { id, timestamp_us: ts }).await;
+        }
+        self.after_change(before);
+        // Tell the node at once when the downstream choice changes (e.g. failover).
+        let down = self.sched.downstream(now);
+        if down != was_down || self.sched.primary() != before {
+            let live = self.all_paths();
+            self.send(live, &Frame::Paths { downstream: down.0 }).await;
+        }
+    }
+
+    async fn on_housekeeping(&mut self) {
+        let now = Instant::now().into_std();
+        // PATHS and FLOW_OPEN travel over UDP and can be lost: repeat them.
+        let all = self.all_paths();
+        let down = self.sched.downstream(now);
+        self.send(all, &Frame::Paths { downstream: down.0 }).await;
+        for i in 0..self.flows.len() {
+            if !self.flows[i].confirmed && !self.flows[i].refused {
+                self.send(all, &Frame::FlowOpen { flow: i as u32, dst: self.dst }).await;
+            }
+        }
+        let view = PathsView {
+            primary: self.sched.primary(),
+            duplicating: self.sched.duplicating(now),
+            paths: (0..self.sched.len() as u8).map(|p| self.sched.stats(p)).collect(),
+        };
+        self.paths.send_if_modified(|v| {
+            let changed = *v != view;
+            *v = view;
+            changed
+        });
+    }
 }

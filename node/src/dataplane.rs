@@ -75,6 +75,8 @@ struct Entry {
     /// Client address per path, learned from authenticated frames only.
     paths: Vec<Option<SocketAddr>>,
     last_path: u8,
+    /// Paths the client wants downstream frames on (bit i = path i); 0 = `last_path` only.
+    downstream: u8,
     flows: HashMap<u32, Flow>,
     last_seen: Instant,
 }
@@ -146,6 +148,7 @@ impl DataPlane {
                             ticket,
                             paths,
                             last_path: 0,
+                            downstream: 0,
                             flows: HashMap::new(),
                             last_seen: Instant::now(),
                         },
@@ -230,6 +233,10 @@ impl DataPlane {
                 return;
             }
             Frame::Pong { .. } => None,
+            Frame::Paths { downstream } => {
+                entry.downstream = downstream;
+                None
+            }
             Frame::Error { raw_code, flow, .. } => {
                 tracing::debug!(
                     session = h.session_id,
@@ -250,28 +257,27 @@ impl DataPlane {
     }
 
     async fn on_upstream(&mut self, u: Upstream) {
-        let Some(entry) = self.sessions.get_mut(&u.session) else {
-            return;
-        };
-        let Some(flow) = entry.flows.get_mut(&u.flow) else {
-            return;
-        };
+        let Some(entry) = self.sessions.get_mut(&u.session) else { return };
+        let Some(flow) = entry.flows.get_mut(&u.flow) else { return };
         flow.last_active = Instant::now();
-        let path = entry.last_path;
-        let Some(addr) = entry.paths[path as usize] else {
-            return;
-        };
-        entry.session.seal(
-            path,
-            &Frame::Data {
-                flow: u.flow,
-                payload: &u.data,
-            },
-            &mut self.out,
-        );
-        match self.socket.send_to(&self.out, addr).await {
-            Ok(_) => inc(&self.metrics.datagrams_out),
-            Err(e) => tracing::debug!(session = u.session, error = %e, "send to client failed"),
+        let frame = Frame::Data { flow: u.flow, payload: &u.data };
+        // One sequence number for every copy: the client keeps the first and drops the rest.
+        let seq = entry.session.take_seq();
+        let mut mask = if entry.downstream == 0 { 1u16 << entry.last_path } else { entry.downstream as u16 };
+        if !entry.paths.iter().enumerate().any(|(p, a)| a.is_some() && mask & (1 << p) != 0) {
+            // None of the requested paths has been heard from yet: use the latest one.
+            mask = 1 << entry.last_path;
+        }
+        for (path, addr) in entry.paths.iter().enumerate() {
+            let Some(addr) = addr else { continue };
+            if mask & (1 << path) == 0 {
+                continue;
+            }
+            entry.session.seal_with_seq(path as u8, seq, &frame, &mut self.out);
+            match self.socket.send_to(&self.out, *addr).await {
+                Ok(_) => inc(&self.metrics.datagrams_out),
+                Err(e) => tracing::debug!(session = u.session, path, error = %e, "send to client failed"),
+            }
         }
     }
 

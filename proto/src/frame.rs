@@ -41,6 +41,8 @@ pub enum FrameType {
     Close = 0x05,
     /// Reports a refused or failed operation.
     Error = 0x06,
+    /// Client → node: which paths the node should send downstream frames on.
+    Paths = 0x07,
 }
 
 impl FrameType {
@@ -52,6 +54,7 @@ impl FrameType {
             0x04 => FrameType::Pong,
             0x05 => FrameType::Close,
             0x06 => FrameType::Error,
+            0x07 => FrameType::Paths,
             _ => return None,
         })
     }
@@ -213,6 +216,13 @@ pub enum Frame<'a> {
         /// The flow concerned.
         flow: u32,
     },
+    /// Client → node: send downstream frames on every path whose bit is set in `downstream`
+    /// (bit `i` = path `i`) and that has a known client address. Zero means "the path of the
+    /// client's most recent frame".
+    Paths {
+        /// Path bit mask.
+        downstream: u8,
+    },
 }
 
 impl Frame<'_> {
@@ -225,6 +235,7 @@ impl Frame<'_> {
             Frame::Pong { .. } => FrameType::Pong,
             Frame::Close { .. } => FrameType::Close,
             Frame::Error { .. } => FrameType::Error,
+            Frame::Paths { .. } => FrameType::Paths,
         }
     }
 
@@ -259,6 +270,7 @@ impl Frame<'_> {
                 w.u16(raw_code);
                 w.u32(flow);
             }
+            Frame::Paths { downstream } => w.u8(downstream),
         }
     }
 
@@ -307,6 +319,7 @@ impl Frame<'_> {
                     flow: r.u32().ok_or(short)?,
                 }
             }
+            FrameType::Paths => Frame::Paths { downstream: r.u8().ok_or(short)? },
         };
         if !r.is_empty() {
             return Err(DecodeError::Body("trailing bytes"));
@@ -340,6 +353,7 @@ mod tests {
             (any::<u64>(), any::<u64>())
                 .prop_map(|(id, timestamp_us)| Frame::Pong { id, timestamp_us }),
             any::<u16>().prop_map(|reason| Frame::Close { reason }),
+            any::<u8>().prop_map(|downstream| Frame::Paths { downstream }),
             (any::<u16>(), any::<u32>()).prop_map(|(raw_code, flow)| Frame::Error {
                 code: ErrorCode::from_u16(raw_code),
                 raw_code,
@@ -365,7 +379,7 @@ mod tests {
         }
 
         #[test]
-        fn header_round_trip(t in 1u8..=6, path: u8, session_id: u64, seq: u64) {
+        fn header_round_trip(t in 1u8..=7, path: u8, session_id: u64, seq: u64) {
             let h = Header { frame_type: FrameType::from_u8(t).unwrap(), flags: 0, path, session_id, seq };
             let mut buf = Vec::new();
             h.encode(&mut buf);

@@ -5,6 +5,7 @@
 mod codec;
 pub mod control;
 pub mod frame;
+pub mod paths;
 pub mod replay;
 pub mod session;
 pub mod ticket;
