@@ -2,6 +2,7 @@
 //! with a relay node over QUIC, and carries the game's UDP traffic through it.
 
 pub mod billing;
+pub mod capture;
 pub mod credentials;
 pub mod proxy;
 pub mod tunnel;

@@ -1,5 +1,5 @@
-//! Local UDP proxy capture with multipath: the game is pointed at a local port; every local
-//! source address becomes a flow through the session to one fixed destination. Frames go out
+//! The client's data path: packets from a capture backend ([`crate::capture`]) become flows
+//! through the session; each (game address, server address) pair is one flow. Frames go out
 //! on the paths the redundancy policy picks ([`plg_proto::paths`]); the first copy of every
 //! reply is delivered, the rest dropped by the replay window.
 
@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::capture::{Capture, ProxyCapture};
 use crate::tunnel::Tunnel;
 
 /// Most game-side flows one proxy carries.
@@ -66,7 +67,7 @@ pub struct PathsView {
 /// Things the user should be told about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProxyEvent {
-    /// The node refused to forward to this destination (not in the ticket).
+    /// The node refused to forward to this destination (not in the ticket or node policy).
     DestinationRefused(SocketAddr),
     /// The node reported another error for a flow.
     FlowError {
@@ -89,16 +90,19 @@ pub enum ProxyEvent {
 #[derive(Debug)]
 struct FlowState {
     game: SocketAddr,
+    server: SocketAddr,
     confirmed: bool,
     /// The node refused the destination: stop sending for this flow.
     refused: bool,
 }
 
-/// A running proxy.
+/// A running accelerated session with its capture backend.
 #[derive(Debug)]
 pub struct Proxy {
-    /// Where the game should send its packets.
+    /// Where the game should send its packets (proxy capture), or `0.0.0.0:0`.
     pub local_addr: SocketAddr,
+    /// The capture backend, described.
+    pub capture: String,
     /// Live counters.
     pub stats: Arc<ProxyStats>,
     /// Path health, updated a few times a second.
@@ -111,7 +115,11 @@ pub struct Proxy {
 
 impl Proxy {
     /// Starts proxying `listen` (the game's side) to `dst` through `tunnel` on one path.
-    pub async fn start(tunnel: Tunnel, listen: SocketAddr, dst: SocketAddr) -> std::io::Result<Proxy> {
+    pub async fn start(
+        tunnel: Tunnel,
+        listen: SocketAddr,
+        dst: SocketAddr,
+    ) -> std::io::Result<Proxy> {
         let data = tunnel.data_addr;
         Self::start_multipath(tunnel, listen, dst, vec![data], Redundancy::Single).await
     }
@@ -125,20 +133,39 @@ impl Proxy {
         paths: Vec<SocketAddr>,
         policy: Redundancy,
     ) -> std::io::Result<Proxy> {
+        let capture = ProxyCapture::bind(listen, dst).await?;
+        let local_addr = capture.local_addr()?;
+        let mut p = Self::start_with(tunnel, capture, paths, policy).await?;
+        p.local_addr = local_addr;
+        Ok(p)
+    }
+
+    /// Starts carrying whatever `capture` captures over `paths` (see [`Proxy::start_multipath`]).
+    pub async fn start_with<C: Capture>(
+        tunnel: Tunnel,
+        capture: C,
+        paths: Vec<SocketAddr>,
+        policy: Redundancy,
+    ) -> std::io::Result<Proxy> {
         let max = (tunnel.accept.max_paths as usize).clamp(1, plg_proto::paths::MAX_PATHS);
         if paths.is_empty() || paths.len() > max {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
-                format!("{} paths requested, the session allows 1..={max}", paths.len()),
+                format!(
+                    "{} paths requested, the session allows 1..={max}",
+                    paths.len()
+                ),
             ));
         }
-        let local = UdpSocket::bind(listen).await?;
-        let local_addr = local.local_addr()?;
         let (rx_tx, rx) = mpsc::channel(1024);
         let mut sockets = Vec::new();
         let mut readers = Vec::new();
         for (i, addr) in paths.iter().enumerate() {
-            let bind: SocketAddr = if addr.is_ipv4() { (Ipv4Addr::UNSPECIFIED, 0).into() } else { (Ipv6Addr::UNSPECIFIED, 0).into() };
+            let bind: SocketAddr = if addr.is_ipv4() {
+                (Ipv4Addr::UNSPECIFIED, 0).into()
+            } else {
+                (Ipv6Addr::UNSPECIFIED, 0).into()
+            };
             let s = Arc::new(UdpSocket::bind(bind).await?);
             s.connect(addr).await?;
             readers.push(tokio::spawn(read_path(s.clone(), i as u8, rx_tx.clone())));
@@ -148,12 +175,17 @@ impl Proxy {
         let (events_tx, events) = mpsc::channel(64);
         let (paths_tx, paths_rx) = watch::channel(PathsView::default());
         let (stop, stop_rx) = watch::channel(false);
-        let sched = PathScheduler::new(paths.len(), policy, PathConfig::default(), Instant::now().into_std());
+        let sched = PathScheduler::new(
+            paths.len(),
+            policy,
+            PathConfig::default(),
+            Instant::now().into_std(),
+        );
+        let description = capture.describe();
         let driver = Driver {
             tunnel,
-            local,
+            capture,
             sockets,
-            dst,
             sched,
             stats: stats.clone(),
             events: events_tx,
@@ -170,7 +202,16 @@ impl Proxy {
             }
             tunnel
         });
-        Ok(Proxy { local_addr, stats, paths: paths_rx, events, stop, task })
+        let local_addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
+        Ok(Proxy {
+            local_addr,
+            capture: description,
+            stats,
+            paths: paths_rx,
+            events,
+            stop,
+            task,
+        })
     }
 
     /// Sends CLOSE to the node, closes the control connection and stops.
@@ -199,40 +240,47 @@ async fn read_path(socket: Arc<UdpSocket>, path: u8, tx: mpsc::Sender<(u8, Vec<u
     }
 }
 
-struct Driver {
+struct Driver<C> {
     tunnel: Tunnel,
-    local: UdpSocket,
+    capture: C,
     sockets: Vec<Arc<UdpSocket>>,
-    dst: SocketAddr,
     sched: PathScheduler,
     stats: Arc<ProxyStats>,
     events: mpsc::Sender<ProxyEvent>,
     paths: watch::Sender<PathsView>,
     flows: Vec<FlowState>,
-    by_game: HashMap<SocketAddr, u32>,
+    by_game: HashMap<(SocketAddr, SocketAddr), u32>,
     out: Vec<u8>,
     start: Instant,
 }
 
-impl Driver {
-    async fn run(mut self, mut rx: mpsc::Receiver<(u8, Vec<u8>)>, mut stop: watch::Receiver<bool>) -> Tunnel {
+impl<C: Capture> Driver<C> {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<(u8, Vec<u8>)>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Tunnel {
         let mut buf = vec![0u8; 65536];
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
         loop {
             let wake = Instant::from_std(self.sched.poll_timeout());
             tokio::select! {
-                r = self.local.recv_from(&mut buf) => {
-                    if let Ok((n, game)) = r {
-                        self.on_game(&buf[..n], game).await;
+                r = self.capture.recv(&mut buf) => match r {
+                    Ok(c) => self.on_game(&buf[..c.len], c.game, c.server).await,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "capture receive error");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
                     }
-                }
+                },
                 Some((path, mut d)) = rx.recv() => self.on_node(path, &mut d).await,
                 _ = tokio::time::sleep_until(wake) => self.on_timer().await,
                 _ = housekeeping.tick() => self.on_housekeeping().await,
                 _ = stop.changed() => break,
             }
         }
-        self.tunnel.session.seal(0, &Frame::Close { reason: 0 }, &mut self.out);
+        self.tunnel
+            .session
+            .seal(0, &Frame::Close { reason: 0 }, &mut self.out);
         for s in &self.sockets {
             let _ = s.send(&self.out).await;
         }
@@ -244,7 +292,9 @@ impl Driver {
         let seq = self.tunnel.session.take_seq();
         let mut bytes = 0;
         for p in mask.iter() {
-            self.tunnel.session.seal_with_seq(p, seq, frame, &mut self.out);
+            self.tunnel
+                .session
+                .seal_with_seq(p, seq, frame, &mut self.out);
             if self.sockets[p as usize].send(&self.out).await.is_ok() {
                 bytes += self.out.len() as u64;
             }
@@ -256,14 +306,14 @@ impl Driver {
         PathMask(((1u16 << self.sockets.len()) - 1) as u8)
     }
 
-    async fn on_game(&mut self, payload: &[u8], game: SocketAddr) {
+    async fn on_game(&mut self, payload: &[u8], game: SocketAddr, server: SocketAddr) {
         let s = self.stats.clone();
         s.from_game.fetch_add(1, Ordering::Relaxed);
         if payload.len() > MAX_PAYLOAD {
             s.oversize.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let flow = match self.by_game.get(&game) {
+        let flow = match self.by_game.get(&(game, server)) {
             Some(f) => *f,
             None => {
                 if self.flows.len() >= MAX_FLOWS {
@@ -271,10 +321,22 @@ impl Driver {
                     return;
                 }
                 let f = self.flows.len() as u32;
-                self.flows.push(FlowState { game, confirmed: false, refused: false });
-                self.by_game.insert(game, f);
+                self.flows.push(FlowState {
+                    game,
+                    server,
+                    confirmed: false,
+                    refused: false,
+                });
+                self.by_game.insert((game, server), f);
                 let all = self.all_paths();
-                self.send(all, &Frame::FlowOpen { flow: f, dst: self.dst }).await;
+                self.send(
+                    all,
+                    &Frame::FlowOpen {
+                        flow: f,
+                        dst: server,
+                    },
+                )
+                .await;
                 f
             }
         };
@@ -282,9 +344,12 @@ impl Driver {
             s.refused.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let mask = self.sched.upstream(Instant::now().into_std(), payload.len());
+        let mask = self
+            .sched
+            .upstream(Instant::now().into_std(), payload.len());
         let wire = self.send(mask, &Frame::Data { flow, payload }).await;
-        s.bytes_up.fetch_add(payload.len() as u64, Ordering::Relaxed);
+        s.bytes_up
+            .fetch_add(payload.len() as u64, Ordering::Relaxed);
         s.wire_bytes_up.fetch_add(wire, Ordering::Relaxed);
     }
 
@@ -319,9 +384,10 @@ impl Driver {
             Frame::Data { flow, payload } => {
                 if let Some(f) = self.flows.get_mut(flow as usize) {
                     f.confirmed = true;
-                    if self.local.send_to(payload, f.game).await.is_ok() {
+                    if self.capture.send(f.game, f.server, payload).await.is_ok() {
                         s.to_game.fetch_add(1, Ordering::Relaxed);
-                        s.bytes_down.fetch_add(payload.len() as u64, Ordering::Relaxed);
+                        s.bytes_down
+                            .fetch_add(payload.len() as u64, Ordering::Relaxed);
                     }
                 }
             }
@@ -332,8 +398,11 @@ impl Driver {
                 self.after_change(before);
             }
             Frame::Error { code, flow, .. } => {
-                let ev = match code {
-                    ErrorCode::DestinationNotAllowed => ProxyEvent::DestinationRefused(self.dst),
+                let server = self.flows.get(flow as usize).map(|f| f.server);
+                let ev = match (code, server) {
+                    (ErrorCode::DestinationNotAllowed, Some(server)) => {
+                        ProxyEvent::DestinationRefused(server)
+                    }
                     _ => ProxyEvent::FlowError { flow, code },
                 };
                 if let Some(f) = self.flows.get_mut(flow as usize) {
@@ -353,10 +422,15 @@ impl Driver {
     fn after_change(&mut self, before: u8) {
         let after = self.sched.primary();
         if after != before {
-            let _ = self.events.try_send(ProxyEvent::PrimaryChanged { from: before, to: after });
+            let _ = self.events.try_send(ProxyEvent::PrimaryChanged {
+                from: before,
+                to: after,
+            });
         }
         if let Some(srtt) = self.sched.stats(after).srtt {
-            self.stats.rtt_us.store(srtt.as_micros().max(1) as u64, Ordering::Relaxed);
+            self.stats
+                .rtt_us
+                .store(srtt.as_micros().max(1) as u64, Ordering::Relaxed);
         }
     }
 
@@ -367,7 +441,14 @@ impl Driver {
         let was_down = self.sched.downstream(now);
         while let Some((path, id)) = self.sched.poll_probe(now) {
             let ts = self.start.elapsed().as_micros() as u64;
-            self.send(PathMask::only(path), &Frame::Ping { id, timestamp_us: ts }).await;
+            self.send(
+                PathMask::only(path),
+                &Frame::Ping {
+                    id,
+                    timestamp_us: ts,
+                },
+            )
+            .await;
         }
         self.after_change(before);
         // Tell the node at once when the downstream choice changes (e.g. failover).
@@ -386,13 +467,23 @@ impl Driver {
         self.send(all, &Frame::Paths { downstream: down.0 }).await;
         for i in 0..self.flows.len() {
             if !self.flows[i].confirmed && !self.flows[i].refused {
-                self.send(all, &Frame::FlowOpen { flow: i as u32, dst: self.dst }).await;
+                let dst = self.flows[i].server;
+                self.send(
+                    all,
+                    &Frame::FlowOpen {
+                        flow: i as u32,
+                        dst,
+                    },
+                )
+                .await;
             }
         }
         let view = PathsView {
             primary: self.sched.primary(),
             duplicating: self.sched.duplicating(now),
-            paths: (0..self.sched.len() as u8).map(|p| self.sched.stats(p)).collect(),
+            paths: (0..self.sched.len() as u8)
+                .map(|p| self.sched.stats(p))
+                .collect(),
         };
         self.paths.send_if_modified(|v| {
             let changed = *v != view;

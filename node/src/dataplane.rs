@@ -257,14 +257,30 @@ impl DataPlane {
     }
 
     async fn on_upstream(&mut self, u: Upstream) {
-        let Some(entry) = self.sessions.get_mut(&u.session) else { return };
-        let Some(flow) = entry.flows.get_mut(&u.flow) else { return };
+        let Some(entry) = self.sessions.get_mut(&u.session) else {
+            return;
+        };
+        let Some(flow) = entry.flows.get_mut(&u.flow) else {
+            return;
+        };
         flow.last_active = Instant::now();
-        let frame = Frame::Data { flow: u.flow, payload: &u.data };
+        let frame = Frame::Data {
+            flow: u.flow,
+            payload: &u.data,
+        };
         // One sequence number for every copy: the client keeps the first and drops the rest.
         let seq = entry.session.take_seq();
-        let mut mask = if entry.downstream == 0 { 1u16 << entry.last_path } else { entry.downstream as u16 };
-        if !entry.paths.iter().enumerate().any(|(p, a)| a.is_some() && mask & (1 << p) != 0) {
+        let mut mask = if entry.downstream == 0 {
+            1u16 << entry.last_path
+        } else {
+            entry.downstream as u16
+        };
+        if !entry
+            .paths
+            .iter()
+            .enumerate()
+            .any(|(p, a)| a.is_some() && mask & (1 << p) != 0)
+        {
             // None of the requested paths has been heard from yet: use the latest one.
             mask = 1 << entry.last_path;
         }
@@ -273,10 +289,14 @@ impl DataPlane {
             if mask & (1 << path) == 0 {
                 continue;
             }
-            entry.session.seal_with_seq(path as u8, seq, &frame, &mut self.out);
+            entry
+                .session
+                .seal_with_seq(path as u8, seq, &frame, &mut self.out);
             match self.socket.send_to(&self.out, *addr).await {
                 Ok(_) => inc(&self.metrics.datagrams_out),
-                Err(e) => tracing::debug!(session = u.session, path, error = %e, "send to client failed"),
+                Err(e) => {
+                    tracing::debug!(session = u.session, path, error = %e, "send to client failed")
+                }
             }
         }
     }

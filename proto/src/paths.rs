@@ -60,7 +60,10 @@ pub enum Redundancy {
 
 impl Redundancy {
     /// The default adaptive policy: hold 2 s, budget 1.5×.
-    pub const ADAPTIVE: Redundancy = Redundancy::Adaptive { hold: Duration::from_secs(2), budget: 1.5 };
+    pub const ADAPTIVE: Redundancy = Redundancy::Adaptive {
+        hold: Duration::from_secs(2),
+        budget: 1.5,
+    };
 }
 
 impl std::str::FromStr for Redundancy {
@@ -71,7 +74,9 @@ impl std::str::FromStr for Redundancy {
             "single" => Ok(Redundancy::Single),
             "duplicate" => Ok(Redundancy::Duplicate),
             "adaptive" => Ok(Redundancy::ADAPTIVE),
-            other => Err(format!("unknown redundancy policy {other:?} (single, duplicate, adaptive)")),
+            other => Err(format!(
+                "unknown redundancy policy {other:?} (single, duplicate, adaptive)"
+            )),
         }
     }
 }
@@ -239,7 +244,11 @@ impl PathScheduler {
                 m |= 1 << i;
             }
         }
-        if m == 0 { PathMask((1u16 << self.paths.len()).wrapping_sub(1) as u8) } else { PathMask(m) }
+        if m == 0 {
+            PathMask((1u16 << self.paths.len()).wrapping_sub(1) as u8)
+        } else {
+            PathMask(m)
+        }
     }
 
     fn trouble(&mut self, now: Instant, why: Trouble) {
@@ -285,15 +294,25 @@ impl PathScheduler {
             return;
         }
         // Hysteresis: only for a clearly better path.
-        let (Some(a), Some(b)) = (cur.srtt, self.paths[best as usize].stats.srtt) else { return };
-        if a > b && (a - b >= self.cfg.switch_min_gain || (a - b).as_secs_f64() >= a.as_secs_f64() * self.cfg.switch_min_ratio) {
+        let (Some(a), Some(b)) = (cur.srtt, self.paths[best as usize].stats.srtt) else {
+            return;
+        };
+        if a > b
+            && (a - b >= self.cfg.switch_min_gain
+                || (a - b).as_secs_f64() >= a.as_secs_f64() * self.cfg.switch_min_ratio)
+        {
             self.primary = best;
         }
     }
 
     /// When [`PathScheduler::handle_timeout`] or [`PathScheduler::poll_probe`] next has work.
     pub fn poll_timeout(&self) -> Instant {
-        let next_probe = self.paths.iter().map(|p| p.next_probe).min().expect("at least one path");
+        let next_probe = self
+            .paths
+            .iter()
+            .map(|p| p.next_probe)
+            .min()
+            .expect("at least one path");
         match self.outstanding.front() {
             Some(&(_, _, sent)) => next_probe.min(sent + self.cfg.probe_timeout),
             None => next_probe,
@@ -317,7 +336,9 @@ impl PathScheduler {
 
     /// A pong for probe `id` arrived on `path`.
     pub fn on_pong(&mut self, now: Instant, path: u8, id: u64) {
-        let Some(pos) = self.outstanding.iter().position(|&(i, _, _)| i == id) else { return };
+        let Some(pos) = self.outstanding.iter().position(|&(i, _, _)| i == id) else {
+            return;
+        };
         let (_, probed, sent) = self.outstanding.remove(pos).expect("position is valid");
         if probed != path || path as usize >= self.paths.len() {
             return;
@@ -334,7 +355,7 @@ impl PathScheduler {
                 false
             }
             Some(srtt) => {
-                let dev = if rtt > srtt { rtt - srtt } else { srtt - rtt };
+                let dev = rtt.abs_diff(srtt);
                 let spike = rtt > srtt + (s.rttvar * 4).max(Duration::from_millis(10));
                 s.rttvar = s.rttvar.mul_f64(0.75) + dev.mul_f64(0.25);
                 s.srtt = Some(srtt.mul_f64(0.875) + rtt.mul_f64(0.125));
@@ -391,7 +412,11 @@ impl PathScheduler {
 
     /// Paths the node should send downstream frames on (what goes into PATHS frames).
     pub fn downstream(&self, now: Instant) -> PathMask {
-        if self.duplicating(now) { self.live() } else { PathMask::only(self.primary) }
+        if self.duplicating(now) {
+            self.live()
+        } else {
+            PathMask::only(self.primary)
+        }
     }
 }
 
@@ -404,7 +429,12 @@ mod tests {
     }
 
     /// Drives probes on `paths` with the given RTTs (None = lost) for `dur`.
-    fn run(s: &mut PathScheduler, start: Instant, dur: Duration, rtts: &[Option<Duration>]) -> Instant {
+    fn run(
+        s: &mut PathScheduler,
+        start: Instant,
+        dur: Duration,
+        rtts: &[Option<Duration>],
+    ) -> Instant {
         let mut now = start;
         let mut pending: Vec<(Instant, u8, u64)> = Vec::new();
         while now < start + dur {
@@ -472,13 +502,25 @@ mod tests {
         assert_eq!(s.upstream(now, 100), PathMask(0b11), "gap: duplicate");
         assert_eq!(s.downstream(now), PathMask(0b11));
         let later = now + ms(2100);
-        assert_eq!(s.upstream(later, 100), PathMask::only(0), "hold time over: single again");
+        assert_eq!(
+            s.upstream(later, 100),
+            PathMask::only(0),
+            "hold time over: single again"
+        );
     }
 
     #[test]
     fn adaptive_respects_the_byte_budget() {
         let t0 = Instant::now();
-        let mut s = PathScheduler::new(2, Redundancy::Adaptive { hold: ms(1_000_000), budget: 1.5 }, PathConfig::default(), t0);
+        let mut s = PathScheduler::new(
+            2,
+            Redundancy::Adaptive {
+                hold: ms(1_000_000),
+                budget: 1.5,
+            },
+            PathConfig::default(),
+            t0,
+        );
         let now = run(&mut s, t0, ms(500), &[Some(ms(5)), Some(ms(10))]);
         s.on_delivered(now, 1);
         s.on_delivered(now, 5);
