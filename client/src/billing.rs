@@ -82,6 +82,23 @@ impl SessionGrant {
     }
 }
 
+/// A catalog entry as `GET /v1/games` lists it.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub struct GameInfo {
+    /// Catalog slug, used with `plg connect --game`.
+    pub slug: String,
+    /// Display name.
+    pub name: String,
+    /// Executable names used for auto-detection.
+    #[serde(default)]
+    pub process_names: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct GameList {
+    games: Vec<GameInfo>,
+}
+
 /// Answer of `GET /v1/mesh`.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 pub struct MeshInfo {
@@ -201,6 +218,27 @@ impl BillingClient {
     pub async fn mesh(&self) -> Result<MeshInfo, BillingError> {
         let url = format!("{}/v1/mesh", self.base);
         self.call(self.http.get(&url), &url).await
+    }
+
+    /// Lists catalog games whose name or slug contains `search` (case-insensitive).
+    pub async fn games(&self, search: Option<&str>) -> Result<Vec<GameInfo>, BillingError> {
+        let url = format!("{}/v1/games", self.base);
+        let mut req = self.http.get(&url);
+        if let Some(q) = search {
+            req = req.query(&[("search", q)]);
+        }
+        let list: GameList = self.call(req, &url).await?;
+        // Filter here too, so the answer is right whatever the server does with `search`.
+        let q = search.map(str::to_lowercase);
+        Ok(list
+            .games
+            .into_iter()
+            .filter(|g| {
+                q.as_deref().is_none_or(|q| {
+                    g.slug.to_lowercase().contains(q) || g.name.to_lowercase().contains(q)
+                })
+            })
+            .collect())
     }
 
     /// Asks for a session ticket for `game`.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use plg_client::credentials::{Credentials, config_dir};
-use plg_client::{BillingClient, Proxy, ProxyEvent};
+use plg_client::{BillingClient, Proxy, ProxyEvent, Redundancy};
 
 /// PLG Booster: carry your game's UDP traffic through PLG relay nodes.
 #[derive(Parser, Debug)]
@@ -41,6 +41,13 @@ enum Command {
     },
     /// Forget the saved login.
     Logout,
+    /// Show who is logged in, where, and until when.
+    Status,
+    /// List the game catalog, optionally filtered by a search string.
+    Games {
+        /// Part of a game's name or slug, e.g. "counter".
+        search: Option<String>,
+    },
     /// Accelerate a game: point the game at --proxy and traffic goes through a relay to --to.
     Connect {
         /// Game slug from the catalog (decides which destinations the ticket allows).
@@ -55,6 +62,14 @@ enum Command {
         /// Use this node id instead of billing's first choice.
         #[arg(long)]
         node: Option<String>,
+        /// Redundancy policy: single (best path), duplicate (every path), adaptive
+        /// (single while clean, duplicate when loss is seen).
+        #[arg(long, default_value = "adaptive", value_parser = parse_redundancy)]
+        redundancy: Redundancy,
+        /// Number of paths to the node (each its own UDP socket; more paths help only on
+        /// multi-homed hosts until relay paths arrive).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=8))]
+        paths: u8,
     },
 }
 
@@ -72,6 +87,10 @@ fn password(stdin: bool) -> Result<String> {
     }
     rpassword::prompt_password("Password: ")
         .context("reading password (no terminal? use --password-stdin or PLG_PASSWORD)")
+}
+
+fn parse_redundancy(s: &str) -> Result<Redundancy, String> {
+    s.parse()
 }
 
 fn unix_now() -> u64 {
@@ -133,11 +152,39 @@ async fn main() -> Result<()> {
                 println!("was not logged in");
             }
         }
+        Command::Status => match Credentials::load(&dir) {
+            Ok(c) => {
+                let left = c.expires_at.saturating_sub(unix_now());
+                println!("logged in as {} at {}", c.email, c.billing_url);
+                if left == 0 {
+                    println!("login expired: run `plg login` again");
+                } else {
+                    println!("login valid for {}h{:02}m", left / 3600, left % 3600 / 60);
+                }
+            }
+            Err(_) => println!("not logged in (config dir {})", dir.display()),
+        },
+        Command::Games { search } => {
+            let creds = Credentials::load(&dir)?;
+            let billing = BillingClient::new(&creds.billing_url).with_token(creds.access_token);
+            let games = billing
+                .games(search.as_deref())
+                .await
+                .context("listing games")?;
+            if games.is_empty() {
+                println!("no game matches");
+            }
+            for g in games {
+                println!("{:<24} {}", g.slug, g.name);
+            }
+        }
         Command::Connect {
             game,
             proxy,
             to,
             node,
+            redundancy,
+            paths,
         } => {
             let creds = Credentials::load(&dir)?;
             if creds.expires_at <= unix_now() {
@@ -148,7 +195,8 @@ async fn main() -> Result<()> {
             let (grant, node, tunnel) =
                 plg_client::open_session(&billing, &creds.mesh_ca_pem, &game, node.as_deref())
                     .await?;
-            let mut p = Proxy::start(tunnel, proxy, to)
+            let path_addrs = vec![tunnel.data_addr; paths as usize];
+            let mut p = Proxy::start_multipath(tunnel, proxy, to, path_addrs, redundancy)
                 .await
                 .with_context(|| format!("cannot listen on {proxy}"))?;
             println!(
@@ -168,6 +216,7 @@ async fn main() -> Result<()> {
                             eprintln!("error: the node refused {d}: your ticket for {} does not allow it", grant.game.name);
                             break;
                         }
+                        ProxyEvent::PrimaryChanged { from, to } => println!("route: primary path {from} → {to}"),
                         other => eprintln!("warning: {other:?}"),
                     },
                     _ = tick.tick() => {

@@ -16,7 +16,7 @@ fn help_lists_the_commands() {
     let out = plg(dir.path()).arg("--help").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    for cmd in ["login", "logout", "connect"] {
+    for cmd in ["login", "logout", "status", "games", "connect"] {
         assert!(text.contains(cmd), "--help lacks {cmd}: {text}");
     }
 }
@@ -73,4 +73,36 @@ fn logout_when_logged_out() {
             .unwrap()
             .contains("was not logged in")
     );
+}
+
+#[test]
+fn status_when_logged_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = plg(dir.path()).arg("status").output().unwrap();
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .contains("not logged in")
+    );
+}
+
+#[test]
+fn bad_redundancy_policy_is_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = plg(dir.path())
+        .args([
+            "connect",
+            "--game",
+            "x",
+            "--to",
+            "1.2.3.4:5",
+            "--redundancy",
+            "triple",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("single, duplicate, adaptive"), "{err}");
 }
