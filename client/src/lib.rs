@@ -9,7 +9,7 @@ pub mod tunnel;
 
 pub use billing::{BillingClient, BillingError, NodeInfo, SessionGrant};
 pub use plg_proto::paths::Redundancy;
-pub use proxy::{PathsView, Proxy, ProxyEvent, ProxyStats};
+pub use proxy::{Failover, PathsView, Proxy, ProxyEvent, ProxyStats};
 pub use tunnel::{Tunnel, TunnelError};
 
 use anyhow::{Context, Result, bail};

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use plg_client::capture::ProxyCapture;
 use plg_client::credentials::{Credentials, config_dir};
-use plg_client::{BillingClient, Proxy, ProxyEvent, Redundancy};
+use plg_client::{BillingClient, Failover, Proxy, ProxyEvent, Redundancy};
 
 /// PLG Booster: carry your game's UDP traffic through PLG relay nodes.
 #[derive(Parser, Debug)]
@@ -196,9 +197,25 @@ async fn main() -> Result<()> {
                 plg_client::open_session(&billing, &creds.mesh_ca_pem, &game, node.as_deref())
                     .await?;
             let path_addrs = vec![tunnel.data_addr; paths as usize];
-            let mut p = Proxy::start_multipath(tunnel, proxy, to, path_addrs, redundancy)
+            let capture = ProxyCapture::bind(proxy, to)
                 .await
                 .with_context(|| format!("cannot listen on {proxy}"))?;
+            let local = capture.local_addr()?;
+            // If the node goes silent, the same ticket moves the session to the next node.
+            let failover = Failover {
+                ticket: grant.ticket_bytes()?,
+                ca_pem: creds.mesh_ca_pem.clone(),
+                candidates: grant
+                    .nodes
+                    .iter()
+                    .filter(|n| n.id != node.id)
+                    .cloned()
+                    .collect(),
+                after: Duration::from_secs(1),
+            };
+            let mut p =
+                Proxy::start_with(tunnel, capture, path_addrs, redundancy, Some(failover)).await?;
+            p.local_addr = local;
             println!(
                 "session {} via node {} ({}) for {}",
                 grant.session_id, node.id, node.control_addr, grant.game.name
@@ -217,6 +234,8 @@ async fn main() -> Result<()> {
                             break;
                         }
                         ProxyEvent::PrimaryChanged { from, to } => println!("route: primary path {from} → {to}"),
+                        ProxyEvent::Failover { to, gap } => println!("node lost: session moved to node {to} ({} ms without replies)", gap.as_millis()),
+                        ProxyEvent::NodeLost { reason } => eprintln!("error: the node stopped answering and no other node took the session ({reason}); retrying"),
                         other => eprintln!("warning: {other:?}"),
                     },
                     _ = tick.tick() => {

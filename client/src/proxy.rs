@@ -14,12 +14,13 @@ use plg_proto::paths::{PathConfig, PathMask, PathScheduler, PathStats, Redundanc
 use plg_proto::replay::ReplayError;
 use plg_proto::session::OpenError;
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::billing::NodeInfo;
 use crate::capture::{Capture, ProxyCapture};
-use crate::tunnel::Tunnel;
+use crate::tunnel::{Tunnel, TunnelError};
 
 /// Most game-side flows one proxy carries.
 const MAX_FLOWS: usize = 64;
@@ -78,7 +79,19 @@ pub enum ProxyEvent {
     },
     /// The game used more flows than the proxy carries.
     TooManyFlows,
-    /// The primary path changed (failover or a clearly better path).
+    /// Every path to the node went silent; the session moved to another node.
+    Failover {
+        /// The node now carrying the session.
+        to: String,
+        /// Time from the last frame heard to the new session being up.
+        gap: Duration,
+    },
+    /// Every path went silent and no other node could take the session.
+    NodeLost {
+        /// Why the failover failed.
+        reason: String,
+    },
+    /// The primary path changed (a path went silent or another is clearly better).
     PrimaryChanged {
         /// Old primary.
         from: u8,
@@ -94,6 +107,20 @@ struct FlowState {
     confirmed: bool,
     /// The node refused the destination: stop sending for this flow.
     refused: bool,
+}
+
+/// Where to take the session when its node goes silent: the same ticket is presented to the
+/// next candidate (a node accepts any valid ticket), so no new ticket is needed.
+#[derive(Clone, Debug)]
+pub struct Failover {
+    /// The session's ticket.
+    pub ticket: Vec<u8>,
+    /// Mesh CA certificate (PEM).
+    pub ca_pem: String,
+    /// Other nodes, best first.
+    pub candidates: Vec<NodeInfo>,
+    /// How long every path must be silent before failing over.
+    pub after: Duration,
 }
 
 /// A running accelerated session with its capture backend.
@@ -135,7 +162,7 @@ impl Proxy {
     ) -> std::io::Result<Proxy> {
         let capture = ProxyCapture::bind(listen, dst).await?;
         let local_addr = capture.local_addr()?;
-        let mut p = Self::start_with(tunnel, capture, paths, policy).await?;
+        let mut p = Self::start_with(tunnel, capture, paths, policy, None).await?;
         p.local_addr = local_addr;
         Ok(p)
     }
@@ -146,6 +173,7 @@ impl Proxy {
         capture: C,
         paths: Vec<SocketAddr>,
         policy: Redundancy,
+        failover: Option<Failover>,
     ) -> std::io::Result<Proxy> {
         let max = (tunnel.accept.max_paths as usize).clamp(1, plg_proto::paths::MAX_PATHS);
         if paths.is_empty() || paths.len() > max {
@@ -158,19 +186,7 @@ impl Proxy {
             ));
         }
         let (rx_tx, rx) = mpsc::channel(1024);
-        let mut sockets = Vec::new();
-        let mut readers = Vec::new();
-        for (i, addr) in paths.iter().enumerate() {
-            let bind: SocketAddr = if addr.is_ipv4() {
-                (Ipv4Addr::UNSPECIFIED, 0).into()
-            } else {
-                (Ipv6Addr::UNSPECIFIED, 0).into()
-            };
-            let s = Arc::new(UdpSocket::bind(bind).await?);
-            s.connect(addr).await?;
-            readers.push(tokio::spawn(read_path(s.clone(), i as u8, rx_tx.clone())));
-            sockets.push(s);
-        }
+        let (sockets, readers) = open_paths(&paths, &rx_tx).await?;
         let stats = Arc::new(ProxyStats::default());
         let (events_tx, events) = mpsc::channel(64);
         let (paths_tx, paths_rx) = watch::channel(PathsView::default());
@@ -194,14 +210,13 @@ impl Proxy {
             by_game: HashMap::new(),
             out: Vec::with_capacity(MAX_DATAGRAM),
             start: Instant::now(),
+            readers,
+            rx_tx,
+            failover,
+            last_heard: Instant::now(),
+            failing_over: None,
         };
-        let task = tokio::spawn(async move {
-            let tunnel = driver.run(rx, stop_rx).await;
-            for r in readers {
-                r.abort();
-            }
-            tunnel
-        });
+        let task = tokio::spawn(driver.run(rx, stop_rx));
         let local_addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
         Ok(Proxy {
             local_addr,
@@ -221,6 +236,68 @@ impl Proxy {
             tunnel.close().await;
         }
     }
+}
+
+/// Opens one connected socket per path and a reader task for each.
+async fn open_paths(
+    paths: &[SocketAddr],
+    tx: &mpsc::Sender<(u8, Vec<u8>)>,
+) -> std::io::Result<(Vec<Arc<UdpSocket>>, Vec<Reader>)> {
+    let mut sockets = Vec::new();
+    let mut readers = Vec::new();
+    for (i, addr) in paths.iter().enumerate() {
+        let bind: SocketAddr = if addr.is_ipv4() {
+            (Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let s = Arc::new(UdpSocket::bind(bind).await?);
+        s.connect(addr).await?;
+        readers.push(Reader(tokio::spawn(read_path(
+            s.clone(),
+            i as u8,
+            tx.clone(),
+        ))));
+        sockets.push(s);
+    }
+    Ok((sockets, readers))
+}
+
+/// A path reader task, stopped when dropped.
+struct Reader(JoinHandle<()>);
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+type FailoverResult = Result<(NodeInfo, Tunnel), String>;
+
+/// Tries the candidates in order with the same ticket.
+async fn fail_over(f: Failover, tx: oneshot::Sender<FailoverResult>) {
+    let mut errors = Vec::new();
+    for node in &f.candidates {
+        let Ok(addr) = node.control_addr.parse() else {
+            errors.push(format!("{}: bad address", node.id));
+            continue;
+        };
+        match Tunnel::open(addr, &node.server_name, &f.ca_pem, &f.ticket).await {
+            Ok(t) => {
+                let _ = tx.send(Ok((node.clone(), t)));
+                return;
+            }
+            Err(e @ TunnelError::Rejected { .. }) | Err(e) => {
+                errors.push(format!("{}: {e}", node.id))
+            }
+        }
+    }
+    let reason = if errors.is_empty() {
+        "no other node is known".to_string()
+    } else {
+        errors.join("; ")
+    };
+    let _ = tx.send(Err(reason));
 }
 
 /// Reads one path's socket into the driver's channel.
@@ -252,6 +329,12 @@ struct Driver<C> {
     by_game: HashMap<(SocketAddr, SocketAddr), u32>,
     out: Vec<u8>,
     start: Instant,
+    readers: Vec<Reader>,
+    rx_tx: mpsc::Sender<(u8, Vec<u8>)>,
+    failover: Option<Failover>,
+    /// Last authenticated frame from the node on any path.
+    last_heard: Instant,
+    failing_over: Option<oneshot::Receiver<FailoverResult>>,
 }
 
 impl<C: Capture> Driver<C> {
@@ -275,6 +358,10 @@ impl<C: Capture> Driver<C> {
                 Some((path, mut d)) = rx.recv() => self.on_node(path, &mut d).await,
                 _ = tokio::time::sleep_until(wake) => self.on_timer().await,
                 _ = housekeeping.tick() => self.on_housekeeping().await,
+                Ok(r) = async { self.failing_over.as_mut().expect("guarded").await }, if self.failing_over.is_some() => {
+                    self.failing_over = None;
+                    self.on_failover(r).await;
+                }
                 _ = stop.changed() => break,
             }
         }
@@ -373,6 +460,7 @@ impl<C: Capture> Driver<C> {
                 return;
             }
         };
+        self.last_heard = Instant::now();
         // A frame sealed for another path is authentic and delivered, but says nothing about
         // this path's health.
         let same_path = h.path == path;
@@ -435,6 +523,18 @@ impl<C: Capture> Driver<C> {
     }
 
     async fn on_timer(&mut self) {
+        if let Some(f) = &self.failover
+            && self.failing_over.is_none()
+            && self.last_heard.elapsed() >= f.after
+        {
+            tracing::warn!(
+                silent_ms = self.last_heard.elapsed().as_millis() as u64,
+                "node silent on every path, failing over"
+            );
+            let (tx, rx) = oneshot::channel();
+            tokio::spawn(fail_over(f.clone(), tx));
+            self.failing_over = Some(rx);
+        }
         let now = Instant::now().into_std();
         let before = self.sched.primary();
         self.sched.handle_timeout(now);
@@ -457,6 +557,65 @@ impl<C: Capture> Driver<C> {
             let live = self.all_paths();
             self.send(live, &Frame::Paths { downstream: down.0 }).await;
         }
+    }
+
+    async fn on_failover(&mut self, result: FailoverResult) {
+        let (node, tunnel) = match result {
+            Ok(x) => x,
+            Err(reason) => {
+                let _ = self.events.try_send(ProxyEvent::NodeLost { reason });
+                // Try again after another silent period.
+                self.last_heard = Instant::now();
+                return;
+            }
+        };
+        let n = self.sockets.len();
+        let paths = vec![tunnel.data_addr; n];
+        let (sockets, readers) = match open_paths(&paths, &self.rx_tx).await {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = self.events.try_send(ProxyEvent::NodeLost {
+                    reason: e.to_string(),
+                });
+                self.last_heard = Instant::now();
+                return;
+            }
+        };
+        let gap = self.last_heard.elapsed();
+        let old = std::mem::replace(&mut self.tunnel, tunnel);
+        tokio::spawn(old.close());
+        self.sockets = sockets;
+        self.readers = readers;
+        self.sched = PathScheduler::new(
+            n,
+            self.sched.policy(),
+            PathConfig::default(),
+            Instant::now().into_std(),
+        );
+        self.last_heard = Instant::now();
+        if let Some(f) = &mut self.failover {
+            f.candidates.retain(|c| c.id != node.id);
+        }
+        // The new node knows nothing of our flows: open them again.
+        let all = self.all_paths();
+        for i in 0..self.flows.len() {
+            self.flows[i].confirmed = false;
+            if !self.flows[i].refused {
+                let dst = self.flows[i].server;
+                self.send(
+                    all,
+                    &Frame::FlowOpen {
+                        flow: i as u32,
+                        dst,
+                    },
+                )
+                .await;
+            }
+        }
+        tracing::info!(node = %node.id, gap_ms = gap.as_millis() as u64, "session moved to another node");
+        let _ = self
+            .events
+            .try_send(ProxyEvent::Failover { to: node.id, gap });
     }
 
     async fn on_housekeeping(&mut self) {

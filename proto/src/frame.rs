@@ -319,7 +319,9 @@ impl Frame<'_> {
                     flow: r.u32().ok_or(short)?,
                 }
             }
-            FrameType::Paths => Frame::Paths { downstream: r.u8().ok_or(short)? },
+            FrameType::Paths => Frame::Paths {
+                downstream: r.u8().ok_or(short)?,
+            },
         };
         if !r.is_empty() {
             return Err(DecodeError::Body("trailing bytes"));

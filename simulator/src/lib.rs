@@ -1,7 +1,14 @@
 //! `plg-sim`: the local demo and the harness for end-to-end tests; the loss-injecting
 //! simulator grows here.
 
+pub mod client;
 pub mod demo;
 pub mod echo;
+pub mod link;
 pub mod local_mesh;
+pub mod plot;
+pub mod report;
+pub mod runner;
+pub mod scenario;
+pub mod tick;
 pub mod traffic;

@@ -33,6 +33,8 @@ pub struct LocalMesh {
     pub game: EchoServer,
     /// The relay node.
     pub node: RunningNode,
+    /// Nodes added with [`LocalMesh::add_node`].
+    pub extra_nodes: Vec<RunningNode>,
     /// Mesh CA certificate (PEM).
     pub ca_pem: String,
     /// How each piece was started, as the equivalent commands.
@@ -128,6 +130,7 @@ impl LocalMesh {
             billing_url,
             game,
             node,
+            extra_nodes: Vec::new(),
             ca_pem,
             steps,
             billing_stop,
@@ -154,8 +157,41 @@ impl LocalMesh {
         .await
     }
 
+    /// Joins and starts another node (loopback settings); billing then offers it too.
+    pub async fn add_node(&mut self, name: &str) -> Result<&RunningNode> {
+        let identity = self.join_identity(name).await?;
+        let node = plg_node::start(identity, loopback_node_config())
+            .await
+            .context("starting the node")?;
+        self.extra_nodes.push(node);
+        Ok(self.extra_nodes.last().expect("just pushed"))
+    }
+
+    /// Stops the node whose control endpoint is `control` (simulating a crash: no goodbye).
+    /// Returns whether such a node was running. The first node can be killed only while
+    /// another one exists; that one then becomes `node`.
+    pub async fn kill_node(&mut self, control: SocketAddr) -> bool {
+        if let Some(i) = self
+            .extra_nodes
+            .iter()
+            .position(|n| n.control_addr == control)
+        {
+            self.extra_nodes.remove(i).shutdown().await;
+            return true;
+        }
+        if self.node.control_addr == control && !self.extra_nodes.is_empty() {
+            let next = self.extra_nodes.remove(0);
+            std::mem::replace(&mut self.node, next).shutdown().await;
+            return true;
+        }
+        false
+    }
+
     /// Stops everything and removes the temporary directory.
     pub async fn stop(self) {
+        for n in self.extra_nodes {
+            n.shutdown().await;
+        }
         self.node.shutdown().await;
         let _ = self.billing_stop.send(());
         let _ = tokio::time::timeout(Duration::from_secs(5), self.billing_task).await;

@@ -28,6 +28,11 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Run a scenario file in each of its redundancy policies; print the table, write JSON
+    /// and SVG plots.
+    Run(plg_sim::runner::RunArgs),
+    /// Run a scenario at several injected loss rates and plot residual loss per policy.
+    Sweep(plg_sim::runner::SweepArgs),
 }
 
 #[tokio::main]
@@ -55,6 +60,20 @@ async fn main() -> Result<()> {
                 ..Default::default()
             };
             plg_sim::demo::run(plg_sim::demo::DemoOptions { traffic }).await
+        }
+        Command::Run(args) => {
+            print!(
+                "{}",
+                plg_sim::runner::run_command(args, |m| eprintln!("{m}")).await?
+            );
+            Ok(())
+        }
+        Command::Sweep(args) => {
+            print!(
+                "{}",
+                plg_sim::runner::sweep_command(args, |m| eprintln!("{m}")).await?
+            );
+            Ok(())
         }
     }
 }

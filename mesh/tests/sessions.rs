@@ -1,0 +1,142 @@
+//! Session records, RTT publication and exit selection across a live mesh.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use plg_mesh::{MeshHandle, NodeId, SelectionPolicy, SessionRecord, select_exits};
+use tokio::time::Instant;
+
+async fn converged(nodes: &[MeshHandle]) {
+    let all = ids(nodes);
+    let refs: Vec<&NodeId> = all.iter().collect();
+    let handles: Vec<&MeshHandle> = nodes.iter().collect();
+    eventually(Duration::from_secs(10), "converged", || {
+        all_see(&handles, &refs)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_record_published_at_one_node_is_visible_at_all_others() {
+    let nodes = cluster(5, &["eu"]).await;
+    converged(&nodes).await;
+    let record = SessionRecord {
+        session_id: 0x1234_5678_9abc_def0,
+        backup: Some(id("node-3")),
+        paths: 2,
+        epoch: 0,
+    };
+    nodes[0].publish_session(record.clone());
+    eventually(Duration::from_secs(5), "record everywhere", || {
+        nodes.iter().all(|h| {
+            h.lookup_session(record.session_id)
+                .is_some_and(|r| r.record == record && r.exit == id("node-0") && r.exit_alive)
+        })
+    })
+    .await;
+    nodes[0].remove_session(record.session_id);
+    eventually(
+        Duration::from_secs(5),
+        "record withdrawn everywhere",
+        || {
+            nodes
+                .iter()
+                .all(|h| h.lookup_session(record.session_id).is_none())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_adopts_the_sessions_of_a_dead_exit() {
+    let mut nodes = cluster(4, &["eu"]).await;
+    converged(&nodes).await;
+    let record = SessionRecord {
+        session_id: 42,
+        backup: Some(id("node-1")),
+        paths: 2,
+        epoch: 0,
+    };
+    nodes[0].publish_session(record.clone());
+    eventually(Duration::from_secs(5), "record at the backup", || {
+        nodes[1].lookup_session(42).is_some()
+    })
+    .await;
+    assert!(nodes[1].view().orphaned_sessions().is_empty());
+
+    nodes.remove(0).kill();
+    eventually(Duration::from_secs(5), "backup sees an orphan", || {
+        nodes[0].view().orphaned_sessions().len() == 1
+    })
+    .await;
+    let orphan = nodes[0].view().orphaned_sessions().remove(0);
+    assert_eq!(orphan.record, record);
+    let adopted = nodes[0].adopt_session(&orphan, Some(id("node-2")));
+    assert_eq!(adopted.epoch, 1);
+    eventually(
+        Duration::from_secs(5),
+        "everyone routes to the new exit",
+        || {
+            nodes.iter().all(|h| {
+                h.lookup_session(42)
+                    .is_some_and(|r| r.exit == id("node-1") && r.exit_alive && r.record.epoch == 1)
+            })
+        },
+    )
+    .await;
+    assert!(nodes[0].view().orphaned_sessions().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtt_estimates_are_published_and_backup_exit_is_in_another_region() {
+    let nodes = cluster(4, &["eu", "eu", "us", "us"]).await;
+    converged(&nodes).await;
+    // node→game RTTs as their data planes would measure them.
+    let game_rtt_ms = [10, 12, 40, 45];
+    let t0 = Instant::now();
+    for (h, rtt) in nodes.iter().zip(game_rtt_ms) {
+        for i in 0..20u32 {
+            h.record_target_probe(
+                "cs2-eu",
+                t0 + Duration::from_millis(50) * i,
+                Some(Duration::from_millis(rtt)),
+            )
+            .unwrap();
+        }
+    }
+    // And node-0's probes to node-1.
+    for i in 0..20u32 {
+        nodes[0].record_probe(
+            &id("node-1"),
+            t0 + Duration::from_millis(50) * i,
+            Some(Duration::from_millis(3)),
+        );
+    }
+    assert_eq!(
+        nodes[0].rtt_to(&id("node-1")).unwrap().srtt,
+        Duration::from_millis(3)
+    );
+    assert_eq!(
+        nodes[2].target_rtt("cs2-eu").unwrap().srtt,
+        Duration::from_millis(40)
+    );
+
+    eventually(Duration::from_secs(5), "estimates gossiped", || {
+        let v = nodes[3].view();
+        v.published_rtt(&id("node-0"), &id("node-1"))
+            .is_some_and(|s| s.srtt == Duration::from_millis(3))
+            && v.exit_candidates("cs2-eu").iter().all(|c| c.rtt.is_some())
+    })
+    .await;
+    let v = nodes[3].view();
+    let order = select_exits(
+        &v.exit_candidates("cs2-eu"),
+        None,
+        &SelectionPolicy::default(),
+    );
+    let order: Vec<&str> = order.iter().map(|c| c.node.as_str()).collect();
+    // Primary: the fastest; first backup: the best node outside the primary's region.
+    assert_eq!(order, ["node-0", "node-2", "node-1"]);
+}

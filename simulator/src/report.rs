@@ -1,0 +1,661 @@
+//! Reports: per policy and per direction, what was sent and delivered, residual loss, one-way
+//! delay and RTT quantiles, jitter, bandwidth overhead counted at the links, and the longest gap
+//! in delivery; rendered as a terminal table (policies side by side) and a JSON file.
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::link::{Impairment, LinkReport};
+use crate::scenario::{Policy, Scenario};
+use crate::tick::{PairTrace, RttSample, StreamTrace};
+
+/// Latency quantiles, milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Quantiles {
+    /// Samples.
+    pub count: u64,
+    /// Mean.
+    pub mean: f64,
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+impl Quantiles {
+    /// Nearest-rank quantiles of microsecond samples.
+    pub fn from_us(mut v: Vec<u64>) -> Quantiles {
+        if v.is_empty() {
+            return Quantiles::default();
+        }
+        v.sort_unstable();
+        let q = |q: f64| {
+            let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+            v[rank - 1] as f64 / 1000.0
+        };
+        Quantiles {
+            count: v.len() as u64,
+            mean: v.iter().sum::<u64>() as f64 / v.len() as f64 / 1000.0,
+            p50: q(0.5),
+            p99: q(0.99),
+            p999: q(0.999),
+            max: *v.last().unwrap() as f64 / 1000.0,
+        }
+    }
+}
+
+/// One direction of one policy run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StreamStats {
+    /// Packets the sending game end sent.
+    pub sent: u64,
+    /// Distinct packets that reached the receiving game end.
+    pub delivered: u64,
+    /// Extra copies that reached the receiving game end (should be 0: the client dedups).
+    pub duplicates: u64,
+    /// `sent - delivered`.
+    pub lost: u64,
+    /// Lost, percent of sent.
+    pub residual_loss_pct: f64,
+    /// One-way delay of delivered packets.
+    pub one_way_ms: Quantiles,
+    /// Interarrival jitter as in RFC 3550 (mean |D| of consecutive transit-time differences,
+    /// unsmoothed), milliseconds.
+    pub jitter_ms: f64,
+    /// Longest time without a delivery while the stream was running, milliseconds (the
+    /// nominal tick interval on a clean path; a failover shows up here).
+    pub longest_gap_ms: f64,
+    /// When that gap started, seconds from the start of traffic.
+    pub longest_gap_at_s: f64,
+    /// Game payload bytes sent.
+    pub payload_bytes: u64,
+    /// Bytes the sender put on the wire towards the links, all paths together (UDP payload:
+    /// PLG frames including pings and control frames).
+    pub wire_bytes: u64,
+    /// `wire_bytes / payload_bytes`.
+    pub overhead: f64,
+}
+
+/// Plot data of one policy run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Series {
+    /// Upstream `(send time s, one-way delay ms)` of delivered packets.
+    pub up: Vec<[f64; 2]>,
+    /// Upstream send times (s) of lost packets.
+    pub up_lost: Vec<f64>,
+    /// Downstream `(send time s, one-way delay ms)`.
+    pub down: Vec<[f64; 2]>,
+    /// Downstream send times (s) of lost packets.
+    pub down_lost: Vec<f64>,
+    /// `(send time s, RTT ms)`.
+    pub rtt: Vec<[f64; 2]>,
+}
+
+/// How a policy run went.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum PolicyStatus {
+    /// Measured.
+    Ran {
+        /// The client implementation that ran it.
+        client: String,
+    },
+    /// The client can't run it yet: no numbers.
+    Unavailable {
+        /// Why.
+        reason: String,
+    },
+    /// Setting up or running failed: no numbers.
+    Failed {
+        /// What failed.
+        error: String,
+    },
+}
+
+/// One policy's results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyReport {
+    /// The policy.
+    pub policy: Policy,
+    /// Whether it ran.
+    #[serde(flatten)]
+    pub status: PolicyStatus,
+    /// Client → game server.
+    pub up: Option<StreamStats>,
+    /// Game server → client.
+    pub down: Option<StreamStats>,
+    /// Round trips (client tick → server → client, without the server's hold time).
+    pub rtt_ms: Option<Quantiles>,
+    /// What each path's link saw, in path order.
+    #[serde(default)]
+    pub links: Vec<LinkReport>,
+    /// Plot data.
+    #[serde(default)]
+    pub series: Series,
+}
+
+impl PolicyReport {
+    /// A report without numbers.
+    pub fn without_numbers(policy: Policy, status: PolicyStatus) -> PolicyReport {
+        PolicyReport {
+            policy,
+            status,
+            up: None,
+            down: None,
+            rtt_ms: None,
+            links: vec![],
+            series: Series::default(),
+        }
+    }
+
+    /// Whether numbers were measured.
+    pub fn ran(&self) -> bool {
+        matches!(self.status, PolicyStatus::Ran { .. })
+    }
+}
+
+/// A path as configured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PathInfo {
+    /// Label.
+    pub name: String,
+    /// Node it leads to.
+    pub node: usize,
+    /// Client → node.
+    pub up: Impairment,
+    /// Node → client.
+    pub down: Impairment,
+    /// Long-run loss the base impairment injects upstream, percent (events not included).
+    pub injected_loss_up_pct: f64,
+    /// Same, downstream.
+    pub injected_loss_down_pct: f64,
+}
+
+/// A scheduled event, for the report and the plots.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventInfo {
+    /// What happens.
+    pub label: String,
+    /// Start, seconds.
+    pub from_s: f64,
+    /// End, seconds.
+    pub until_s: f64,
+}
+
+/// A whole run: every policy over the same scenario and seed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunReport {
+    /// Scenario name.
+    pub scenario: String,
+    /// Scenario description.
+    pub description: String,
+    /// Seed used.
+    pub seed: u64,
+    /// Seconds of traffic per policy.
+    pub duration_s: f64,
+    /// Packets per second each way.
+    pub tick_rate: u32,
+    /// Paths.
+    pub paths: Vec<PathInfo>,
+    /// Events.
+    pub events: Vec<EventInfo>,
+    /// One entry per policy, in the scenario's order.
+    pub policies: Vec<PolicyReport>,
+}
+
+impl RunReport {
+    /// The header part of a report for `scenario`, without policy results.
+    pub fn for_scenario(s: &Scenario, seed: u64) -> RunReport {
+        RunReport {
+            scenario: s.name.clone(),
+            description: s.description.clone(),
+            seed,
+            duration_s: s.duration,
+            tick_rate: s.traffic.tick_rate,
+            paths: s
+                .paths
+                .iter()
+                .map(|p| PathInfo {
+                    name: p.name.clone(),
+                    node: p.node,
+                    up: p.up(),
+                    down: p.down(),
+                    injected_loss_up_pct: 100.0 * p.up().expected_loss(),
+                    injected_loss_down_pct: 100.0 * p.down().expected_loss(),
+                })
+                .collect(),
+            events: s
+                .events
+                .iter()
+                .map(|e| {
+                    let (from_s, until_s) = e.window(s.duration);
+                    EventInfo {
+                        label: e.describe(),
+                        from_s,
+                        until_s,
+                    }
+                })
+                .collect(),
+            policies: vec![],
+        }
+    }
+
+    /// The report of `policy`, if present.
+    pub fn policy(&self, policy: Policy) -> Option<&PolicyReport> {
+        self.policies.iter().find(|p| p.policy == policy)
+    }
+}
+
+/// Statistics of one direction from what the game ends recorded; `wire_bytes` comes from the
+/// links.
+pub fn stream_stats(t: &StreamTrace, wire_bytes: u64) -> (StreamStats, Vec<[f64; 2]>, Vec<f64>) {
+    let mut first: Vec<Option<u64>> = vec![None; t.sent.len()];
+    let mut duplicates = 0u64;
+    let mut delays = Vec::with_capacity(t.arrivals.len());
+    let mut jitter_sum = 0.0;
+    let mut jitter_n = 0u64;
+    let mut prev_transit: Option<i64> = None;
+    let mut deliveries = Vec::with_capacity(t.arrivals.len());
+    for a in &t.arrivals {
+        let Some(Some(s)) = t.sent.get(a.seq as usize) else {
+            continue;
+        };
+        let slot = &mut first[a.seq as usize];
+        if slot.is_some() {
+            duplicates += 1;
+            continue;
+        }
+        *slot = Some(a.at_us);
+        let transit = a.at_us as i64 - s.at_us as i64;
+        delays.push(transit.max(0) as u64);
+        deliveries.push(a.at_us);
+        if let Some(p) = prev_transit {
+            jitter_sum += (transit - p).unsigned_abs() as f64;
+            jitter_n += 1;
+        }
+        prev_transit = Some(transit);
+    }
+    let sent = t.sent.iter().flatten().count() as u64;
+    let delivered = first.iter().flatten().count() as u64;
+    let payload_bytes: u64 = t.sent.iter().flatten().map(|s| s.size as u64).sum();
+    let one_way = Quantiles::from_us(delays);
+    // Gaps: from the first send to the first delivery, between deliveries, and from the last
+    // delivery to when the last packet would have arrived (a stream that died shows).
+    let first_send = t.sent.iter().flatten().map(|s| s.at_us).min();
+    let last_send = t.sent.iter().flatten().map(|s| s.at_us).max();
+    let mut gap = (0u64, 0u64);
+    if let (Some(fs), Some(ls)) = (first_send, last_send) {
+        let mut prev = fs;
+        for &d in &deliveries {
+            if d > prev && d - prev > gap.0 {
+                gap = (d - prev, prev);
+            }
+            prev = prev.max(d);
+        }
+        let expected_end = ls + (one_way.p50 * 1000.0) as u64;
+        if expected_end > prev && expected_end - prev > gap.0 {
+            gap = (expected_end - prev, prev);
+        }
+    }
+    let mut points = Vec::with_capacity(delivered as usize);
+    let mut lost = Vec::new();
+    for (seq, s) in t.sent.iter().enumerate() {
+        let Some(s) = s else { continue };
+        match first[seq] {
+            Some(at) => points.push([
+                s.at_us as f64 / 1e6,
+                at.saturating_sub(s.at_us) as f64 / 1000.0,
+            ]),
+            None => lost.push(s.at_us as f64 / 1e6),
+        }
+    }
+    let stats = StreamStats {
+        sent,
+        delivered,
+        duplicates,
+        lost: sent - delivered,
+        residual_loss_pct: if sent == 0 {
+            0.0
+        } else {
+            100.0 * (sent - delivered) as f64 / sent as f64
+        },
+        one_way_ms: one_way,
+        jitter_ms: if jitter_n == 0 {
+            0.0
+        } else {
+            jitter_sum / jitter_n as f64 / 1000.0
+        },
+        longest_gap_ms: gap.0 as f64 / 1000.0,
+        longest_gap_at_s: gap.1 as f64 / 1e6,
+        payload_bytes,
+        wire_bytes,
+        overhead: if payload_bytes == 0 {
+            0.0
+        } else {
+            wire_bytes as f64 / payload_bytes as f64
+        },
+    };
+    (stats, points, lost)
+}
+
+fn rtt_stats(rtt: &[RttSample]) -> (Quantiles, Vec<[f64; 2]>) {
+    let q = Quantiles::from_us(rtt.iter().map(|r| r.rtt_us).collect());
+    let pts = rtt
+        .iter()
+        .map(|r| [r.at_us as f64 / 1e6, r.rtt_us as f64 / 1000.0])
+        .collect();
+    (q, pts)
+}
+
+/// A measured policy's report from the game ends' trace and the links' reports.
+pub fn measured(
+    policy: Policy,
+    client: String,
+    trace: &PairTrace,
+    links: Vec<LinkReport>,
+) -> PolicyReport {
+    let wire_up = links.iter().map(|l| l.up.bytes_in).sum();
+    let wire_down = links.iter().map(|l| l.down.bytes_in).sum();
+    let (up, up_pts, up_lost) = stream_stats(&trace.up, wire_up);
+    let (down, down_pts, down_lost) = stream_stats(&trace.down, wire_down);
+    let (rtt, rtt_pts) = rtt_stats(&trace.rtt);
+    PolicyReport {
+        policy,
+        status: PolicyStatus::Ran { client },
+        up: Some(up),
+        down: Some(down),
+        rtt_ms: Some(rtt),
+        links,
+        series: Series {
+            up: up_pts,
+            up_lost,
+            down: down_pts,
+            down_lost,
+            rtt: rtt_pts,
+        },
+    }
+}
+
+fn cell(p: &PolicyReport, f: impl Fn(&PolicyReport) -> Option<String>) -> String {
+    match &p.status {
+        PolicyStatus::Ran { .. } => f(p).unwrap_or_else(|| "—".into()),
+        PolicyStatus::Unavailable { .. } => "unavailable".into(),
+        PolicyStatus::Failed { .. } => "FAILED".into(),
+    }
+}
+
+const LABEL_W: usize = 26;
+const COL_W: usize = 22;
+
+fn row(out: &mut String, label: &str, r: &RunReport, f: impl Fn(&PolicyReport) -> Option<String>) {
+    let _ = write!(out, "  {label:<LABEL_W$}");
+    for p in &r.policies {
+        let _ = write!(out, "{:>COL_W$}", cell(p, &f));
+    }
+    out.push('\n');
+}
+
+fn stream_rows(
+    out: &mut String,
+    r: &RunReport,
+    title: &str,
+    pick: fn(&PolicyReport) -> Option<&StreamStats>,
+) {
+    let _ = writeln!(out, "{title}");
+    row(out, "sent / delivered", r, |p| {
+        pick(p).map(|s| format!("{} / {}", s.sent, s.delivered))
+    });
+    row(out, "residual loss", r, |p| {
+        pick(p).map(|s| format!("{:.2} %", s.residual_loss_pct))
+    });
+    row(out, "one-way p50 / p99 ms", r, |p| {
+        pick(p).map(|s| format!("{:.2} / {:.2}", s.one_way_ms.p50, s.one_way_ms.p99))
+    });
+    row(out, "one-way p99.9 / max ms", r, |p| {
+        pick(p).map(|s| format!("{:.2} / {:.2}", s.one_way_ms.p999, s.one_way_ms.max))
+    });
+    row(out, "jitter (RFC 3550) ms", r, |p| {
+        pick(p).map(|s| format!("{:.3}", s.jitter_ms))
+    });
+    row(out, "longest gap ms (at s)", r, |p| {
+        pick(p).map(|s| format!("{:.1} ({:.2})", s.longest_gap_ms, s.longest_gap_at_s))
+    });
+    row(out, "wire / payload bytes", r, |p| {
+        pick(p).map(|s| format!("{:.2}×", s.overhead))
+    });
+    row(out, "duplicates to the game", r, |p| {
+        pick(p).map(|s| s.duplicates.to_string())
+    });
+}
+
+/// The terminal table: policies side by side.
+pub fn render_table(r: &RunReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "scenario {}  seed {}  {:.1} s per policy  {} packets/s each way  {} path(s)",
+        r.scenario,
+        r.seed,
+        r.duration_s,
+        r.tick_rate,
+        r.paths.len()
+    );
+    if !r.description.is_empty() {
+        let _ = writeln!(out, "  {}", r.description);
+    }
+    for (i, p) in r.paths.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "  path {i} {:<12} up: {}  down: {}",
+            format!("({})", p.name),
+            describe(&p.up),
+            describe(&p.down)
+        );
+    }
+    for e in &r.events {
+        let _ = writeln!(out, "  event: {}", e.label);
+    }
+    out.push('\n');
+    let _ = write!(out, "  {:<LABEL_W$}", "");
+    for p in &r.policies {
+        let _ = write!(out, "{:>COL_W$}", p.policy.name());
+    }
+    out.push('\n');
+    stream_rows(&mut out, r, "upstream (client → game server)", |p| {
+        p.up.as_ref()
+    });
+    stream_rows(&mut out, r, "downstream (game server → client)", |p| {
+        p.down.as_ref()
+    });
+    let _ = writeln!(out, "round trip");
+    row(&mut out, "RTT p50 / p99 ms", r, |p| {
+        p.rtt_ms.map(|q| format!("{:.2} / {:.2}", q.p50, q.p99))
+    });
+    row(&mut out, "RTT p99.9 ms", r, |p| {
+        p.rtt_ms.map(|q| format!("{:.2}", q.p999))
+    });
+    let _ = writeln!(out, "links (all paths)");
+    row(&mut out, "dropped up / down", r, |p| {
+        let (u, d) = p.links.iter().fold((0, 0), |(u, d), l| {
+            (
+                u + l.up.packets_in - l.up.packets_out.min(l.up.packets_in),
+                d + l.down.packets_in - l.down.packets_out.min(l.down.packets_in),
+            )
+        });
+        Some(format!("{u} / {d}"))
+    });
+    row(&mut out, "sender late p50/p99 µs", r, |p| {
+        let late = p
+            .links
+            .iter()
+            .flat_map(|l| [&l.up, &l.down])
+            .filter(|d| d.packets_out > 0);
+        let (a, b) = late.fold((0, 0), |(a, b), d| {
+            (a.max(d.late_us_p50), b.max(d.late_us_p99))
+        });
+        Some(format!("{a} / {b}"))
+    });
+    out.push('\n');
+    for p in &r.policies {
+        match &p.status {
+            PolicyStatus::Ran { client } => {
+                let _ = writeln!(out, "  {:<10} ran with {client}", p.policy.name());
+            }
+            PolicyStatus::Unavailable { reason } => {
+                let _ = writeln!(out, "  {:<10} UNAVAILABLE: {reason}", p.policy.name());
+            }
+            PolicyStatus::Failed { error } => {
+                let _ = writeln!(out, "  {:<10} FAILED: {error}", p.policy.name());
+            }
+        }
+    }
+    out
+}
+
+/// A short description of an impairment.
+pub fn describe(i: &Impairment) -> String {
+    let mut parts = Vec::new();
+    if i.delay_ms > 0.0 {
+        parts.push(format!("{} ms", i.delay_ms));
+    }
+    if i.jitter_ms > 0.0 {
+        parts.push(format!("±{} ms {:?}", i.jitter_ms, i.jitter).to_lowercase());
+    }
+    if i.loss_pct > 0.0 {
+        parts.push(format!("{} % loss", i.loss_pct));
+    }
+    if let Some(b) = &i.burst {
+        parts.push(format!(
+            "GE p={} r={} (≈{:.1} % loss)",
+            b.p,
+            b.r,
+            100.0 * b.stationary_loss()
+        ));
+    }
+    if i.reorder_pct > 0.0 {
+        parts.push(format!("{} % reordered", i.reorder_pct));
+    }
+    if i.duplicate_pct > 0.0 {
+        parts.push(format!("{} % duplicated", i.duplicate_pct));
+    }
+    if i.rate_kbps > 0.0 {
+        parts.push(format!("{} kbit/s", i.rate_kbps));
+    }
+    if parts.is_empty() {
+        "clean".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// A sweep: the same scenario at several injected loss rates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepReport {
+    /// Scenario name.
+    pub scenario: String,
+    /// Seed given (each point derives its own from it).
+    pub seed: u64,
+    /// Seconds per policy per point.
+    pub duration_s: f64,
+    /// One entry per injected loss rate.
+    pub points: Vec<SweepPoint>,
+}
+
+/// One loss rate of a sweep.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepPoint {
+    /// Independent loss injected on every path, both directions, percent.
+    pub injected_loss_pct: f64,
+    /// Seed of this point (derived from the sweep's seed and the loss rate).
+    pub seed: u64,
+    /// Policies (plot series dropped to keep the file small).
+    pub policies: Vec<PolicyReport>,
+}
+
+/// The sweep table: one row per loss rate, residual loss per policy and direction.
+pub fn render_sweep_table(s: &SweepReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "sweep of {}  seed {}  {:.1} s per point and policy; residual loss % (up / down)",
+        s.scenario, s.seed, s.duration_s
+    );
+    let Some(first) = s.points.first() else {
+        return out;
+    };
+    let _ = write!(out, "  {:>10}", "injected");
+    for p in &first.policies {
+        let _ = write!(out, "{:>COL_W$}", p.policy.name());
+    }
+    out.push('\n');
+    for pt in &s.points {
+        let _ = write!(out, "  {:>8.1} %", pt.injected_loss_pct);
+        for p in &pt.policies {
+            let c = cell(p, |p| {
+                Some(format!(
+                    "{:.2} / {:.2}",
+                    p.up.as_ref()?.residual_loss_pct,
+                    p.down.as_ref()?.residual_loss_pct
+                ))
+            });
+            let _ = write!(out, "{c:>COL_W$}");
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tick::{Arrival, Sent};
+
+    #[test]
+    fn stats_count_loss_gaps_jitter_and_duplicates() {
+        // 10 packets every 10 ms, 5 ms transit, seq 4–6 lost, seq 8 arrives twice; seq 9 has
+        // 7 ms transit.
+        let sent = (0..10)
+            .map(|i| {
+                Some(Sent {
+                    at_us: i * 10_000,
+                    size: 100,
+                })
+            })
+            .collect();
+        let mut arrivals: Vec<Arrival> = (0..10u32)
+            .filter(|s| !(4..=6).contains(s))
+            .map(|s| Arrival {
+                seq: s,
+                at_us: s as u64 * 10_000 + if s == 9 { 7_000 } else { 5_000 },
+            })
+            .collect();
+        arrivals.push(Arrival {
+            seq: 8,
+            at_us: 86_000,
+        });
+        let t = StreamTrace { sent, arrivals };
+        let (s, pts, lost) = stream_stats(&t, 1500);
+        assert_eq!((s.sent, s.delivered, s.lost, s.duplicates), (10, 7, 3, 1));
+        assert!((s.residual_loss_pct - 30.0).abs() < 1e-9);
+        assert_eq!(s.one_way_ms.p50, 5.0);
+        assert_eq!(s.one_way_ms.max, 7.0);
+        // Gap from seq 3 (35 ms) to seq 7 (75 ms).
+        assert_eq!(s.longest_gap_ms, 40.0);
+        assert!((s.longest_gap_at_s - 0.035).abs() < 1e-9);
+        // Transit differences: 0,0,0,0,0,2 ms → mean 2/6 ms.
+        assert!((s.jitter_ms - 2.0 / 6.0).abs() < 1e-9, "{}", s.jitter_ms);
+        assert!((s.overhead - 1.5).abs() < 1e-9);
+        assert_eq!((pts.len(), lost.len()), (7, 3));
+    }
+
+    #[test]
+    fn quantiles_use_nearest_rank() {
+        let q = Quantiles::from_us((1..=1000).map(|v| v * 1000).collect());
+        assert_eq!((q.p50, q.p99, q.p999, q.max), (500.0, 990.0, 999.0, 1000.0));
+    }
+}

@@ -1,0 +1,691 @@
+//! Scenario files: topology, traffic, paths with per-direction impairments, scheduled events,
+//! duration, seed and the redundancy policies to compare. TOML, `deny_unknown_fields`
+//! everywhere; see `docs/simulator.md` for the format and `simulator/scenarios/` for examples.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::link::{DirectionConfig, Impairment, LinkConfig, ScheduledChange, derive_seed};
+use crate::tick::{HEADER_LEN, TickSpec};
+
+/// Largest game payload the traffic model sends (fits a PLG frame with room to spare).
+pub const MAX_PACKET: usize = 1200;
+/// Most paths a scenario may have.
+pub const MAX_PATHS: usize = 8;
+
+/// How a session spreads packets over its paths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// Best path only.
+    Single,
+    /// Every packet on every path.
+    Duplicate,
+    /// Single while clean; duplicate for a hold time once loss or a jitter spike is seen.
+    Adaptive,
+}
+
+impl Policy {
+    /// Name as written in scenario files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::Single => "single",
+            Policy::Duplicate => "duplicate",
+            Policy::Adaptive => "adaptive",
+        }
+    }
+}
+
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Policy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "single" => Ok(Policy::Single),
+            "duplicate" => Ok(Policy::Duplicate),
+            "adaptive" => Ok(Policy::Adaptive),
+            _ => Err(format!(
+                "unknown policy {s:?} (single, duplicate, adaptive)"
+            )),
+        }
+    }
+}
+
+/// Which direction(s) of a path an event touches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Client → game server.
+    Up,
+    /// Game server → client.
+    Down,
+    /// Both.
+    #[default]
+    Both,
+}
+
+impl Direction {
+    fn up(self) -> bool {
+        matches!(self, Direction::Up | Direction::Both)
+    }
+    fn down(self) -> bool {
+        matches!(self, Direction::Down | Direction::Both)
+    }
+}
+
+/// A whole scenario file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Short name (defaults to the file stem).
+    #[serde(default)]
+    pub name: String,
+    /// What the scenario shows.
+    #[serde(default)]
+    pub description: String,
+    /// Seconds of traffic per policy.
+    pub duration: f64,
+    /// Seed of every random decision (links and packet sizes).
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Policies to compare, in report order.
+    #[serde(default = "default_policies")]
+    pub policies: Vec<Policy>,
+    /// What runs.
+    #[serde(default)]
+    pub topology: Topology,
+    /// The game's traffic.
+    #[serde(default)]
+    pub traffic: Traffic,
+    /// Paths from the client to the nodes, each an impairment link.
+    pub paths: Vec<PathSpec>,
+    /// Scheduled events.
+    #[serde(default)]
+    pub events: Vec<Event>,
+}
+
+fn default_seed() -> u64 {
+    1
+}
+
+fn default_policies() -> Vec<Policy> {
+    vec![Policy::Single, Policy::Duplicate, Policy::Adaptive]
+}
+
+/// Components to start. Billing, the game server and the client always run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Topology {
+    /// Relay nodes (1 for now: the local mesh has one node).
+    pub nodes: usize,
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        Topology { nodes: 1 }
+    }
+}
+
+/// The game's traffic model: a fixed tick rate each way, packet sizes uniform in a range.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Traffic {
+    /// Packets per second, each way.
+    pub tick_rate: u32,
+    /// Smallest packet, bytes.
+    pub min_size: usize,
+    /// Largest packet, bytes.
+    pub max_size: usize,
+}
+
+impl Default for Traffic {
+    fn default() -> Self {
+        Traffic {
+            tick_rate: 64,
+            min_size: 100,
+            max_size: 300,
+        }
+    }
+}
+
+/// One path: an impairment link in front of a node's data port.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathSpec {
+    /// Label for reports (defaults to `path N`).
+    #[serde(default)]
+    pub name: String,
+    /// Index of the node the path leads to.
+    #[serde(default)]
+    pub node: usize,
+    /// Impairment of both directions (instead of `up` and `down`).
+    pub both: Option<Impairment>,
+    /// Client → node.
+    pub up: Option<Impairment>,
+    /// Node → client.
+    pub down: Option<Impairment>,
+}
+
+impl PathSpec {
+    /// Upstream impairment.
+    pub fn up(&self) -> Impairment {
+        self.up.or(self.both).unwrap_or_default()
+    }
+
+    /// Downstream impairment.
+    pub fn down(&self) -> Impairment {
+        self.down.or(self.both).unwrap_or_default()
+    }
+}
+
+/// A scheduled event. Times are seconds from the start of traffic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Event {
+    /// Drop everything on a path for a while.
+    Blackhole {
+        /// Path index.
+        path: usize,
+        /// Start, seconds.
+        at: f64,
+        /// Length, seconds.
+        duration: f64,
+        /// Which direction(s).
+        #[serde(default)]
+        direction: Direction,
+    },
+    /// Replace a path's impairment for a while (or for the rest of the run).
+    Degrade {
+        /// Path index.
+        path: usize,
+        /// Start, seconds.
+        at: f64,
+        /// Length, seconds; absent = until the end.
+        duration: Option<f64>,
+        /// Which direction(s).
+        #[serde(default)]
+        direction: Direction,
+        /// The impairment in force during the window (unset fields are zero, not inherited).
+        set: Impairment,
+    },
+    /// Stop a node's process (its sessions are lost).
+    KillNode {
+        /// Node index.
+        node: usize,
+        /// When, seconds.
+        at: f64,
+    },
+    /// Start a killed node again on the same ports.
+    RestartNode {
+        /// Node index.
+        node: usize,
+        /// When, seconds.
+        at: f64,
+    },
+}
+
+impl Event {
+    /// Start time, seconds.
+    pub fn at(&self) -> f64 {
+        match self {
+            Event::Blackhole { at, .. }
+            | Event::Degrade { at, .. }
+            | Event::KillNode { at, .. }
+            | Event::RestartNode { at, .. } => *at,
+        }
+    }
+
+    /// The window `(from, until)` in seconds it covers, for plots.
+    pub fn window(&self, run_end: f64) -> (f64, f64) {
+        match self {
+            Event::Blackhole { at, duration, .. } => (*at, at + duration),
+            Event::Degrade { at, duration, .. } => (*at, duration.map_or(run_end, |d| at + d)),
+            Event::KillNode { at, .. } | Event::RestartNode { at, .. } => (*at, *at),
+        }
+    }
+
+    /// One-line description.
+    pub fn describe(&self) -> String {
+        match self {
+            Event::Blackhole {
+                path,
+                at,
+                duration,
+                direction,
+            } => format!(
+                "blackhole path {path} ({direction:?}) {at}–{} s",
+                at + duration
+            ),
+            Event::Degrade {
+                path,
+                at,
+                duration,
+                direction,
+                ..
+            } => match duration {
+                Some(d) => format!("degrade path {path} ({direction:?}) {at}–{} s", at + d),
+                None => format!("degrade path {path} ({direction:?}) from {at} s"),
+            },
+            Event::KillNode { node, at } => format!("kill node {node} at {at} s"),
+            Event::RestartNode { node, at } => format!("restart node {node} at {at} s"),
+        }
+    }
+}
+
+/// Why a scenario could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// The file could not be read.
+    #[error("cannot read scenario {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Not valid TOML for this format (the message names the line and the field).
+    #[error("scenario {path}: {message}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// The parser's message, with line and field.
+        message: String,
+    },
+    /// Parsed, but a value is out of range or inconsistent.
+    #[error("scenario {path}: field `{field}`: {message}")]
+    Invalid {
+        /// File.
+        path: PathBuf,
+        /// Dotted field path, e.g. `paths[1].up.loss_pct`.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s.max(0.0))
+}
+
+impl Scenario {
+    /// Reads, parses and validates `path`.
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut s = Scenario::parse(&text, path)?;
+        if s.name.is_empty() {
+            s.name = path
+                .file_stem()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "scenario".into());
+        }
+        Ok(s)
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &Path) -> Result<Scenario, ScenarioError> {
+        let mut s: Scenario = toml::from_str(text).map_err(|e| ScenarioError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        for (i, p) in s.paths.iter_mut().enumerate() {
+            if p.name.is_empty() {
+                p.name = format!("path {i}");
+            }
+        }
+        s.validate()
+            .map_err(|(field, message)| ScenarioError::Invalid {
+                path: origin.to_owned(),
+                field,
+                message,
+            })?;
+        Ok(s)
+    }
+
+    /// Checks every range and cross-reference; the error is `(field, message)`.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let bad = |f: &str, m: String| Err((f.to_owned(), m));
+        if !(self.duration.is_finite() && (0.1..=3600.0).contains(&self.duration)) {
+            return bad(
+                "duration",
+                format!("must be 0.1..=3600 seconds (got {})", self.duration),
+            );
+        }
+        if self.policies.is_empty() {
+            return bad(
+                "policies",
+                "list at least one of single, duplicate, adaptive".into(),
+            );
+        }
+        for (i, p) in self.policies.iter().enumerate() {
+            if self.policies[..i].contains(p) {
+                return bad("policies", format!("{p} is listed twice"));
+            }
+        }
+        if self.topology.nodes != 1 {
+            return bad(
+                "topology.nodes",
+                format!(
+                    "only 1 node is supported for now (got {}); the local mesh starts one relay",
+                    self.topology.nodes
+                ),
+            );
+        }
+        let t = &self.traffic;
+        if !(1..=2000).contains(&t.tick_rate) {
+            return bad(
+                "traffic.tick_rate",
+                format!("must be 1..=2000 (got {})", t.tick_rate),
+            );
+        }
+        if t.min_size < HEADER_LEN || t.max_size > MAX_PACKET || t.min_size > t.max_size {
+            return bad(
+                "traffic.min_size",
+                format!(
+                    "need {HEADER_LEN} <= min_size <= max_size <= {MAX_PACKET} (got {}..{})",
+                    t.min_size, t.max_size
+                ),
+            );
+        }
+        if self.paths.is_empty() || self.paths.len() > MAX_PATHS {
+            return bad(
+                "paths",
+                format!("need 1..={MAX_PATHS} paths (got {})", self.paths.len()),
+            );
+        }
+        for (i, p) in self.paths.iter().enumerate() {
+            if p.node >= self.topology.nodes {
+                return bad(
+                    &format!("paths[{i}].node"),
+                    format!(
+                        "node {} does not exist (topology.nodes = {})",
+                        p.node, self.topology.nodes
+                    ),
+                );
+            }
+            if p.both.is_some() && (p.up.is_some() || p.down.is_some()) {
+                return bad(
+                    &format!("paths[{i}].both"),
+                    "give either `both` or `up`/`down`, not both".into(),
+                );
+            }
+            for (dir, imp) in [("both", p.both), ("up", p.up), ("down", p.down)] {
+                if let Some(imp) = imp {
+                    imp.validate()
+                        .or_else(|m| bad(&format!("paths[{i}].{dir}"), m))?;
+                }
+            }
+        }
+        for (i, e) in self.events.iter().enumerate() {
+            let f = |name: &str| format!("events[{i}].{name}");
+            let at = e.at();
+            if !(at.is_finite() && at >= 0.0 && at <= self.duration) {
+                return bad(&f("at"), format!("must be within 0..=duration (got {at})"));
+            }
+            match e {
+                Event::Blackhole { path, duration, .. }
+                | Event::Degrade {
+                    path,
+                    duration: Some(duration),
+                    ..
+                } => {
+                    if *path >= self.paths.len() {
+                        return bad(
+                            &f("path"),
+                            format!("path {path} does not exist ({} paths)", self.paths.len()),
+                        );
+                    }
+                    if !(duration.is_finite() && *duration > 0.0) {
+                        return bad(&f("duration"), format!("must be > 0 (got {duration})"));
+                    }
+                }
+                Event::Degrade {
+                    path,
+                    duration: None,
+                    ..
+                } => {
+                    if *path >= self.paths.len() {
+                        return bad(
+                            &f("path"),
+                            format!("path {path} does not exist ({} paths)", self.paths.len()),
+                        );
+                    }
+                }
+                Event::KillNode { node, .. } | Event::RestartNode { node, .. } => {
+                    if *node >= self.topology.nodes {
+                        return bad(&f("node"), format!("node {node} does not exist"));
+                    }
+                }
+            }
+            if let Event::Degrade { set, .. } = e {
+                set.validate().or_else(|m| bad(&f("set"), m))?;
+            }
+        }
+        // Kill/restart must alternate per node, starting with a kill.
+        for node in 0..self.topology.nodes {
+            let mut evs: Vec<&Event> = self
+                .events
+                .iter()
+                .filter(|e| matches!(e, Event::KillNode { node: n, .. } | Event::RestartNode { node: n, .. } if *n == node))
+                .collect();
+            evs.sort_by(|a, b| a.at().total_cmp(&b.at()));
+            let mut alive = true;
+            for e in evs {
+                match e {
+                    Event::KillNode { .. } if alive => alive = false,
+                    Event::RestartNode { .. } if !alive => alive = true,
+                    _ => {
+                        return bad(
+                            "events",
+                            format!(
+                                "node {node}: kill_node and restart_node must alternate, starting with a kill"
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The traffic both game ends send.
+    pub fn tick_spec(&self, seed: u64) -> TickSpec {
+        TickSpec {
+            rate: self.traffic.tick_rate,
+            min_size: self.traffic.min_size,
+            max_size: self.traffic.max_size,
+            duration: secs(self.duration),
+            drain: self.drain(),
+            seed,
+        }
+    }
+
+    /// How long to listen after the last send: enough for the slowest path's worst delay.
+    pub fn drain(&self) -> Duration {
+        let mut worst = Duration::ZERO;
+        for p in &self.paths {
+            worst = worst.max(p.up().max_delay()).max(p.down().max_delay());
+        }
+        for e in &self.events {
+            if let Event::Degrade { set, .. } = e {
+                worst = worst.max(set.max_delay());
+            }
+        }
+        (Duration::from_millis(500) + worst * 2).min(Duration::from_secs(5))
+    }
+
+    /// Link configuration of path `i` towards `upstream`, with the scenario's events turned
+    /// into scheduled changes and seeds derived from `seed`.
+    pub fn link_config(&self, i: usize, upstream: std::net::SocketAddr, seed: u64) -> LinkConfig {
+        let p = &self.paths[i];
+        let mut up = DirectionConfig {
+            impairment: p.up(),
+            seed: derive_seed(seed, 2 * i as u64 + 1),
+            schedule: vec![],
+        };
+        let mut down = DirectionConfig {
+            impairment: p.down(),
+            seed: derive_seed(seed, 2 * i as u64 + 2),
+            schedule: vec![],
+        };
+        for e in &self.events {
+            match e {
+                Event::Blackhole {
+                    path,
+                    at,
+                    duration,
+                    direction,
+                } if *path == i => {
+                    let c = ScheduledChange::Blackhole {
+                        from: secs(*at),
+                        until: secs(at + duration),
+                    };
+                    if direction.up() {
+                        up.schedule.push(c.clone());
+                    }
+                    if direction.down() {
+                        down.schedule.push(c);
+                    }
+                }
+                Event::Degrade {
+                    path,
+                    at,
+                    duration,
+                    direction,
+                    set,
+                } if *path == i => {
+                    for (on, d) in [(direction.up(), &mut up), (direction.down(), &mut down)] {
+                        if !on {
+                            continue;
+                        }
+                        d.schedule.push(ScheduledChange::Set {
+                            at: secs(*at),
+                            impairment: *set,
+                        });
+                        if let Some(len) = duration {
+                            d.schedule.push(ScheduledChange::Set {
+                                at: secs(at + len),
+                                impairment: d.impairment,
+                            });
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        LinkConfig {
+            upstream,
+            up,
+            down,
+            trace: false,
+        }
+    }
+
+    /// A copy with every path's independent loss set to `loss_pct` in both directions (sweeps).
+    pub fn with_loss(&self, loss_pct: f64) -> Scenario {
+        let mut s = self.clone();
+        for p in &mut s.paths {
+            let (mut up, mut down) = (p.up(), p.down());
+            up.loss_pct = loss_pct;
+            down.loss_pct = loss_pct;
+            p.both = None;
+            p.up = Some(up);
+            p.down = Some(down);
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Scenario, ScenarioError> {
+        Scenario::parse(text, Path::new("test.toml"))
+    }
+
+    const MINIMAL: &str = "duration = 2\n[[paths]]\n";
+
+    #[test]
+    fn minimal_scenario_gets_defaults() {
+        let s = parse(MINIMAL).unwrap();
+        assert_eq!(s.seed, 1);
+        assert_eq!(s.traffic.tick_rate, 64);
+        assert_eq!(s.policies.len(), 3);
+        assert_eq!(s.paths[0].name, "path 0");
+        assert_eq!(s.paths[0].up(), Impairment::default());
+    }
+
+    #[test]
+    fn unknown_fields_are_named() {
+        let e = parse("duration = 2\n[[paths]]\n[paths.up]\nlos_pct = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("test.toml") && e.contains("los_pct"), "{e}");
+        let e = parse("duration = 2\nsed = 3\n[[paths]]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sed"), "{e}");
+        let e = parse("duration = 2\n[[paths]]\n[[events]]\nkind = \"blackhole\"\npath = 0\nat = 1\nduration = 1\nwhen = 2\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("when"), "{e}");
+    }
+
+    #[test]
+    fn ranges_are_checked_with_the_field_path() {
+        let e = parse("duration = 2\n[[paths]]\n[[paths]]\n[paths.down]\nloss_pct = 150\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("paths[1].down") && e.contains("loss_pct"), "{e}");
+        let e = parse("duration = 2\n[[paths]]\n[[events]]\nkind = \"blackhole\"\npath = 3\nat = 1\nduration = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("events[0].path"), "{e}");
+        let e = parse("duration = 2\n[topology]\nnodes = 3\n[[paths]]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("topology.nodes"), "{e}");
+    }
+
+    #[test]
+    fn events_become_link_schedules() {
+        let s = parse(
+            "duration = 10\n[[paths]]\n[paths.both]\ndelay_ms = 5\n[[paths]]\n\
+             [[events]]\nkind = \"blackhole\"\npath = 0\nat = 4\nduration = 2\ndirection = \"up\"\n\
+             [[events]]\nkind = \"degrade\"\npath = 0\nat = 1\nduration = 1\n[events.set]\ndelay_ms = 50\n",
+        )
+        .unwrap();
+        let c = s.link_config(0, "127.0.0.1:9".parse().unwrap(), 1);
+        assert_eq!(c.up.schedule.len(), 3);
+        assert_eq!(c.down.schedule.len(), 2);
+        assert!(c.up.schedule.contains(&ScheduledChange::Blackhole {
+            from: Duration::from_secs(4),
+            until: Duration::from_secs(6)
+        }));
+        // The degrade window restores the base parameters at its end.
+        assert!(c.down.schedule.contains(&ScheduledChange::Set {
+            at: Duration::from_secs(2),
+            impairment: Impairment {
+                delay_ms: 5.0,
+                ..Default::default()
+            }
+        }));
+        assert!(
+            s.link_config(1, "127.0.0.1:9".parse().unwrap(), 1)
+                .up
+                .schedule
+                .is_empty()
+        );
+    }
+}
