@@ -59,10 +59,11 @@ pub enum Redundancy {
 }
 
 impl Redundancy {
-    /// The default adaptive policy: hold 2 s, budget 1.5×.
+    /// The default adaptive policy: hold 2 s, budget 2× (full duplication on two paths while
+    /// trouble lasts; about 1× — single — while the primary is clean).
     pub const ADAPTIVE: Redundancy = Redundancy::Adaptive {
         hold: Duration::from_secs(2),
-        budget: 1.5,
+        budget: 2.0,
     };
 }
 
@@ -99,8 +100,8 @@ pub struct PathConfig {
 impl Default for PathConfig {
     fn default() -> Self {
         PathConfig {
-            probe_interval: Duration::from_millis(100),
-            suspect_after: Duration::from_millis(300),
+            probe_interval: Duration::from_millis(50),
+            suspect_after: Duration::from_millis(200),
             probe_timeout: Duration::from_millis(500),
             switch_min_gain: Duration::from_millis(10),
             switch_min_ratio: 1.0 / 3.0,
@@ -162,7 +163,13 @@ pub struct PathScheduler {
     outstanding: VecDeque<(u64, u8, Instant)>,
     next_probe_id: u64,
     highest_seq: u64,
+    /// Downstream sequence numbers skipped over, with the time after which a still-missing one
+    /// counts as lost (copies on a slower path may still fill it before then).
+    holes: VecDeque<(u64, Instant)>,
 }
+
+/// Most downstream holes tracked at once.
+const MAX_HOLES: usize = 256;
 
 /// Most budget bytes that can be saved up for a burst of duplication.
 const MAX_TOKENS: f64 = 64.0 * 1024.0;
@@ -190,6 +197,7 @@ impl PathScheduler {
             outstanding: VecDeque::new(),
             next_probe_id: 1,
             highest_seq: 0,
+            holes: VecDeque::new(),
         }
     }
 
@@ -258,8 +266,20 @@ impl PathScheduler {
         }
     }
 
-    /// Advances timers: suspects silent paths, expires unanswered probes, re-picks the primary.
+    /// Advances timers: suspects silent paths, expires unanswered probes and unfilled
+    /// downstream holes, re-picks the primary.
     pub fn handle_timeout(&mut self, now: Instant) {
+        let mut lost = false;
+        while let Some(&(_, deadline)) = self.holes.front() {
+            if deadline > now {
+                break;
+            }
+            self.holes.pop_front();
+            lost = true;
+        }
+        if lost {
+            self.trouble(now, Trouble::Gap);
+        }
         while let Some(&(_, path, sent)) = self.outstanding.front() {
             if now.duration_since(sent) < self.cfg.probe_timeout {
                 break;
@@ -307,16 +327,19 @@ impl PathScheduler {
 
     /// When [`PathScheduler::handle_timeout`] or [`PathScheduler::poll_probe`] next has work.
     pub fn poll_timeout(&self) -> Instant {
-        let next_probe = self
+        let mut t = self
             .paths
             .iter()
             .map(|p| p.next_probe)
             .min()
             .expect("at least one path");
-        match self.outstanding.front() {
-            Some(&(_, _, sent)) => next_probe.min(sent + self.cfg.probe_timeout),
-            None => next_probe,
+        if let Some(&(_, _, sent)) = self.outstanding.front() {
+            t = t.min(sent + self.cfg.probe_timeout);
         }
+        if let Some(&(_, deadline)) = self.holes.front() {
+            t = t.min(deadline);
+        }
+        t
     }
 
     /// A probe due now: `(path, ping id)`. Call until `None`.
@@ -356,7 +379,7 @@ impl PathScheduler {
             }
             Some(srtt) => {
                 let dev = rtt.abs_diff(srtt);
-                let spike = rtt > srtt + (s.rttvar * 4).max(Duration::from_millis(10));
+                let spike = rtt > srtt + (s.rttvar * 4).max(Duration::from_millis(20));
                 s.rttvar = s.rttvar.mul_f64(0.75) + dev.mul_f64(0.25);
                 s.srtt = Some(srtt.mul_f64(0.875) + rtt.mul_f64(0.125));
                 spike
@@ -377,11 +400,41 @@ impl PathScheduler {
         }
     }
 
-    /// A downstream frame with sequence `seq` was delivered (first copy). A jump means frames
-    /// are missing on every path that should have carried them.
+    /// How long a skipped downstream sequence number may stay missing before it counts as
+    /// lost: the RTT spread between live paths plus a margin, since frames on different paths
+    /// (e.g. a pong on the backup) legitimately arrive out of order.
+    fn reorder_window(&self) -> Duration {
+        let rtts = self
+            .paths
+            .iter()
+            .filter(|p| !p.stats.suspect)
+            .filter_map(|p| p.stats.srtt);
+        let (lo, hi) = rtts.fold((Duration::MAX, Duration::ZERO), |(lo, hi), r| {
+            (lo.min(r), hi.max(r))
+        });
+        let spread = if hi > lo {
+            (hi - lo) / 2
+        } else {
+            Duration::ZERO
+        };
+        Duration::from_millis(30) + spread
+    }
+
+    /// A downstream frame with sequence `seq` was delivered (first copy). A sequence number
+    /// skipped and still missing after the reorder window means a frame was lost on every
+    /// path that carried it.
     pub fn on_delivered(&mut self, now: Instant, seq: u64) {
-        if self.highest_seq != 0 && seq > self.highest_seq + 1 {
-            self.trouble(now, Trouble::Gap);
+        if let Some(i) = self.holes.iter().position(|&(s, _)| s == seq) {
+            self.holes.remove(i);
+        }
+        if seq > self.highest_seq + 1 && self.highest_seq != 0 {
+            let deadline = now + self.reorder_window();
+            for missing in (self.highest_seq + 1..seq).take(MAX_HOLES) {
+                if self.holes.len() >= MAX_HOLES {
+                    self.holes.pop_front();
+                }
+                self.holes.push_back((missing, deadline));
+            }
         }
         self.highest_seq = self.highest_seq.max(seq);
     }
@@ -498,6 +551,13 @@ mod tests {
         assert_eq!(s.upstream(now, 100), PathMask::only(0), "clean: single");
         s.on_delivered(now, 1);
         s.on_delivered(now, 3);
+        assert_eq!(
+            s.last_trouble(),
+            None,
+            "a hole is not a loss until the reorder window passes"
+        );
+        let now = now + ms(100);
+        s.handle_timeout(now);
         assert_eq!(s.last_trouble(), Some(Trouble::Gap));
         assert_eq!(s.upstream(now, 100), PathMask(0b11), "gap: duplicate");
         assert_eq!(s.downstream(now), PathMask(0b11));
@@ -524,6 +584,8 @@ mod tests {
         let now = run(&mut s, t0, ms(500), &[Some(ms(5)), Some(ms(10))]);
         s.on_delivered(now, 1);
         s.on_delivered(now, 5);
+        let now = now + ms(100);
+        s.handle_timeout(now);
         let (mut payload, mut wire) = (0u64, 0u64);
         for _ in 0..10_000 {
             let m = s.upstream(now, 200);
@@ -533,6 +595,18 @@ mod tests {
         let ratio = wire as f64 / payload as f64;
         assert!(ratio <= 1.5 + 0.02, "overhead {ratio}");
         assert!(ratio > 1.4, "budget should be used: {ratio}");
+    }
+
+    #[test]
+    fn reordered_downstream_frames_are_not_losses() {
+        let t0 = Instant::now();
+        let mut s = PathScheduler::new(2, Redundancy::ADAPTIVE, PathConfig::default(), t0);
+        let now = run(&mut s, t0, ms(500), &[Some(ms(5)), Some(ms(25))]);
+        s.on_delivered(now, 10);
+        s.on_delivered(now, 12); // 11 is a pong on the slower path
+        s.on_delivered(now + ms(15), 11);
+        s.handle_timeout(now + ms(100));
+        assert!(!s.duplicating(now + ms(100)), "{:?}", s.last_trouble());
     }
 
     #[test]
