@@ -1,4 +1,5 @@
-//! The `plg-billing` command line: `serve`, `join-token create`, `account ban|unban`.
+//! The `plg-billing` command line: `serve`, `join-token create`, `account ban|unban|grant-admin|revoke-admin`,
+//! `keys rotate`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -38,6 +39,21 @@ enum Command {
         #[command(subcommand)]
         action: AccountAction,
     },
+    /// Manage ticket signing keys.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysAction {
+    /// Rotate the ticket signing key (a running server keeps signing with the key it loaded
+    /// until restarted; prefer `POST /v1/admin/keys/rotate` on a running server).
+    Rotate {
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -68,6 +84,20 @@ enum AccountAction {
         /// Account email.
         email: String,
     },
+    /// Make an account an admin (bootstraps the first admin; it must log in again).
+    GrantAdmin {
+        #[command(flatten)]
+        common: Common,
+        /// Account email.
+        email: String,
+    },
+    /// Make an admin an ordinary user again.
+    RevokeAdmin {
+        #[command(flatten)]
+        common: Common,
+        /// Account email.
+        email: String,
+    },
 }
 
 /// Options every subcommand shares; each overrides the config file.
@@ -79,8 +109,8 @@ struct Common {
     /// Data directory (database) [default: ./plg-billing-data].
     #[arg(long, env = "PLG_BILLING_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// Database URL (sqlite:...) [default: <data_dir>/billing.db].
-    #[arg(long, env = "PLG_BILLING_DATABASE_URL", hide_env_values = true)]
+    /// Database URL (sqlite:… or postgres://…) [default: <data_dir>/billing.db].
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
     /// Access token lifetime in seconds [default: 3600].
     #[arg(long, env = "PLG_BILLING_ACCESS_TOKEN_TTL_SECS")]
@@ -150,12 +180,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Account { action } => {
-            let (common, email, banned) = match action {
-                AccountAction::Ban { common, email } => (common, email, true),
-                AccountAction::Unban { common, email } => (common, email, false),
+            let (common, email) = match &action {
+                AccountAction::Ban { common, email }
+                | AccountAction::Unban { common, email }
+                | AccountAction::GrantAdmin { common, email }
+                | AccountAction::RevokeAdmin { common, email } => (common, email),
             };
             let billing = Billing::open(common.config()?).await?;
-            billing.set_banned(&email, banned).await?;
+            let result = match &action {
+                AccountAction::Ban { .. } => billing.set_banned(email, true).await,
+                AccountAction::Unban { .. } => billing.set_banned(email, false).await,
+                AccountAction::GrantAdmin { .. } => billing.set_role(email, "admin").await,
+                AccountAction::RevokeAdmin { .. } => billing.set_role(email, "user").await,
+            };
+            billing.close().await;
+            result
+        }
+        Command::Keys {
+            action: KeysAction::Rotate { common },
+        } => {
+            let billing = Billing::open(common.config()?).await?;
+            let id = billing.rotate_ticket_key().await?;
+            println!("{id}");
             billing.close().await;
             Ok(())
         }

@@ -50,6 +50,28 @@ pub enum ApiError {
     /// No such route.
     #[error("no such endpoint")]
     NotFound,
+    /// The account has no active plan (trial or paid).
+    #[error("no active plan: start the trial or buy a plan")]
+    NoActivePlan,
+    /// The token is valid but its role may not do this.
+    #[error("this action needs an admin account")]
+    Forbidden,
+    /// Too many requests from this client or for this account.
+    #[error("too many requests, retry in {retry_after_secs} s")]
+    RateLimited {
+        /// Seconds until a request would be allowed.
+        retry_after_secs: u64,
+    },
+    /// Any other refusal with its own status and stable code.
+    #[error("{message}")]
+    Other {
+        /// HTTP status.
+        status: StatusCode,
+        /// Stable snake_case code.
+        code: &'static str,
+        /// Human sentence.
+        message: String,
+    },
     /// Our fault; the detail is logged, never returned.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -62,6 +84,25 @@ impl ApiError {
             code,
             message: message.into(),
         }
+    }
+
+    /// A refusal with its own status and code.
+    pub fn other(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::Other {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A 404 with a specific code.
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::other(StatusCode::NOT_FOUND, code, message)
+    }
+
+    /// A 409 with a specific code.
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::other(StatusCode::CONFLICT, code, message)
     }
 
     /// HTTP status of this error.
@@ -77,6 +118,10 @@ impl ApiError {
             | ApiError::InvalidNodeSecret => StatusCode::UNAUTHORIZED,
             ApiError::AccountBanned => StatusCode::FORBIDDEN,
             ApiError::UnknownGame | ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NoActivePlan => StatusCode::PAYMENT_REQUIRED,
+            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Other { status, .. } => *status,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -95,6 +140,10 @@ impl ApiError {
             ApiError::InvalidJoinToken => "invalid_join_token",
             ApiError::InvalidNodeSecret => "invalid_node_secret",
             ApiError::NotFound => "not_found",
+            ApiError::NoActivePlan => "no_active_plan",
+            ApiError::Forbidden => "forbidden",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::Other { code, .. } => code,
             ApiError::Internal(_) => "internal",
         }
     }
@@ -142,6 +191,12 @@ impl IntoResponse for ApiError {
                 axum::http::HeaderValue::from_static("Bearer"),
             );
         }
+        if let ApiError::RateLimited { retry_after_secs } = &self {
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(*retry_after_secs),
+            );
+        }
         resp
     }
 }
@@ -163,6 +218,33 @@ where
             Ok(Json(v)) => Ok(ApiJson(v)),
             Err(rejection) => Err(from_json_rejection(rejection)),
         }
+    }
+}
+
+/// A JSON body that may be absent (empty body or `null` → `None`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OptionalJson<T>(pub Option<T>);
+
+impl<S, T> FromRequest<S> for OptionalJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|r| match r.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+                _ => ApiError::bad_request("bad_request", r.body_text()),
+            })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJson(None));
+        }
+        serde_json::from_slice::<Option<T>>(&bytes)
+            .map(OptionalJson)
+            .map_err(|e| ApiError::bad_request("bad_request", e.to_string()))
     }
 }
 

@@ -3,12 +3,12 @@
 
 use std::fmt;
 
+use crate::db::Pool;
 use anyhow::Context;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SerialNumber, SubjectPublicKeyInfo,
 };
-use sqlx::SqlitePool;
 use time::{Duration, OffsetDateTime};
 
 use crate::db::now_secs;
@@ -45,7 +45,7 @@ pub(crate) enum SignError {
 
 impl MeshCa {
     /// Loads the CA from the database, generating and storing it on first start.
-    pub async fn load_or_create(db: &SqlitePool) -> anyhow::Result<MeshCa> {
+    pub async fn load_or_create(db: &Pool) -> anyhow::Result<MeshCa> {
         if let Some(ca) = Self::load(db).await? {
             return Ok(ca);
         }
@@ -66,7 +66,7 @@ impl MeshCa {
             .context("mesh CA vanished after insert")
     }
 
-    async fn load(db: &SqlitePool) -> anyhow::Result<Option<MeshCa>> {
+    async fn load(db: &Pool) -> anyhow::Result<Option<MeshCa>> {
         let row: Option<(String, String)> =
             sqlx::query_as("SELECT cert_pem, key_pem FROM mesh_ca WHERE id = 1")
                 .fetch_optional(db)
@@ -148,8 +148,13 @@ mod tests {
 
     #[tokio::test]
     async fn signs_node_keys_and_refuses_garbage() {
-        let db = SqlitePool::connect("sqlite::memory:").await.unwrap();
-        sqlx::migrate!("./migrations").run(&db).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (db, _) = crate::db::open(&crate::Config {
+            data_dir: dir.path().to_path_buf(),
+            ..crate::Config::default()
+        })
+        .await
+        .unwrap();
         let ca = MeshCa::load_or_create(&db).await.unwrap();
         let again = MeshCa::load_or_create(&db).await.unwrap();
         assert_eq!(ca.cert_pem(), again.cert_pem());

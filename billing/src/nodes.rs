@@ -4,15 +4,14 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::db::Pool;
 use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use sqlx::SqlitePool;
 
 use crate::Billing;
 use crate::db::now_secs;
@@ -26,35 +25,36 @@ pub const NODE_FRESHNESS_SECS: i64 = 90;
 pub const SERVER_NAME_SUFFIX: &str = "nodes.plg";
 const MAX_PUBLIC_KEY_PEM: usize = 4096;
 
-/// Hex SHA-256 of a bearer secret. Tokens and node secrets are 256 random bits, so a fast
-/// hash is enough: there is nothing to brute-force.
-fn secret_hash(secret: &str) -> String {
-    Sha256::digest(secret.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+use crate::sha256_hex as secret_hash;
 
 fn random_secret() -> String {
-    URL_SAFE_NO_PAD.encode(crate::random_bytes(32))
+    crate::random_token()
 }
 
 /// Creates a single-use join token valid for `ttl`; only its hash is stored.
-pub(crate) async fn create_join_token(db: &SqlitePool, ttl: Duration) -> anyhow::Result<String> {
+pub(crate) async fn create_join_token(
+    db: &Pool,
+    ttl: Duration,
+    note: Option<&str>,
+) -> anyhow::Result<(i64, String, i64)> {
     let token = random_secret();
     let now = now_secs();
     let expires_at = now.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
-    sqlx::query("INSERT INTO join_tokens (token_hash, created_at, expires_at) VALUES ($1, $2, $3)")
-        .bind(secret_hash(&token))
-        .bind(now)
-        .bind(expires_at)
-        .execute(db)
-        .await?;
-    tracing::info!(expires_at, "join token created");
-    Ok(token)
+    let (id,): (i64,) = sqlx::query_as(
+        "INSERT INTO join_tokens (token_hash, created_at, expires_at, note) VALUES ($1, $2, $3, $4) \
+         RETURNING id",
+    )
+    .bind(secret_hash(&token))
+    .bind(now)
+    .bind(expires_at)
+    .bind(note)
+    .fetch_one(db)
+    .await?;
+    tracing::info!(id, expires_at, "join token created");
+    Ok((id, token, expires_at))
 }
 
-fn valid_label(s: &str) -> bool {
+pub(crate) fn valid_label(s: &str) -> bool {
     (1..=64).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
@@ -76,13 +76,21 @@ pub(crate) struct Joined {
     ca_cert_pem: String,
     node_secret: String,
     ticket_keys: Vec<TicketKey>,
+    /// Base64 of the 32-byte key that seals mesh gossip.
+    gossip_key: String,
+    /// Live nodes to gossip with first.
+    seed_nodes: Vec<NodeView>,
 }
 
 /// `POST /v1/nodes/join`.
 pub(crate) async fn join(
     State(billing): State<Billing>,
+    ip: crate::ratelimit::ClientIp,
     ApiJson(req): ApiJson<JoinRequest>,
 ) -> Result<(StatusCode, Json<Joined>), ApiError> {
+    billing
+        .limiter()
+        .check_ip(crate::ratelimit::Limit::JoinIp, ip)?;
     if !valid_label(&req.name) {
         return Err(ApiError::bad_request(
             "invalid_name",
@@ -148,6 +156,12 @@ pub(crate) async fn join(
     tracing::info!(node = %node_id, name = %req.name, region = %req.region, "node joined");
 
     let ticket_keys = billing.ticket_keys().await?;
+    let gossip_key = STANDARD.encode(crate::db::secret(billing.db(), "gossip_key", 32).await?);
+    let seed_nodes = live_nodes(billing.db())
+        .await?
+        .into_iter()
+        .filter(|n| n.id != node_id)
+        .collect();
     Ok((
         StatusCode::CREATED,
         Json(Joined {
@@ -157,6 +171,8 @@ pub(crate) async fn join(
             ca_cert_pem: billing.ca().cert_pem().to_owned(),
             node_secret,
             ticket_keys,
+            gossip_key,
+            seed_nodes,
         }),
     ))
 }
@@ -187,7 +203,8 @@ pub(crate) async fn announce(
     let control = parse_public_addr("control_addr", &req.control_addr)?;
     let data = parse_public_addr("data_addr", &req.data_addr)?;
     let updated = sqlx::query(
-        "UPDATE nodes SET control_addr = $1, data_addr = $2, last_seen = $3 WHERE secret_hash = $4",
+        "UPDATE nodes SET control_addr = $1, data_addr = $2, last_seen = $3 \
+         WHERE secret_hash = $4 AND deleted_at IS NULL",
     )
     .bind(control.to_string())
     .bind(data.to_string())
@@ -202,6 +219,17 @@ pub(crate) async fn announce(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The node id behind `Authorization: Bearer <node_secret>`.
+pub(crate) async fn authenticate(db: &Pool, headers: &HeaderMap) -> Result<String, ApiError> {
+    let secret = crate::auth::bearer(headers).ok_or(ApiError::InvalidNodeSecret)?;
+    let row: Option<(String,)> =
+        sqlx::query_as("SELECT id FROM nodes WHERE secret_hash = $1 AND deleted_at IS NULL")
+            .bind(secret_hash(secret))
+            .fetch_optional(db)
+            .await?;
+    row.map(|r| r.0).ok_or(ApiError::InvalidNodeSecret)
+}
+
 /// A node as offered to clients in `POST /v1/sessions`.
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct NodeView {
@@ -213,10 +241,10 @@ pub(crate) struct NodeView {
 }
 
 /// Enabled nodes that announced within [`NODE_FRESHNESS_SECS`], by priority then name.
-pub(crate) async fn live_nodes(db: &SqlitePool) -> Result<Vec<NodeView>, ApiError> {
+pub(crate) async fn live_nodes(db: &Pool) -> Result<Vec<NodeView>, ApiError> {
     let rows: Vec<(String, String, String, String, String)> = sqlx::query_as(
         "SELECT id, server_name, region, control_addr, data_addr FROM nodes \
-         WHERE enabled = TRUE AND last_seen >= $1 \
+         WHERE enabled = 1 AND deleted_at IS NULL AND last_seen >= $1 \
          AND control_addr IS NOT NULL AND data_addr IS NOT NULL \
          ORDER BY priority, name, id",
     )
@@ -237,9 +265,7 @@ pub(crate) async fn live_nodes(db: &SqlitePool) -> Result<Vec<NodeView>, ApiErro
         .collect())
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+use crate::hex;
 
 #[cfg(test)]
 mod tests {

@@ -1,204 +1,35 @@
-//! End-to-end tests of the billing HTTP API: a real server on 127.0.0.1:0 over a temporary
-//! SQLite database, driven with reqwest.
+//! End-to-end tests of the billing HTTP API (accounts, sessions, tickets, nodes), each on
+//! SQLite and on PostgreSQL: a real server on 127.0.0.1:0, driven with reqwest.
 
-use std::path::Path;
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use plg_billing::{Billing, Config, GameSeed};
+use common::*;
 use plg_proto::ticket::{Destination, TicketVerifier};
 use reqwest::StatusCode;
-use serde_json::{Value, json};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use serde_json::json;
 
-const PASSWORD: &str = "correct horse battery";
-
-struct Server {
-    billing: Billing,
-    base: String,
-    http: reqwest::Client,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
-}
-
-fn demo_game() -> GameSeed {
-    GameSeed {
-        slug: "demo".into(),
-        name: "Local demo".into(),
-        destinations: vec!["127.0.0.1/32:40000-40010".parse().unwrap()],
-        process_names: vec!["demo-game".into()],
-    }
-}
-
-async fn start(dir: &Path) -> Server {
-    let config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.to_path_buf(),
-        extra_games: vec![demo_game()],
-        ..Config::default()
-    };
-    let billing = Billing::open(config).await.expect("open billing");
-    let listener = billing.bind().await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(billing.clone().serve(listener, async {
-        let _ = stopped.await;
-    }));
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap();
-    Server {
-        billing,
-        base,
-        http,
-        stop: Some(stop),
-        task: Some(task),
-    }
-}
-
-impl Server {
-    async fn shutdown(mut self) {
-        self.stop.take().unwrap().send(()).unwrap();
-        tokio::time::timeout(Duration::from_secs(10), self.task.take().unwrap())
-            .await
-            .expect("server stops in time")
-            .unwrap()
-            .unwrap();
-        self.billing.close().await;
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    async fn post(&self, path: &str, bearer: Option<&str>, body: Value) -> (StatusCode, Value) {
-        let mut req = self.http.post(self.url(path)).json(&body);
-        if let Some(b) = bearer {
-            req = req.bearer_auth(b);
-        }
-        read(req.send().await.unwrap()).await
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        read(self.http.get(self.url(path)).send().await.unwrap()).await
-    }
-
-    async fn register(&self, email: &str) -> i64 {
-        let (status, body) = self
-            .post(
-                "/v1/accounts",
-                None,
-                json!({"email": email, "password": PASSWORD}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        body["account_id"].as_i64().unwrap()
-    }
-
-    async fn login(&self, email: &str) -> String {
-        let (status, body) = self
-            .post(
-                "/v1/auth/login",
-                None,
-                json!({"email": email, "password": PASSWORD}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        assert_eq!(body["token_type"], "Bearer");
-        assert_eq!(body["expires_in"], 3600);
-        body["access_token"].as_str().unwrap().to_owned()
-    }
-
-    async fn session(&self, token: &str, game: &str) -> (StatusCode, Value) {
-        self.post("/v1/sessions", Some(token), json!({"game": game}))
-            .await
-    }
-
-    /// Joins a node with a fresh key pair; returns the join answer and the node's key.
-    async fn join(&self, name: &str) -> (Value, rcgen::KeyPair) {
-        let token = self
-            .billing
-            .create_join_token(Duration::from_secs(3600))
-            .await
-            .unwrap();
-        let key = rcgen::KeyPair::generate().unwrap();
-        let (status, body) = self
-            .post(
-                "/v1/nodes/join",
-                None,
-                json!({"token": token, "name": name, "region": "eu-central",
-                       "public_key_pem": key.public_key_pem()}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        (body, key)
-    }
-}
-
-async fn read(resp: reqwest::Response) -> (StatusCode, Value) {
-    let status = resp.status();
-    let text = resp.text().await.unwrap();
-    let body = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or(Value::String(text))
-    };
-    (status, body)
-}
-
-fn assert_error(status: StatusCode, body: &Value, want_status: StatusCode, want_code: &str) {
-    assert_eq!(status, want_status, "{body}");
-    assert_eq!(body["error"]["code"], want_code, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "{body}"
-    );
-}
-
-fn verifier_from_mesh(mesh: &Value) -> TicketVerifier {
-    let keys = mesh["ticket_keys"].as_array().unwrap().iter().map(|k| {
-        let raw: [u8; 32] = STANDARD
-            .decode(k["public_key"].as_str().unwrap())
-            .unwrap()
-            .try_into()
-            .unwrap();
-        (
-            k["key_id"].as_u64().unwrap() as u32,
-            ed25519_dalek::VerifyingKey::from_bytes(&raw).unwrap(),
-        )
-    });
-    TicketVerifier::new(keys)
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-#[tokio::test]
-async fn healthz_and_unknown_route() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path()).await;
+both!(healthz_and_unknown_route);
+async fn healthz_and_unknown_route(db: Db) {
+    let env = Env::new(db).await;
+    let s = env.start().await;
     let (status, body) = s.get("/healthz").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, json!({"status": "ok"}));
     let (status, body) = s.get("/v1/nope").await;
     assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
     s.shutdown().await;
+    env.cleanup().await;
 }
 
-#[tokio::test]
-async fn register_login_session_ticket_verifies() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path()).await;
+both!(register_login_session_ticket_verifies);
+async fn register_login_session_ticket_verifies(db: Db) {
+    let env = Env::new(db).await;
+    let s = env.start().await;
     let (status, body) = s
         .post(
             "/v1/accounts",
@@ -261,6 +92,22 @@ async fn register_login_session_ticket_verifies() {
     let (_, again) = s.session(&token, "cs2").await;
     assert_ne!(again["session_id"], body["session_id"]);
 
+    // The trial allows two sessions at once: a third waits until one is stopped.
+    let (status, third) = s.session(&token, "demo").await;
+    assert_error(
+        status,
+        &third,
+        StatusCode::CONFLICT,
+        "session_limit_reached",
+    );
+    let stop = format!(
+        "/v1/sessions/{}/stop",
+        again["session_id"].as_str().unwrap()
+    );
+    let (status, stopped) = s.post(&stop, Some(&token), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{stopped}");
+    assert_eq!(stopped["status"], "ended");
+
     // The config's extra game (loopback, for the local demo) is offered too.
     let (status, body) = s.session(&token, "demo").await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -279,12 +126,13 @@ async fn register_login_session_ticket_verifies() {
         "{slugs:?}"
     );
     s.shutdown().await;
+    env.cleanup().await;
 }
 
-#[tokio::test]
-async fn registration_rules() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path()).await;
+both!(registration_rules);
+async fn registration_rules(db: Db) {
+    let env = Env::new(db).await;
+    let s = env.start().await;
     s.register("dup@example.com").await;
     let (status, body) = s
         .post(
@@ -311,12 +159,13 @@ async fn registration_rules() {
         .await;
     assert_error(status, &body, StatusCode::BAD_REQUEST, "weak_password");
     s.shutdown().await;
+    env.cleanup().await;
 }
 
-#[tokio::test]
-async fn wrong_password_and_unknown_email_look_the_same() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path()).await;
+both!(wrong_password_and_unknown_email_look_the_same);
+async fn wrong_password_and_unknown_email_look_the_same(db: Db) {
+    let env = Env::new(db).await;
+    let s = env.start().await;
     s.register("user@example.com").await;
     let (status, wrong) = s
         .post(
@@ -346,12 +195,13 @@ async fn wrong_password_and_unknown_email_look_the_same() {
     );
     assert_eq!(wrong, unknown);
     s.shutdown().await;
+    env.cleanup().await;
 }
 
-#[tokio::test]
-async fn sessions_require_a_valid_token() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path()).await;
+both!(sessions_require_a_valid_token);
+async fn sessions_require_a_valid_token(db: Db) {
+    let env = Env::new(db).await;
+    let s = env.start().await;
     let id = s.register("user@example.com").await;
     // No header.
     let resp = s
@@ -382,12 +232,13 @@ async fn sessions_require_a_valid_token() {
     let (status, body) = s.session(&token, "no-such-game").await;
     assert_error(status, &body, StatusCode::NOT_FOUND, "unknown_game");
     s.shutdown().await;
+    env.cleanup().await;
 }
 
-#[tokio::test]
-async fn banned_accounts_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path()).await;
+both!(banned_accounts_are_refused);
+async fn banned_accounts_are_refused(db: Db) {
+    let env = Env::new(db).await;
+    let s = env.start().await;
     s.register("cheater@example.com").await;
     let token = s.login("cheater@example.com").await;
     s.billing
@@ -405,10 +256,19 @@ async fn banned_accounts_are_refused() {
         )
         .await;
     assert_error(status, &body, StatusCode::FORBIDDEN, "account_banned");
+    // Every route that takes a token says 403, not just sessions.
+    for path in ["/v1/me", "/v1/sessions", "/v1/payments", "/v1/subscription"] {
+        let (status, body) = s.get_auth(path, &token).await;
+        assert_error(status, &body, StatusCode::FORBIDDEN, "account_banned");
+    }
     s.billing
         .set_banned("cheater@example.com", false)
         .await
         .unwrap();
+    // The ban logged the account out everywhere: the old token is dead, a new login works.
+    let (status, body) = s.session(&token, "cs2").await;
+    assert_error(status, &body, StatusCode::UNAUTHORIZED, "invalid_token");
+    let token = s.login("cheater@example.com").await;
     let (status, body) = s.session(&token, "cs2").await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert!(
@@ -418,12 +278,13 @@ async fn banned_accounts_are_refused() {
             .is_err()
     );
     s.shutdown().await;
+    env.cleanup().await;
 }
 
-#[tokio::test]
-async fn malformed_requests_get_json_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path()).await;
+both!(malformed_requests_get_json_errors);
+async fn malformed_requests_get_json_errors(db: Db) {
+    let env = Env::new(db).await;
+    let s = env.start().await;
     let send = |body: Vec<u8>, content_type: &'static str| {
         s.http
             .post(s.url("/v1/accounts"))
@@ -463,12 +324,13 @@ async fn malformed_requests_get_json_errors() {
         "payload_too_large",
     );
     s.shutdown().await;
+    env.cleanup().await;
 }
 
-#[tokio::test]
-async fn join_tokens_are_single_use_and_expire() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path()).await;
+both!(join_tokens_are_single_use_and_expire);
+async fn join_tokens_are_single_use_and_expire(db: Db) {
+    let env = Env::new(db).await;
+    let s = env.start().await;
     let join = |token: String, key_pem: String| {
         s.post(
             "/v1/nodes/join",
@@ -531,17 +393,18 @@ async fn join_tokens_are_single_use_and_expire() {
         .await;
     assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_name");
     s.shutdown().await;
+    env.cleanup().await;
 }
 
-#[tokio::test]
-async fn node_certificate_chains_to_the_mesh_ca() {
+both!(node_certificate_chains_to_the_mesh_ca);
+async fn node_certificate_chains_to_the_mesh_ca(db: Db) {
     use rustls::client::WebPkiServerVerifier;
     use rustls::client::danger::ServerCertVerifier;
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path()).await;
+    let env = Env::new(db).await;
+    let s = env.start().await;
     let (joined, key) = s.join("relay-a").await;
     let ca =
         CertificateDer::from_pem_slice(joined["ca_cert_pem"].as_str().unwrap().as_bytes()).unwrap();
@@ -568,12 +431,13 @@ async fn node_certificate_chains_to_the_mesh_ca() {
             .is_err()
     );
     s.shutdown().await;
+    env.cleanup().await;
 }
 
-#[tokio::test]
-async fn announced_nodes_are_offered_in_sessions() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path()).await;
+both!(announced_nodes_are_offered_in_sessions);
+async fn announced_nodes_are_offered_in_sessions(db: Db) {
+    let env = Env::new(db).await;
+    let s = env.start().await;
     let (joined, _key) = s.join("relay-b").await;
     let secret = joined["node_secret"].as_str().unwrap();
     let addrs = json!({"control_addr": "198.51.100.7:4433", "data_addr": "198.51.100.7:443"});
@@ -624,18 +488,19 @@ async fn announced_nodes_are_offered_in_sessions() {
         }])
     );
     s.shutdown().await;
+    env.cleanup().await;
 }
 
-#[tokio::test]
-async fn restart_keeps_ca_keys_and_accounts() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path()).await;
+both!(restart_keeps_ca_keys_and_accounts);
+async fn restart_keeps_ca_keys_and_accounts(db: Db) {
+    let env = Env::new(db).await;
+    let s = env.start().await;
     s.register("stay@example.com").await;
     let token = s.login("stay@example.com").await;
     let (_, mesh_before) = s.get("/v1/mesh").await;
     s.shutdown().await;
 
-    let s = start(dir.path()).await;
+    let s = env.start().await;
     let (_, mesh_after) = s.get("/v1/mesh").await;
     assert_eq!(
         mesh_before, mesh_after,
@@ -652,9 +517,9 @@ async fn restart_keeps_ca_keys_and_accounts() {
     s.shutdown().await;
 
     #[cfg(unix)]
-    {
+    if db == Db::Sqlite {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join("billing.db"))
+        let mode = std::fs::metadata(env.dir.path().join("billing.db"))
             .unwrap()
             .permissions()
             .mode();
@@ -664,4 +529,5 @@ async fn restart_keeps_ca_keys_and_accounts() {
             "database holding keys must be owner-only, got {mode:o}"
         );
     }
+    env.cleanup().await;
 }

@@ -7,7 +7,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use plg_client::capture::ProxyCapture;
+#[cfg(windows)]
+use plg_client::capture::WinDivertCapture;
+use plg_client::capture::{ProxyCapture, Targets};
+#[cfg(target_os = "linux")]
+use plg_client::capture::{TunCapture, TunConfig};
 use plg_client::credentials::{Credentials, config_dir};
 use plg_client::{BillingClient, Failover, Proxy, ProxyEvent, Redundancy};
 
@@ -49,7 +53,7 @@ enum Command {
         /// Part of a game's name or slug, e.g. "counter".
         search: Option<String>,
     },
-    /// Accelerate a game: point the game at --proxy and traffic goes through a relay to --to.
+    /// Accelerate a game: its UDP traffic goes through a relay node (see --mode).
     Connect {
         /// Game slug from the catalog (decides which destinations the ticket allows).
         #[arg(long)]
@@ -57,9 +61,14 @@ enum Command {
         /// Local UDP address the game sends to.
         #[arg(long, default_value = "127.0.0.1:7777")]
         proxy: SocketAddr,
-        /// The game server's address.
-        #[arg(long)]
-        to: SocketAddr,
+        /// The game server's address (proxy mode: where the local port forwards to).
+        #[arg(long, required_if_eq("mode", "proxy"))]
+        to: Option<SocketAddr>,
+        /// How game traffic is captured: `proxy` (point the game at --proxy), `tun` (Linux,
+        /// root: routes the game's server ranges into a TUN device, no game settings touched),
+        /// `windivert` (Windows, administrator).
+        #[arg(long, value_enum, default_value_t = Mode::Proxy)]
+        mode: Mode,
         /// Use this node id instead of billing's first choice.
         #[arg(long)]
         node: Option<String>,
@@ -88,6 +97,17 @@ fn password(stdin: bool) -> Result<String> {
     }
     rpassword::prompt_password("Password: ")
         .context("reading password (no terminal? use --password-stdin or PLG_PASSWORD)")
+}
+
+/// Capture backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Mode {
+    /// A local UDP port the game is pointed at.
+    Proxy,
+    /// A TUN device with routes for the game's servers (Linux).
+    Tun,
+    /// WinDivert packet capture (Windows).
+    Windivert,
 }
 
 fn parse_redundancy(s: &str) -> Result<Redundancy, String> {
@@ -183,6 +203,7 @@ async fn main() -> Result<()> {
             game,
             proxy,
             to,
+            mode,
             node,
             redundancy,
             paths,
@@ -197,10 +218,6 @@ async fn main() -> Result<()> {
                 plg_client::open_session(&billing, &creds.mesh_ca_pem, &game, node.as_deref())
                     .await?;
             let path_addrs = vec![tunnel.data_addr; paths as usize];
-            let capture = ProxyCapture::bind(proxy, to)
-                .await
-                .with_context(|| format!("cannot listen on {proxy}"))?;
-            let local = capture.local_addr()?;
             // If the node goes silent, the same ticket moves the session to the next node.
             let failover = Failover {
                 ticket: grant.ticket_bytes()?,
@@ -213,17 +230,74 @@ async fn main() -> Result<()> {
                     .collect(),
                 after: Duration::from_secs(1),
             };
-            let mut p =
-                Proxy::start_with(tunnel, capture, path_addrs, redundancy, Some(failover)).await?;
-            p.local_addr = local;
+            // Our own traffic (node, billing) must never be captured into the tunnel.
+            let mut own: Vec<std::net::IpAddr> = vec![tunnel.data_addr.ip()];
+            if let Ok(a) = node.control_addr.parse::<SocketAddr>() {
+                own.push(a.ip());
+            }
+            if let Some(host) = creds
+                .billing_url
+                .split("//")
+                .nth(1)
+                .and_then(|h| h.split('/').next())
+            {
+                let host = if host.contains(':') {
+                    host.to_string()
+                } else {
+                    format!("{host}:443")
+                };
+                if let Ok(addrs) = tokio::net::lookup_host(host).await {
+                    own.extend(addrs.map(|a| a.ip()));
+                }
+            }
+            let targets = Targets::parse(&grant.destinations)?.exclude(own);
+            let mut p = match mode {
+                Mode::Proxy => {
+                    let to = to.context("--to is required in proxy mode")?;
+                    let capture = ProxyCapture::bind(proxy, to)
+                        .await
+                        .with_context(|| format!("cannot listen on {proxy}"))?;
+                    let local = capture.local_addr()?;
+                    let mut p =
+                        Proxy::start_with(tunnel, capture, path_addrs, redundancy, Some(failover))
+                            .await?;
+                    p.local_addr = local;
+                    p
+                }
+                #[cfg(target_os = "linux")]
+                Mode::Tun => {
+                    let capture = TunCapture::open(TunConfig::new(targets))
+                        .context("cannot set up TUN capture (needs root: try sudo)")?;
+                    Proxy::start_with(tunnel, capture, path_addrs, redundancy, Some(failover))
+                        .await?
+                }
+                #[cfg(windows)]
+                Mode::Windivert => {
+                    let capture = WinDivertCapture::open(targets)
+                        .context("cannot open WinDivert (run as administrator)")?;
+                    Proxy::start_with(tunnel, capture, path_addrs, redundancy, Some(failover))
+                        .await?
+                }
+                #[allow(unreachable_patterns)]
+                other => {
+                    let _ = targets;
+                    bail!("--mode {other:?} is not available on this platform")
+                }
+            };
             println!(
                 "session {} via node {} ({}) for {}",
                 grant.session_id, node.id, node.control_addr, grant.game.name
             );
-            println!(
-                "point the game at {} — traffic goes to {to}; Ctrl-C to stop",
-                p.local_addr
-            );
+            match (mode, to) {
+                (Mode::Proxy, Some(to)) => println!(
+                    "point the game at {} — traffic goes to {to}; Ctrl-C to stop",
+                    p.local_addr
+                ),
+                _ => println!(
+                    "capturing the game's traffic with {}; just play — Ctrl-C to stop",
+                    p.capture
+                ),
+            }
             let mut tick = tokio::time::interval(Duration::from_secs(2));
             loop {
                 tokio::select! {

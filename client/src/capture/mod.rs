@@ -6,9 +6,20 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 
+pub mod packet;
 pub mod proxy;
+pub mod targets;
+#[cfg(target_os = "linux")]
+pub mod tun;
+#[cfg(windows)]
+pub mod windivert;
 
 pub use proxy::ProxyCapture;
+pub use targets::Targets;
+#[cfg(target_os = "linux")]
+pub use tun::{TunCapture, TunConfig, TunError};
+#[cfg(windows)]
+pub use windivert::{WinDivertCapture, WinDivertCaptureError};
 
 /// A captured game packet: who sent it, where it was going, and how many bytes of the
 /// caller's buffer it filled.
