@@ -41,6 +41,11 @@ pub enum ApiError {
     /// No game with that slug.
     #[error("unknown game")]
     UnknownGame,
+    /// The game is in the catalog but its server ranges are not verified yet.
+    #[error(
+        "{0}'s server addresses are not verified yet, so it can't be accelerated; try again after a catalog update"
+    )]
+    GameNotReady(String),
     /// Join token unknown, used or expired.
     #[error("join token is unknown, already used or expired")]
     InvalidJoinToken,
@@ -118,6 +123,7 @@ impl ApiError {
             | ApiError::InvalidNodeSecret => StatusCode::UNAUTHORIZED,
             ApiError::AccountBanned => StatusCode::FORBIDDEN,
             ApiError::UnknownGame | ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::GameNotReady(_) => StatusCode::CONFLICT,
             ApiError::NoActivePlan => StatusCode::PAYMENT_REQUIRED,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -137,6 +143,7 @@ impl ApiError {
             ApiError::AccountBanned => "account_banned",
             ApiError::InvalidToken => "invalid_token",
             ApiError::UnknownGame => "unknown_game",
+            ApiError::GameNotReady(_) => "game_not_ready",
             ApiError::InvalidJoinToken => "invalid_join_token",
             ApiError::InvalidNodeSecret => "invalid_node_secret",
             ApiError::NotFound => "not_found",

@@ -77,6 +77,14 @@ pub struct CatalogEntry {
     /// Where the facts come from (URLs); kept in the file, not served.
     #[serde(default)]
     pub sources: Vec<String>,
+    /// `false` while the server ranges are placeholders: the game is listed (search,
+    /// auto-detection) but sessions are refused, so no ticket ever allows unverified ranges.
+    #[serde(default = "verified_by_default")]
+    pub verified: bool,
+}
+
+fn verified_by_default() -> bool {
+    true
 }
 
 impl From<GameSeed> for CatalogEntry {
@@ -89,6 +97,7 @@ impl From<GameSeed> for CatalogEntry {
             category: None,
             regions: Vec::new(),
             sources: Vec::new(),
+            verified: true,
         }
     }
 }
@@ -133,7 +142,12 @@ pub fn builtin_games() -> anyhow::Result<Vec<GameSeed>> {
 pub(crate) async fn seed(db: &Pool, entries: &[CatalogEntry]) -> anyhow::Result<()> {
     let mut tx = db.begin().await?;
     for g in entries {
-        let destinations: Vec<String> = g.destinations.iter().map(ToString::to_string).collect();
+        // An unverified entry is stored without destinations: sessions for it are refused.
+        let destinations: Vec<String> = if g.verified {
+            g.destinations.iter().map(ToString::to_string).collect()
+        } else {
+            Vec::new()
+        };
         sqlx::query(
             "INSERT INTO games (slug, name, destinations, process_names, category, regions) \
              VALUES ($1, $2, $3, $4, $5, $6) \
@@ -446,6 +460,21 @@ mod tests {
 
     /// Built-in games must only point at public address space: a ticket for a default game
     /// must never let a node forward into its own LAN or loopback.
+    #[test]
+    fn catalog_has_60_games_and_flags_unverified_ones() {
+        let catalog = builtin_catalog().unwrap();
+        assert!(catalog.len() >= 60, "{} games", catalog.len());
+        let unverified: Vec<&str> = catalog
+            .iter()
+            .filter(|g| !g.verified)
+            .map(|g| g.slug.as_str())
+            .collect();
+        assert!(
+            unverified.contains(&"rust") && !unverified.contains(&"cs2"),
+            "{unverified:?}"
+        );
+    }
+
     #[test]
     fn builtin_catalog_is_public_only() {
         let games = builtin_games().unwrap();

@@ -66,6 +66,9 @@ pub(crate) async fn create(
     let game = crate::games::find(billing.db(), req.game.trim())
         .await?
         .ok_or(ApiError::UnknownGame)?;
+    if game.destinations.is_empty() {
+        return Err(ApiError::GameNotReady(game.name.clone()));
+    }
     let plans = &billing.config().plans;
     let now = now_secs();
     let session_id = new_session_id();

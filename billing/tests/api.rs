@@ -231,6 +231,16 @@ async fn sessions_require_a_valid_token(db: Db) {
     let token = s.login("user@example.com").await;
     let (status, body) = s.session(&token, "no-such-game").await;
     assert_error(status, &body, StatusCode::NOT_FOUND, "unknown_game");
+    // Listed but not verified (placeholder ranges in games.toml): refused, never a ticket.
+    let (status, body) = s.session(&token, "rust").await;
+    assert_error(status, &body, StatusCode::CONFLICT, "game_not_ready");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not verified"),
+        "{body}"
+    );
     s.shutdown().await;
     env.cleanup().await;
 }
