@@ -1,18 +1,36 @@
-//! The data plane: one task owns the session table and the client-facing UDP socket; one
-//! small task per flow reads the flow's upstream socket. No locks on the packet path.
+//! The data plane: one OS thread owns the session table, the client-facing UDP socket and every
+//! flow's upstream socket, and waits on all of them with one level-triggered epoll. No locks,
+//! no task and no heap allocation per packet:
+//!
+//! - client datagrams arrive in `recvmmsg` batches into buffers allocated once, are opened in
+//!   place, and their payloads go out on the flow's connected upstream socket;
+//! - a ready upstream socket is read straight into a reused buffer and the reply is sealed
+//!   into the outgoing batch, which leaves in one `sendmmsg` per loop turn (or when full);
+//! - the control plane hands sessions over through a channel and an eventfd wake-up.
+//!
+//! Upstream sockets are one per flow (the game server sees one source per flow), so sends
+//! towards game servers stay one syscall per packet; see `docs/benchmarks.md`.
 
 use std::collections::HashMap;
+use std::io::{ErrorKind, IoSlice, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, poll};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::socket::{
+    MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg, setsockopt, sockopt,
+};
 use plg_proto::frame::{Frame, Header, MAX_DATAGRAM, MAX_PAYLOAD};
 use plg_proto::session::OpenError;
 use plg_proto::{ErrorCode, Session, Ticket};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
 use crate::metrics::{Metrics, add, inc};
 use crate::policy;
@@ -20,6 +38,25 @@ use crate::unix_now;
 
 /// Most flows one session may open.
 pub const MAX_FLOWS_PER_SESSION: usize = 64;
+
+/// Datagrams per `recvmmsg` / `sendmmsg` call.
+const BATCH: usize = 32;
+/// Receive buffer: one byte more than the largest valid datagram, so oversize ones show.
+const RX_LEN: usize = MAX_DATAGRAM + 1;
+/// Socket buffers asked for on the client-facing socket (capped by `net.core.[rw]mem_max`):
+/// a burst of a few thousand datagrams waits in the kernel instead of being dropped.
+const DATA_SOCKET_BUFFER: usize = 4 << 20;
+/// How often idle sessions and flows are swept.
+const SWEEP_EVERY: Duration = Duration::from_millis(500);
+/// Longest wait for a full socket send buffer to drain before a datagram is given up.
+const SEND_WAIT_MS: u16 = 10;
+
+/// Epoll token of the client-facing socket.
+const TOKEN_DATA: u64 = 0;
+/// Epoll token of the control plane's wake-up eventfd.
+const TOKEN_WAKE: u64 = 1;
+/// Epoll tokens from here on are flow slots (`token - TOKEN_FLOWS`).
+const TOKEN_FLOWS: u64 = 2;
 
 /// Data-plane settings.
 #[derive(Debug, Clone)]
@@ -46,26 +83,14 @@ pub(crate) enum Command {
 #[error("node is full ({0} sessions)")]
 pub(crate) struct OpenRefused(pub usize);
 
-/// A packet a game server sent to one of our flow sockets.
-#[derive(Debug)]
-struct Upstream {
-    session: u64,
-    flow: u32,
-    data: Vec<u8>,
-}
-
+/// One flow's upstream socket, in the slab indexed by its epoll token.
 #[derive(Debug)]
 struct Flow {
+    session: u64,
+    id: u32,
     dst: SocketAddr,
-    socket: Arc<UdpSocket>,
-    reader: JoinHandle<()>,
+    socket: std::net::UdpSocket,
     last_active: Instant,
-}
-
-impl Drop for Flow {
-    fn drop(&mut self) {
-        self.reader.abort();
-    }
 }
 
 #[derive(Debug)]
@@ -77,20 +102,127 @@ struct Entry {
     last_path: u8,
     /// Paths the client wants downstream frames on (bit i = path i); 0 = `last_path` only.
     downstream: u8,
-    flows: HashMap<u32, Flow>,
+    /// Flow id → slot in [`Flows`].
+    flows: HashMap<u32, usize>,
     last_seen: Instant,
 }
 
-pub(crate) struct DataPlane {
-    socket: Arc<UdpSocket>,
-    sessions: HashMap<u64, Entry>,
-    metrics: Arc<Metrics>,
-    cfg: DataConfig,
-    up_tx: mpsc::Sender<Upstream>,
-    out: Vec<u8>,
+/// Every open flow, indexed by slot; a slot's epoll token is `TOKEN_FLOWS + slot`.
+#[derive(Debug, Default)]
+struct Flows {
+    slots: Vec<Option<Flow>>,
+    free: Vec<usize>,
 }
 
-/// Runs the data plane until `shutdown` flips.
+impl Flows {
+    fn insert(&mut self, flow: Flow) -> usize {
+        match self.free.pop() {
+            Some(i) => {
+                self.slots[i] = Some(flow);
+                i
+            }
+            None => {
+                self.slots.push(Some(flow));
+                self.slots.len() - 1
+            }
+        }
+    }
+
+    fn get_mut(&mut self, slot: usize) -> Option<&mut Flow> {
+        self.slots.get_mut(slot)?.as_mut()
+    }
+
+    /// Removes a flow; dropping it closes the socket, which also leaves the epoll set.
+    fn remove(&mut self, slot: usize) {
+        if let Some(s) = self.slots.get_mut(slot)
+            && s.take().is_some()
+        {
+            self.free.push(slot);
+        }
+    }
+}
+
+/// Outgoing datagrams to clients, sent with one `sendmmsg` when full or at the end of a turn.
+struct OutBatch {
+    socket: std::net::UdpSocket,
+    headers: MultiHeaders<SockaddrStorage>,
+    bufs: Vec<Vec<u8>>,
+    addrs: Vec<Option<SockaddrStorage>>,
+    len: usize,
+}
+
+impl std::fmt::Debug for OutBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutBatch").field("len", &self.len).finish()
+    }
+}
+
+impl OutBatch {
+    fn new(socket: std::net::UdpSocket) -> Self {
+        OutBatch {
+            socket,
+            headers: MultiHeaders::preallocate(BATCH, None),
+            bufs: (0..BATCH)
+                .map(|_| Vec::with_capacity(MAX_DATAGRAM))
+                .collect(),
+            addrs: vec![None; BATCH],
+            len: 0,
+        }
+    }
+
+    /// The next free buffer (the batch is sent first if full); fill it, then [`OutBatch::commit`].
+    fn slot(&mut self, m: &Metrics) -> &mut Vec<u8> {
+        if self.len == BATCH {
+            self.flush(m);
+        }
+        &mut self.bufs[self.len]
+    }
+
+    /// Queues the buffer last returned by [`OutBatch::slot`] for `to`.
+    fn commit(&mut self, to: SocketAddr) {
+        self.addrs[self.len] = Some(SockaddrStorage::from(to));
+        self.len += 1;
+    }
+
+    /// Sends every queued datagram, waiting briefly if the socket buffer is full.
+    fn flush(&mut self, m: &Metrics) {
+        let n = self.len;
+        let mut done = 0;
+        while done < n {
+            let iovs: [[IoSlice<'_>; 1]; BATCH] =
+                std::array::from_fn(|i| [IoSlice::new(&self.bufs[i])]);
+            match sendmmsg(
+                self.socket.as_raw_fd(),
+                &mut self.headers,
+                iovs[done..n].iter(),
+                &self.addrs[done..n],
+                [],
+                MsgFlags::MSG_DONTWAIT,
+            ) {
+                Ok(sent) => {
+                    let sent = sent.count();
+                    add(&m.datagrams_out, sent as u64);
+                    done += sent.max(1);
+                }
+                Err(Errno::EAGAIN) => {
+                    let mut fds = [PollFd::new(self.socket.as_fd(), PollFlags::POLLOUT)];
+                    if !matches!(poll(&mut fds, SEND_WAIT_MS), Ok(1..)) {
+                        tracing::debug!(dropped = n - done, "client socket stays full");
+                        break;
+                    }
+                }
+                Err(e) => {
+                    // The first datagram failed (e.g. an unreachable client): skip it only.
+                    tracing::debug!(error = %e, "send to client failed");
+                    done += 1;
+                }
+            }
+        }
+        self.len = 0;
+    }
+}
+
+/// Runs the data plane until `shutdown` flips (or this task is dropped).
 pub(crate) async fn run(
     socket: Arc<UdpSocket>,
     metrics: Arc<Metrics>,
@@ -98,33 +230,237 @@ pub(crate) async fn run(
     mut commands: mpsc::Receiver<Command>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let (up_tx, mut up_rx) = mpsc::channel(8192);
-    let mut dp = DataPlane {
-        socket: socket.clone(),
-        sessions: HashMap::new(),
-        metrics,
-        cfg,
-        up_tx,
-        out: Vec::with_capacity(MAX_DATAGRAM),
+    let socket = match into_std(socket) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "data plane cannot take its socket");
+            return;
+        }
     };
-    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
-    let mut sweep = tokio::time::interval(Duration::from_millis(500));
+    let wake = match EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC) {
+        Ok(w) => Arc::new(w),
+        Err(e) => {
+            tracing::error!(error = %e, "data plane cannot create its eventfd");
+            return;
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (w, st) = (wake.clone(), stop.clone());
+    // The batch headers hold raw pointers (not `Send`): build the worker on its thread.
+    let thread = std::thread::Builder::new()
+        .name("plg-dataplane".into())
+        .spawn(move || match Worker::new(socket, metrics, cfg, w, st, rx) {
+            Ok(worker) => worker.run(),
+            Err(e) => tracing::error!(error = %e, "data plane cannot set up epoll"),
+        });
+    if let Err(e) = thread {
+        tracing::error!(error = %e, "cannot start the data-plane thread");
+        return;
+    }
+    // Stops the thread however this task ends (shutdown, or aborted by the runtime).
+    let _stop = StopOnDrop {
+        stop,
+        wake: wake.clone(),
+    };
     loop {
         tokio::select! {
-            r = socket.recv_from(&mut buf) => match r {
-                Ok((n, from)) => dp.on_datagram(&mut buf[..n], from).await,
-                Err(e) => tracing::debug!(error = %e, "data socket receive error"),
-            },
-            Some(u) = up_rx.recv() => dp.on_upstream(u).await,
-            Some(cmd) = commands.recv() => dp.on_command(cmd),
-            _ = sweep.tick() => dp.sweep(Instant::now()),
+            Some(cmd) = commands.recv() => {
+                if tx.send(cmd).is_err() {
+                    break;
+                }
+                let _ = wake.write(1);
+            }
             _ = shutdown.changed() => break,
         }
     }
-    tracing::info!(sessions = dp.sessions.len(), "data plane stopped");
 }
 
-impl DataPlane {
+struct StopOnDrop {
+    stop: Arc<AtomicBool>,
+    wake: Arc<EventFd>,
+}
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = self.wake.write(1);
+    }
+}
+
+/// Takes the socket out of tokio's reactor (its readiness events would only wake tokio for
+/// nothing) and makes it a plain non-blocking socket.
+fn into_std(socket: Arc<UdpSocket>) -> std::io::Result<std::net::UdpSocket> {
+    let s = match Arc::try_unwrap(socket) {
+        Ok(s) => s.into_std()?,
+        Err(shared) => std::net::UdpSocket::from(shared.as_fd().try_clone_to_owned()?),
+    };
+    s.set_nonblocking(true)?;
+    // Best effort: capped by net.core.rmem_max / wmem_max.
+    let _ = setsockopt(&s, sockopt::RcvBuf, &DATA_SOCKET_BUFFER);
+    let _ = setsockopt(&s, sockopt::SndBuf, &DATA_SOCKET_BUFFER);
+    Ok(s)
+}
+
+/// The data-plane thread: its sockets and buffers, and the [`State`] they feed.
+struct Worker {
+    socket: std::net::UdpSocket,
+    wake: Arc<EventFd>,
+    stop: Arc<AtomicBool>,
+    commands: std::sync::mpsc::Receiver<Command>,
+    rx_headers: MultiHeaders<SockaddrStorage>,
+    rx_bufs: Box<[[u8; RX_LEN]; BATCH]>,
+    up_buf: Box<[u8; 65536]>,
+    st: State,
+}
+
+/// Sessions, flows and the outgoing batch: everything a packet touches.
+struct State {
+    epoll: Epoll,
+    sessions: HashMap<u64, Entry>,
+    flows: Flows,
+    metrics: Arc<Metrics>,
+    cfg: DataConfig,
+    out: OutBatch,
+}
+
+impl Worker {
+    fn new(
+        socket: std::net::UdpSocket,
+        metrics: Arc<Metrics>,
+        cfg: DataConfig,
+        wake: Arc<EventFd>,
+        stop: Arc<AtomicBool>,
+        commands: std::sync::mpsc::Receiver<Command>,
+    ) -> nix::Result<Worker> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        epoll.add(&socket, EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_DATA))?;
+        epoll.add(
+            wake.as_fd(),
+            EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_WAKE),
+        )?;
+        let rx_bufs: Box<[[u8; RX_LEN]; BATCH]> = vec![[0u8; RX_LEN]; BATCH]
+            .into_boxed_slice()
+            .try_into()
+            .expect("BATCH buffers");
+        let up_buf: Box<[u8; 65536]> = vec![0u8; 65536]
+            .into_boxed_slice()
+            .try_into()
+            .expect("64 KiB");
+        let out = OutBatch::new(
+            socket
+                .try_clone()
+                .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))?,
+        );
+        Ok(Worker {
+            socket,
+            wake,
+            stop,
+            commands,
+            rx_headers: MultiHeaders::preallocate(BATCH, None),
+            rx_bufs,
+            up_buf,
+            st: State {
+                epoll,
+                sessions: HashMap::new(),
+                flows: Flows::default(),
+                metrics,
+                cfg,
+                out,
+            },
+        })
+    }
+
+    fn run(mut self) {
+        let mut events = vec![EpollEvent::empty(); 256];
+        let mut next_sweep = Instant::now() + SWEEP_EVERY;
+        while !self.stop.load(Ordering::Acquire) {
+            let wait = next_sweep.saturating_duration_since(Instant::now());
+            let ms = u16::try_from(wait.as_millis() + 1).unwrap_or(u16::MAX);
+            let n = match self.st.epoll.wait(&mut events, ms) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => 0,
+                Err(e) => {
+                    tracing::error!(error = %e, "data plane epoll failed");
+                    break;
+                }
+            };
+            for ev in &events[..n] {
+                match ev.data() {
+                    TOKEN_DATA => self.on_client_ready(),
+                    TOKEN_WAKE => self.on_commands(),
+                    t => self
+                        .st
+                        .on_upstream_ready((t - TOKEN_FLOWS) as usize, &mut self.up_buf[..]),
+                }
+            }
+            self.st.out.flush(&self.st.metrics);
+            let now = Instant::now();
+            if now >= next_sweep {
+                self.st.sweep(now);
+                next_sweep = now + SWEEP_EVERY;
+            }
+        }
+        tracing::info!(sessions = self.st.sessions.len(), "data plane stopped");
+    }
+
+    fn on_commands(&mut self) {
+        let _ = self.wake.read();
+        while let Ok(cmd) = self.commands.try_recv() {
+            self.st.on_command(cmd);
+        }
+    }
+
+    /// Drains up to a few batches from the client-facing socket (level-triggered: whatever
+    /// is left is reported again on the next turn).
+    fn on_client_ready(&mut self) {
+        let fd = self.socket.as_raw_fd();
+        for _ in 0..4 {
+            let mut lens = [0usize; BATCH];
+            let mut froms: [Option<SocketAddr>; BATCH] = [None; BATCH];
+            let n = {
+                let mut iovs: [[IoSliceMut<'_>; 1]; BATCH] = self
+                    .rx_bufs
+                    .each_mut()
+                    .map(|b| [IoSliceMut::new(&mut b[..])]);
+                match recvmmsg(
+                    fd,
+                    &mut self.rx_headers,
+                    iovs.iter_mut(),
+                    MsgFlags::MSG_DONTWAIT,
+                    None,
+                ) {
+                    Ok(res) => {
+                        let mut n = 0;
+                        for (i, r) in res.enumerate() {
+                            lens[i] = r.bytes;
+                            froms[i] = r.address.as_ref().and_then(to_socket_addr);
+                            n = i + 1;
+                        }
+                        n
+                    }
+                    Err(Errno::EAGAIN | Errno::EINTR) => 0,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "data socket receive error");
+                        0
+                    }
+                }
+            };
+            let now = Instant::now();
+            for i in 0..n {
+                if let Some(from) = froms[i] {
+                    self.st
+                        .on_datagram(&mut self.rx_bufs[i][..lens[i]], from, now);
+                }
+            }
+            if n < BATCH {
+                break;
+            }
+        }
+    }
+}
+
+impl State {
     fn on_command(&mut self, cmd: Command) {
         match cmd {
             Command::Open {
@@ -139,29 +475,32 @@ impl DataPlane {
                     return;
                 }
                 let paths = vec![None; ticket.path_limit.max(1) as usize];
-                let replaced = self
-                    .sessions
-                    .insert(
-                        id,
-                        Entry {
-                            session,
-                            ticket,
-                            paths,
-                            last_path: 0,
-                            downstream: 0,
-                            flows: HashMap::new(),
-                            last_seen: Instant::now(),
-                        },
-                    )
-                    .is_some();
+                let old = self.sessions.insert(
+                    id,
+                    Entry {
+                        session,
+                        ticket,
+                        paths,
+                        last_path: 0,
+                        downstream: 0,
+                        flows: HashMap::new(),
+                        last_seen: Instant::now(),
+                    },
+                );
+                let replaced = old.is_some();
+                if let Some(old) = old {
+                    for slot in old.flows.into_values() {
+                        self.flows.remove(slot);
+                    }
+                }
                 tracing::info!(session = id, replaced, "session open");
                 let _ = reply.send(Ok(()));
             }
         }
     }
 
-    async fn on_datagram(&mut self, data: &mut [u8], from: SocketAddr) {
-        let m = &self.metrics;
+    fn on_datagram(&mut self, data: &mut [u8], from: SocketAddr, now: Instant) {
+        let m = &*self.metrics;
         inc(&m.datagrams_in);
         if data.len() > MAX_DATAGRAM {
             inc(&m.dropped_malformed);
@@ -184,43 +523,34 @@ impl DataPlane {
             Err(OpenError::Replay(_)) => return inc(&m.dropped_replay),
             Err(OpenError::Decode(_)) => return inc(&m.dropped_malformed),
         };
-        let now = Instant::now();
         entry.paths[h.path as usize] = Some(from);
         entry.last_path = h.path;
         entry.last_seen = now;
         let reply: Option<Frame<'static>> = match frame {
-            Frame::Data { flow, payload } => match entry.flows.get_mut(&flow) {
-                Some(f) => {
-                    f.last_active = now;
-                    // Never more bytes to the destination than the client sent: the payload is
-                    // strictly smaller than the authenticated frame that carried it.
-                    // `send` rather than `try_send`: a fresh socket has no readiness yet and
-                    // `try_send` would drop the flow's first packet.
-                    match f.socket.send(payload).await {
-                        Ok(n) => {
-                            inc(&m.upstream_packets_out);
-                            add(&m.upstream_bytes_out, n as u64);
-                        }
-                        Err(e) => {
-                            inc(&m.upstream_send_errors);
-                            tracing::debug!(session = h.session_id, flow, error = %e, "upstream send failed");
-                        }
+            Frame::Data { flow, payload } => {
+                match entry.flows.get(&flow).and_then(|&s| self.flows.get_mut(s)) {
+                    Some(f) => {
+                        f.last_active = now;
+                        // Never more bytes to the destination than the client sent: the payload
+                        // is strictly smaller than the authenticated frame that carried it.
+                        send_upstream(f, h.session_id, payload, m);
+                        None
                     }
-                    None
+                    None => {
+                        inc(&m.dropped_unknown_flow);
+                        Some(Frame::error(ErrorCode::UnknownFlow, flow))
+                    }
                 }
-                None => {
-                    inc(&m.dropped_unknown_flow);
-                    Some(Frame::error(ErrorCode::UnknownFlow, flow))
-                }
-            },
+            }
             Frame::FlowOpen { flow, dst } => open_flow(
                 entry,
+                &mut self.flows,
+                &self.epoll,
                 h.session_id,
                 flow,
                 dst,
                 &self.cfg,
-                &self.metrics,
-                &self.up_tx,
+                m,
                 now,
             )
             .err()
@@ -228,7 +558,11 @@ impl DataPlane {
             Frame::Ping { id, timestamp_us } => Some(Frame::Pong { id, timestamp_us }),
             Frame::Close { reason } => {
                 tracing::info!(session = h.session_id, reason, "session closed by client");
-                self.sessions.remove(&h.session_id);
+                if let Some(e) = self.sessions.remove(&h.session_id) {
+                    for slot in e.flows.into_values() {
+                        self.flows.remove(slot);
+                    }
+                }
                 inc(&m.sessions_closed);
                 return;
             }
@@ -248,25 +582,47 @@ impl DataPlane {
             }
         };
         if let Some(reply) = reply {
-            entry.session.seal(h.path, &reply, &mut self.out);
+            let buf = self.out.slot(m);
+            entry.session.seal(h.path, &reply, buf);
             // Anti-amplification: an answer is never larger than the request that caused it.
-            if self.out.len() <= request_len && self.socket.send_to(&self.out, from).await.is_ok() {
-                inc(&m.datagrams_out);
+            if buf.len() <= request_len {
+                self.out.commit(from);
             }
         }
     }
 
-    async fn on_upstream(&mut self, u: Upstream) {
-        let Some(entry) = self.sessions.get_mut(&u.session) else {
+    /// One datagram from a flow's upstream socket (level-triggered: more is reported again).
+    fn on_upstream_ready(&mut self, slot: usize, up_buf: &mut [u8]) {
+        let m = &*self.metrics;
+        let Some(flow) = self.flows.get_mut(slot) else {
             return;
         };
-        let Some(flow) = entry.flows.get_mut(&u.flow) else {
+        let n = match flow.socket.recv(up_buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+            // ICMP port unreachable surfaces as ECONNREFUSED on a connected socket: keep going.
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => return,
+            Err(e) => {
+                tracing::debug!(session = flow.session, flow = flow.id, error = %e, "upstream socket closed");
+                // Stop polling it; the flow idles out as before.
+                let _ = self.epoll.delete(&flow.socket);
+                return;
+            }
+        };
+        // Replies that cannot fit in one frame are dropped rather than fragmented.
+        if n > MAX_PAYLOAD {
+            return;
+        }
+        inc(&m.upstream_packets_in);
+        add(&m.upstream_bytes_in, n as u64);
+        let (session_id, flow_id) = (flow.session, flow.id);
+        let Some(entry) = self.sessions.get_mut(&session_id) else {
             return;
         };
         flow.last_active = Instant::now();
         let frame = Frame::Data {
-            flow: u.flow,
-            payload: &u.data,
+            flow: flow_id,
+            payload: &up_buf[..n],
         };
         // One sequence number for every copy: the client keeps the first and drops the rest.
         let seq = entry.session.take_seq();
@@ -289,15 +645,9 @@ impl DataPlane {
             if mask & (1 << path) == 0 {
                 continue;
             }
-            entry
-                .session
-                .seal_with_seq(path as u8, seq, &frame, &mut self.out);
-            match self.socket.send_to(&self.out, *addr).await {
-                Ok(_) => inc(&self.metrics.datagrams_out),
-                Err(e) => {
-                    tracing::debug!(session = u.session, path, error = %e, "send to client failed")
-                }
-            }
+            let buf = self.out.slot(m);
+            entry.session.seal_with_seq(path as u8, seq, &frame, buf);
+            self.out.commit(*addr);
         }
     }
 
@@ -305,11 +655,15 @@ impl DataPlane {
         let unix = unix_now();
         let before = self.sessions.len();
         let cfg = &self.cfg;
+        let flows = &mut self.flows;
         self.sessions.retain(|id, e| {
             let keep =
                 now.duration_since(e.last_seen) < cfg.session_idle && unix < e.ticket.expires_at;
             if !keep {
                 tracing::info!(session = id, "session expired");
+                for &slot in e.flows.values() {
+                    flows.remove(slot);
+                }
             }
             keep
         });
@@ -318,8 +672,47 @@ impl DataPlane {
             (before - self.sessions.len()) as u64,
         );
         for e in self.sessions.values_mut() {
-            e.flows
-                .retain(|_, f| now.duration_since(f.last_active) < cfg.flow_idle);
+            e.flows.retain(|_, &mut slot| {
+                let keep = flows
+                    .get_mut(slot)
+                    .is_some_and(|f| now.duration_since(f.last_active) < cfg.flow_idle);
+                if !keep {
+                    flows.remove(slot);
+                }
+                keep
+            });
+        }
+    }
+}
+
+fn to_socket_addr(s: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(a) = s.as_sockaddr_in() {
+        return Some(SocketAddr::V4((*a).into()));
+    }
+    s.as_sockaddr_in6().map(|a| SocketAddr::V6((*a).into()))
+}
+
+/// Sends a payload on the flow's connected socket; a full send buffer is waited for briefly
+/// (as the old async `send` did), not dropped at once.
+fn send_upstream(f: &Flow, session: u64, payload: &[u8], m: &Metrics) {
+    let mut waited = false;
+    loop {
+        match f.socket.send(payload) {
+            Ok(n) => {
+                inc(&m.upstream_packets_out);
+                add(&m.upstream_bytes_out, n as u64);
+                return;
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock && !waited => {
+                waited = true;
+                let mut fds = [PollFd::new(f.socket.as_fd(), PollFlags::POLLOUT)];
+                let _ = poll(&mut fds, SEND_WAIT_MS);
+            }
+            Err(e) => {
+                inc(&m.upstream_send_errors);
+                tracing::debug!(session, flow = f.id, error = %e, "upstream send failed");
+                return;
+            }
         }
     }
 }
@@ -327,12 +720,13 @@ impl DataPlane {
 #[allow(clippy::too_many_arguments)]
 fn open_flow(
     entry: &mut Entry,
+    flows: &mut Flows,
+    epoll: &Epoll,
     session: u64,
     flow: u32,
     dst: SocketAddr,
     cfg: &DataConfig,
-    m: &Arc<Metrics>,
-    up_tx: &mpsc::Sender<Upstream>,
+    m: &Metrics,
     now: Instant,
 ) -> Result<(), ErrorCode> {
     if !entry.ticket.allows(dst) || (!cfg.allow_private_destinations && !policy::is_public(dst)) {
@@ -340,7 +734,7 @@ fn open_flow(
         tracing::info!(session, flow, %dst, "destination refused");
         return Err(ErrorCode::DestinationNotAllowed);
     }
-    if let Some(f) = entry.flows.get_mut(&flow) {
+    if let Some(f) = entry.flows.get(&flow).and_then(|&s| flows.get_mut(s)) {
         // Clients repeat FLOW_OPEN because it can be lost; same destination is a no-op.
         f.last_active = now;
         return if f.dst == dst {
@@ -352,34 +746,34 @@ fn open_flow(
     if entry.flows.len() >= MAX_FLOWS_PER_SESSION {
         return Err(ErrorCode::TooManyFlows);
     }
-    let socket = upstream_socket(dst).map_err(|e| {
+    let unreachable = |e: &dyn std::fmt::Display| {
         tracing::warn!(session, flow, %dst, error = %e, "cannot open upstream socket");
         ErrorCode::UpstreamUnreachable
-    })?;
-    let socket = Arc::new(socket);
-    let reader = tokio::spawn(read_upstream(
-        socket.clone(),
+    };
+    let socket = upstream_socket(dst).map_err(|e| unreachable(&e))?;
+    let slot = flows.insert(Flow {
         session,
-        flow,
-        up_tx.clone(),
-        m.clone(),
-    ));
-    entry.flows.insert(
-        flow,
-        Flow {
-            dst,
-            socket,
-            reader,
-            last_active: now,
-        },
-    );
+        id: flow,
+        dst,
+        socket,
+        last_active: now,
+    });
+    let f = flows.get_mut(slot).expect("just inserted");
+    if let Err(e) = epoll.add(
+        &f.socket,
+        EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_FLOWS + slot as u64),
+    ) {
+        flows.remove(slot);
+        return Err(unreachable(&e));
+    }
+    entry.flows.insert(flow, slot);
     inc(&m.flows_opened);
     tracing::debug!(session, flow, %dst, "flow open");
     Ok(())
 }
 
 /// One ephemeral-port socket per flow, connected so only the game server's replies arrive.
-fn upstream_socket(dst: SocketAddr) -> std::io::Result<UdpSocket> {
+fn upstream_socket(dst: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     let bind: IpAddr = if dst.is_ipv4() {
         Ipv4Addr::UNSPECIFIED.into()
     } else {
@@ -388,44 +782,5 @@ fn upstream_socket(dst: SocketAddr) -> std::io::Result<UdpSocket> {
     let s = std::net::UdpSocket::bind((bind, 0))?;
     s.connect(dst)?;
     s.set_nonblocking(true)?;
-    UdpSocket::from_std(s)
-}
-
-async fn read_upstream(
-    socket: Arc<UdpSocket>,
-    session: u64,
-    flow: u32,
-    up_tx: mpsc::Sender<Upstream>,
-    m: Arc<Metrics>,
-) {
-    let mut buf = vec![0u8; 65536];
-    loop {
-        match socket.recv(&mut buf).await {
-            // Replies that cannot fit in one frame are dropped rather than fragmented.
-            Ok(n) if n > MAX_PAYLOAD => continue,
-            Ok(n) => {
-                inc(&m.upstream_packets_in);
-                add(&m.upstream_bytes_in, n as u64);
-                if up_tx
-                    .try_send(Upstream {
-                        session,
-                        flow,
-                        data: buf[..n].to_vec(),
-                    })
-                    .is_err()
-                {
-                    if up_tx.is_closed() {
-                        return;
-                    }
-                    inc(&m.dropped_overload);
-                }
-            }
-            // ICMP port unreachable surfaces as ECONNREFUSED on a connected socket: keep going.
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
-            Err(e) => {
-                tracing::debug!(session, flow, error = %e, "upstream socket closed");
-                return;
-            }
-        }
-    }
+    Ok(s)
 }

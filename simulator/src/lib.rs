@@ -1,6 +1,7 @@
 //! `plg-sim`: the local demo and the harness for end-to-end tests; the loss-injecting
 //! simulator grows here.
 
+pub mod bench;
 pub mod client;
 pub mod demo;
 pub mod echo;

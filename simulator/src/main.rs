@@ -33,6 +33,11 @@ enum Command {
     Run(plg_sim::runner::RunArgs),
     /// Run a scenario at several injected loss rates and plot residual loss per policy.
     Sweep(plg_sim::runner::SweepArgs),
+    /// Benchmark direct vs nginx's UDP proxy vs a PLG node, side by side; print the tables.
+    Bench(plg_sim::bench::BenchArgs),
+    /// (Internal) a node in its own process for `bench`.
+    #[command(hide = true)]
+    BenchNode(plg_sim::bench::NodeArgs),
 }
 
 #[tokio::main]
@@ -75,5 +80,10 @@ async fn main() -> Result<()> {
             );
             Ok(())
         }
+        Command::Bench(args) => {
+            print!("{}", plg_sim::bench::run(args, |m| eprintln!("{m}")).await?);
+            Ok(())
+        }
+        Command::BenchNode(args) => plg_sim::bench::node_process(args, |l| println!("{l}")).await,
     }
 }
