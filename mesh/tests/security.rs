@@ -31,8 +31,14 @@ async fn forged_gossip_never_joins_and_is_counted() {
         || nodes.iter().all(|h| h.gossip_counters().forged >= 3),
     )
     .await;
-    // Give it several more gossip rounds to get in; it must not.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Give it several more gossip rounds to get in (each honest node counting five more
+    // forged messages); it must not.
+    eventually(
+        Duration::from_secs(10),
+        "five more gossip rounds with the intruder",
+        || nodes.iter().all(|h| h.gossip_counters().forged >= 8),
+    )
+    .await;
     assert!(all_see(&handles, &refs));
     assert_eq!(intruder.live_nodes().len(), 1);
     assert_eq!(intruder.gossip_counters().accepted, 0);

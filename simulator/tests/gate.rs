@@ -72,6 +72,35 @@ async fn raw_session(mesh: &LocalMesh, email: &str) -> (Tunnel, UdpSocket) {
     (tunnel, sock)
 }
 
+/// Joins another node through billing and starts it trusting only `key` (as ticket key
+/// `key_id`), without talking to billing, so a test can sign any ticket it needs. Returns the
+/// node and the TLS name in its certificate.
+async fn node_trusting(
+    mesh: &LocalMesh,
+    name: &str,
+    key_id: u32,
+    key: &SigningKey,
+    cfg: NodeConfig,
+) -> (RunningNode, String) {
+    let mut id = mesh.join_identity(name).await.unwrap();
+    id.state.ticket_keys = vec![TicketKey {
+        key_id,
+        public_key: base64::engine::general_purpose::STANDARD
+            .encode(key.verifying_key().to_bytes()),
+    }];
+    let server_name = id.state.server_name.clone();
+    let node = plg_node::start(
+        id,
+        NodeConfig {
+            talk_to_billing: false,
+            ..cfg
+        },
+    )
+    .await
+    .unwrap();
+    (node, server_name)
+}
+
 #[tokio::test]
 async fn round_trip_through_the_relay() {
     let mesh = LocalMesh::start().await.unwrap();
@@ -203,22 +232,14 @@ async fn forged_expired_and_wrong_key_tickets_are_rejected() {
 
     // Expiry needs a key we hold: a second node trusting a test key (and nothing else).
     let test_key = SigningKey::from_bytes(&[5; 32]);
-    let mut id = mesh.join_identity("node-test-key").await.unwrap();
-    id.state.ticket_keys = vec![TicketKey {
-        key_id: 77,
-        public_key: base64::engine::general_purpose::STANDARD
-            .encode(test_key.verifying_key().to_bytes()),
-    }];
-    let server_name2 = id.state.server_name.clone();
-    let node2 = plg_node::start(
-        id,
-        NodeConfig {
-            talk_to_billing: false,
-            ..loopback_node_config()
-        },
+    let (node2, server_name2) = node_trusting(
+        &mesh,
+        "node-test-key",
+        77,
+        &test_key,
+        loopback_node_config(),
     )
-    .await
-    .unwrap();
+    .await;
     let fresh = Ticket {
         key_id: 77,
         issued_at: now() - 100,
@@ -332,23 +353,11 @@ async fn disallowed_destination_is_refused() {
     // Node policy on top of the ticket: a node without --allow-private-destinations refuses
     // loopback even when a ticket allows it.
     let test_key = SigningKey::from_bytes(&[6; 32]);
-    let mut id = mesh.join_identity("node-strict").await.unwrap();
-    id.state.ticket_keys = vec![TicketKey {
-        key_id: 1,
-        public_key: base64::engine::general_purpose::STANDARD
-            .encode(test_key.verifying_key().to_bytes()),
-    }];
-    let name = id.state.server_name.clone();
-    let strict = plg_node::start(
-        id,
-        NodeConfig {
-            talk_to_billing: false,
-            allow_private_destinations: false,
-            ..loopback_node_config()
-        },
-    )
-    .await
-    .unwrap();
+    let strict_cfg = NodeConfig {
+        allow_private_destinations: false,
+        ..loopback_node_config()
+    };
+    let (strict, name) = node_trusting(&mesh, "node-strict", 1, &test_key, strict_cfg).await;
     let ticket = Ticket {
         key_id: 1,
         issued_at: now(),
