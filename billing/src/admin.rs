@@ -429,7 +429,17 @@ pub(crate) struct NodeAdminView {
     data_addr: Option<String>,
     last_seen: Option<i64>,
     created_at: i64,
-    /// Enabled and announced recently: offered to clients.
+    /// Where it gossips.
+    gossip_addr: Option<String>,
+    /// Its own health report: ok, degraded or overloaded.
+    health: Option<String>,
+    /// Serving its sessions, taking no new ones.
+    draining: bool,
+    /// Sessions it reported at its last announce.
+    sessions: i64,
+    /// Peers whose failure detector holds this node dead (from their latest announces).
+    reported_dead_by: Vec<String>,
+    /// Enabled, announced recently, not draining and not reported dead: offered to clients.
     live: bool,
 }
 
@@ -444,18 +454,48 @@ type NodeRow = (
     Option<String>,
     Option<i64>,
     i64,
+    Option<String>,
+    Option<String>,
+    i64,
+    i64,
 );
 
 const NODE_COLUMNS: &str = "id, name, region, server_name, enabled, priority, control_addr, \
-    data_addr, last_seen, created_at";
+    data_addr, last_seen, created_at, gossip_addr, health, draining, sessions";
 
-fn node_view(row: NodeRow, now: i64) -> NodeAdminView {
-    let (id, name, region, server_name, enabled, priority, control, data, last_seen, created_at) =
-        row;
+fn node_view(
+    row: NodeRow,
+    now: i64,
+    dead: &std::collections::HashMap<String, Vec<String>>,
+) -> NodeAdminView {
+    let (
+        id,
+        name,
+        region,
+        server_name,
+        enabled,
+        priority,
+        control,
+        data,
+        last_seen,
+        created_at,
+        gossip_addr,
+        health,
+        draining,
+        sessions,
+    ) = row;
+    let reported_dead_by = dead.get(&id).cloned().unwrap_or_default();
     NodeAdminView {
         live: enabled != 0
             && control.is_some()
+            && draining == 0
+            && reported_dead_by.is_empty()
             && last_seen.is_some_and(|t| t >= now - crate::nodes::NODE_FRESHNESS_SECS),
+        gossip_addr,
+        health,
+        draining: draining != 0,
+        sessions,
+        reported_dead_by,
         id,
         name,
         region,
@@ -485,8 +525,9 @@ pub(crate) async fn nodes(
     .fetch_all(billing.db())
     .await?;
     let now = now_secs();
+    let dead = crate::nodes::reported_dead(billing.db()).await?;
     Ok(Json(NodeList {
-        nodes: rows.into_iter().map(|r| node_view(r, now)).collect(),
+        nodes: rows.into_iter().map(|r| node_view(r, now, &dead)).collect(),
     }))
 }
 
@@ -497,7 +538,8 @@ async fn load_node(billing: &Billing, id: &str) -> Result<NodeAdminView, ApiErro
     .bind(id)
     .fetch_optional(billing.db())
     .await?;
-    row.map(|r| node_view(r, now_secs()))
+    let dead = crate::nodes::reported_dead(billing.db()).await?;
+    row.map(|r| node_view(r, now_secs(), &dead))
         .ok_or_else(|| ApiError::not_found("unknown_node", "no such node"))
 }
 

@@ -80,6 +80,8 @@ pub(crate) struct Joined {
     gossip_key: String,
     /// Live nodes to gossip with first.
     seed_nodes: Vec<NodeView>,
+    /// Their gossip addresses.
+    seeds: Vec<String>,
 }
 
 /// `POST /v1/nodes/join`.
@@ -162,6 +164,11 @@ pub(crate) async fn join(
         .into_iter()
         .filter(|n| n.id != node_id)
         .collect();
+    let seeds = gossip_seeds(billing.db())
+        .await?
+        .into_iter()
+        .map(|(_, addr)| addr)
+        .collect();
     Ok((
         StatusCode::CREATED,
         Json(Joined {
@@ -173,14 +180,40 @@ pub(crate) async fn join(
             ticket_keys,
             gossip_key,
             seed_nodes,
+            seeds,
         }),
     ))
 }
+
+/// Most peers a node may report dead in one announce.
+const MAX_DEAD_PEERS: usize = 1024;
 
 #[derive(Deserialize)]
 pub(crate) struct Announce {
     control_addr: String,
     data_addr: String,
+    /// Where the node gossips (absent from nodes that predate the mesh).
+    #[serde(default)]
+    gossip_addr: Option<String>,
+    /// The node's own health: `ok`, `degraded` or `overloaded`.
+    #[serde(default)]
+    health: Option<String>,
+    /// Draining: serving its sessions but taking no new ones.
+    #[serde(default)]
+    draining: bool,
+    /// Sessions it serves now.
+    #[serde(default)]
+    sessions: u32,
+    /// Peers its failure detector holds dead.
+    #[serde(default)]
+    dead_peers: Vec<String>,
+}
+
+/// Answer to an announce: where the rest of the mesh gossips.
+#[derive(Serialize)]
+pub(crate) struct Announced {
+    /// Gossip addresses of the other live nodes.
+    seeds: Vec<String>,
 }
 
 fn parse_public_addr(field: &'static str, s: &str) -> Result<SocketAddr, ApiError> {
@@ -193,30 +226,58 @@ fn parse_public_addr(field: &'static str, s: &str) -> Result<SocketAddr, ApiErro
     }
 }
 
-/// `POST /v1/nodes/announce`.
+/// `POST /v1/nodes/announce`: the node's addresses and its view of the mesh.
 pub(crate) async fn announce(
     State(billing): State<Billing>,
     headers: HeaderMap,
     ApiJson(req): ApiJson<Announce>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Json<Announced>, ApiError> {
     let secret = crate::auth::bearer(&headers).ok_or(ApiError::InvalidNodeSecret)?;
     let control = parse_public_addr("control_addr", &req.control_addr)?;
     let data = parse_public_addr("data_addr", &req.data_addr)?;
-    let updated = sqlx::query(
-        "UPDATE nodes SET control_addr = $1, data_addr = $2, last_seen = $3 \
-         WHERE secret_hash = $4 AND deleted_at IS NULL",
+    let gossip = req
+        .gossip_addr
+        .as_deref()
+        .map(|g| parse_public_addr("gossip_addr", g))
+        .transpose()?;
+    let health = req.health.as_deref().unwrap_or("ok");
+    if !matches!(health, "ok" | "degraded" | "overloaded") {
+        return Err(ApiError::bad_request(
+            "invalid_health",
+            "health must be ok, degraded or overloaded",
+        ));
+    }
+    if req.dead_peers.len() > MAX_DEAD_PEERS || !req.dead_peers.iter().all(|p| valid_label(p)) {
+        return Err(ApiError::bad_request(
+            "invalid_dead_peers",
+            format!("dead_peers must be at most {MAX_DEAD_PEERS} node ids"),
+        ));
+    }
+    let updated: Option<(String,)> = sqlx::query_as(
+        "UPDATE nodes SET control_addr = $1, data_addr = $2, last_seen = $3, gossip_addr = $4,          health = $5, draining = $6, sessions = $7, dead_peers = $8          WHERE secret_hash = $9 AND deleted_at IS NULL RETURNING id",
     )
     .bind(control.to_string())
     .bind(data.to_string())
     .bind(now_secs())
+    .bind(gossip.map(|g| g.to_string()))
+    .bind(health)
+    .bind(i64::from(req.draining))
+    .bind(i64::from(req.sessions))
+    .bind(req.dead_peers.join(" "))
     .bind(secret_hash(secret))
-    .execute(billing.db())
+    .fetch_optional(billing.db())
     .await?;
-    if updated.rows_affected() != 1 {
+    let Some((id,)) = updated else {
         return Err(ApiError::InvalidNodeSecret);
-    }
-    tracing::debug!(control = %control, data = %data, "node announced");
-    Ok(StatusCode::NO_CONTENT)
+    };
+    tracing::debug!(node = %id, control = %control, data = %data, "node announced");
+    let seeds = gossip_seeds(billing.db())
+        .await?
+        .into_iter()
+        .filter(|(node, _)| *node != id)
+        .map(|(_, addr)| addr)
+        .collect();
+    Ok(Json(Announced { seeds }))
 }
 
 /// The node id behind `Authorization: Bearer <node_secret>`.
@@ -240,11 +301,53 @@ pub(crate) struct NodeView {
     data_addr: String,
 }
 
-/// Enabled nodes that announced within [`NODE_FRESHNESS_SECS`], by priority then name.
+/// Ids that some freshly announced node reports dead: billing's view of the mesh's
+/// failure detector, which sees a dead node within seconds rather than
+/// [`NODE_FRESHNESS_SECS`].
+pub(crate) async fn reported_dead(
+    db: &Pool,
+) -> Result<std::collections::HashMap<String, Vec<String>>, ApiError> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT id, dead_peers FROM nodes WHERE deleted_at IS NULL AND last_seen >= $1 \
+         AND dead_peers <> ''",
+    )
+    .bind(now_secs() - NODE_FRESHNESS_SECS)
+    .fetch_all(db)
+    .await?;
+    let mut dead: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for (reporter, peers) in rows {
+        for peer in peers.split(' ').filter(|p| !p.is_empty()) {
+            dead.entry(peer.to_owned())
+                .or_default()
+                .push(reporter.clone());
+        }
+    }
+    Ok(dead)
+}
+
+/// Gossip addresses of live nodes, as `(id, addr)`.
+async fn gossip_seeds(db: &Pool) -> Result<Vec<(String, String)>, ApiError> {
+    let dead = reported_dead(db).await?;
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT id, gossip_addr FROM nodes WHERE deleted_at IS NULL AND last_seen >= $1 \
+         AND gossip_addr IS NOT NULL ORDER BY last_seen DESC, id LIMIT 16",
+    )
+    .bind(now_secs() - NODE_FRESHNESS_SECS)
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter(|(id, _)| !dead.contains_key(id))
+        .collect())
+}
+
+/// Nodes offered to clients: enabled, announced within [`NODE_FRESHNESS_SECS`], not
+/// draining and not reported dead by a peer; by priority then name.
 pub(crate) async fn live_nodes(db: &Pool) -> Result<Vec<NodeView>, ApiError> {
+    let dead = reported_dead(db).await?;
     let rows: Vec<(String, String, String, String, String)> = sqlx::query_as(
         "SELECT id, server_name, region, control_addr, data_addr FROM nodes \
-         WHERE enabled = 1 AND deleted_at IS NULL AND last_seen >= $1 \
+         WHERE enabled = 1 AND deleted_at IS NULL AND last_seen >= $1 AND draining = 0 \
          AND control_addr IS NOT NULL AND data_addr IS NOT NULL \
          ORDER BY priority, name, id",
     )
@@ -253,6 +356,7 @@ pub(crate) async fn live_nodes(db: &Pool) -> Result<Vec<NodeView>, ApiError> {
     .await?;
     Ok(rows
         .into_iter()
+        .filter(|(id, ..)| !dead.contains_key(id))
         .map(
             |(id, server_name, region, control_addr, data_addr)| NodeView {
                 id,

@@ -670,3 +670,137 @@ async fn binary_stops_on_sigterm() {
     }
     assert!(saw_stop);
 }
+
+both!(mesh_reports_drive_offers_seeds_and_the_node_list);
+async fn mesh_reports_drive_offers_seeds_and_the_node_list(db: Db) {
+    let env = Env::new(db).await;
+    let s = env.start().await;
+    let admin = s.admin("root@example.com").await;
+    let (a, _) = s.join("fra-1").await;
+    let (b, _) = s.join("ams-1").await;
+    let (a_secret, b_secret) = (
+        a["node_secret"].as_str().unwrap(),
+        b["node_secret"].as_str().unwrap(),
+    );
+    let announce = |gossip: &str, extra: serde_json::Value| {
+        let mut body = json!({
+            "control_addr": "198.51.100.7:4433",
+            "data_addr": "198.51.100.7:443",
+            "gossip_addr": gossip,
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body
+    };
+    let (status, body) = s
+        .post(
+            "/v1/nodes/announce",
+            Some(a_secret),
+            announce("198.51.100.7:7946", json!({})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["seeds"], json!([]));
+    // B learns A's gossip address as its seed, and the other way round.
+    let (_, body) = s
+        .post(
+            "/v1/nodes/announce",
+            Some(b_secret),
+            announce("198.51.100.8:7946", json!({"sessions": 3})),
+        )
+        .await;
+    assert_eq!(body["seeds"], json!(["198.51.100.7:7946"]));
+    let (_, body) = s
+        .post(
+            "/v1/nodes/announce",
+            Some(a_secret),
+            announce("198.51.100.7:7946", json!({})),
+        )
+        .await;
+    assert_eq!(body["seeds"], json!(["198.51.100.8:7946"]));
+    // Hostile fields are refused.
+    let (status, body) = s
+        .post(
+            "/v1/nodes/announce",
+            Some(a_secret),
+            announce("198.51.100.7:7946", json!({"health": "great"})),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_health");
+    let (status, body) = s
+        .post(
+            "/v1/nodes/announce",
+            Some(a_secret),
+            announce(
+                "198.51.100.7:7946",
+                json!({"dead_peers": ["no spaces allowed"]}),
+            ),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_dead_peers");
+
+    // A fresh gamer per question: a trial allows one open session.
+    let mut gamers = 0;
+    let mut offered = async || -> Vec<String> {
+        gamers += 1;
+        let email = format!("g{gamers}@example.com");
+        s.register(&email).await;
+        let g = s.login(&email).await;
+        let (status, body) = s.session(&g, "cs2").await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(offered().await.len(), 2);
+
+    // A's failure detector holds B dead: B is no longer offered, nor given as a seed.
+    let b_id = b["node_id"].as_str().unwrap();
+    let (_, body) = s
+        .post(
+            "/v1/nodes/announce",
+            Some(a_secret),
+            announce("198.51.100.7:7946", json!({"dead_peers": [b_id]})),
+        )
+        .await;
+    assert_eq!(body["seeds"], json!([]));
+    assert_eq!(offered().await, vec![a["node_id"].as_str().unwrap()]);
+    let node = |list: &serde_json::Value, id: &str| {
+        list["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    let (_, list) = s.get_auth("/v1/admin/nodes", &admin).await;
+    let b_view = node(&list, b_id);
+    assert_eq!(b_view["live"], false);
+    assert_eq!(b_view["sessions"], 3);
+    assert_eq!(b_view["reported_dead_by"], json!([a["node_id"]]));
+    assert_eq!(b_view["gossip_addr"], "198.51.100.8:7946");
+
+    // A drains: not offered either; B recovers in A's eyes.
+    s.post(
+        "/v1/nodes/announce",
+        Some(a_secret),
+        announce(
+            "198.51.100.7:7946",
+            json!({"draining": true, "health": "degraded"}),
+        ),
+    )
+    .await;
+    assert_eq!(offered().await, vec![b_id]);
+    let (_, list) = s.get_auth("/v1/admin/nodes", &admin).await;
+    let a_view = node(&list, a["node_id"].as_str().unwrap());
+    assert_eq!(a_view["draining"], true);
+    assert_eq!(a_view["health"], "degraded");
+    assert_eq!(a_view["live"], false);
+    s.shutdown().await;
+    env.cleanup().await;
+}

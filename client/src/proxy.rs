@@ -523,16 +523,29 @@ impl<C: Capture> Driver<C> {
     }
 
     async fn on_timer(&mut self) {
+        // A draining node closes the control connection: move at once, not after silence.
+        let drained = self.tunnel.connection.close_reason().is_some();
         if let Some(f) = &self.failover
             && self.failing_over.is_none()
-            && self.last_heard.elapsed() >= f.after
+            && (drained || self.last_heard.elapsed() >= f.after)
         {
             tracing::warn!(
                 silent_ms = self.last_heard.elapsed().as_millis() as u64,
-                "node silent on every path, failing over"
+                drained,
+                "failing over"
             );
+            // The backup the mesh designated for this session first: it adopts the session.
+            let mut f = f.clone();
+            if let Some(i) = f
+                .candidates
+                .iter()
+                .position(|c| c.id == self.tunnel.accept.backup)
+            {
+                let backup = f.candidates.remove(i);
+                f.candidates.insert(0, backup);
+            }
             let (tx, rx) = oneshot::channel();
-            tokio::spawn(fail_over(f.clone(), tx));
+            tokio::spawn(fail_over(f, tx));
             self.failing_over = Some(rx);
         }
         let now = Instant::now().into_std();

@@ -4,13 +4,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use plg_mesh::{Candidate, MeshHandle, NodeId, SelectionPolicy, SessionRecord, select_exits};
 use plg_proto::control::{ALPN, Accept, ControlMessage, MAX_CONTROL_LEN, RejectCode};
 use plg_proto::session::{EXPORTER_LABEL, KEYING_MATERIAL_LEN, Role};
 use plg_proto::{Session, TicketError, TicketVerifier};
 use quinn::crypto::rustls::QuicServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot, watch};
 
 use crate::dataplane::Command;
 use crate::identity::Identity;
@@ -50,6 +51,54 @@ pub(crate) struct Control {
     pub metrics: Arc<Metrics>,
     pub data_port: u16,
     pub idle_timeout_secs: u16,
+    /// The mesh, where accepted sessions are published with their backup exit.
+    pub mesh: Option<Arc<MeshHandle>>,
+    /// Flips to true when the node drains: new sessions are refused and open control
+    /// connections are closed so their clients move to the backup.
+    pub draining: watch::Receiver<bool>,
+}
+
+/// QUIC application error code telling a client the node is draining.
+pub const DRAINING_CODE: u32 = 2;
+
+/// Publishes a session this node now serves, with a backup exit chosen by the mesh (by the
+/// RTT from here, load, health and failure-domain diversity). A session that another node
+/// published before (the client moved here) is adopted: its epoch grows, so every node
+/// sends its relayed frames here from now on. Returns the backup's id and the epoch.
+fn publish_session(mesh: &MeshHandle, session_id: u64, paths: u8) -> (Option<NodeId>, u32) {
+    let view = mesh.view();
+    let me = mesh.node_id();
+    let mut candidates: Vec<Candidate> = view
+        .exit_candidates("")
+        .into_iter()
+        .filter(|c| &c.node != me)
+        .collect();
+    for c in &mut candidates {
+        c.rtt = c
+            .rtt
+            .or_else(|| mesh.rtt_to(&c.node).and_then(|s| s.cost()));
+    }
+    let backup = select_exits(&candidates, None, &SelectionPolicy::default())
+        .into_iter()
+        .next()
+        .map(|c| c.node);
+    match view.session(session_id) {
+        Some(route) if &route.exit != me => {
+            let record = mesh.adopt_session(route, backup.clone());
+            tracing::info!(session = session_id, from = %route.exit, epoch = record.epoch, "session adopted");
+            (backup, record.epoch)
+        }
+        existing => {
+            let epoch = existing.map_or(0, |r| r.record.epoch);
+            mesh.publish_session(SessionRecord {
+                session_id,
+                backup: backup.clone(),
+                paths,
+                epoch,
+            });
+            (backup, epoch)
+        }
+    }
 }
 
 impl Control {
@@ -98,8 +147,15 @@ impl Control {
         send.write_all(&reply.encode()).await?;
         send.finish()?;
         if accepted {
-            // The connection stays up for the session's lifetime (renewals, later).
-            conn.closed().await;
+            // The connection stays up for the session's lifetime; a drain closes it so the
+            // client moves to its backup at once.
+            let mut draining = self.draining.clone();
+            tokio::select! {
+                _ = conn.closed() => {}
+                _ = draining.wait_for(|d| *d) => {
+                    conn.close(DRAINING_CODE.into(), b"node draining");
+                }
+            }
         } else {
             // Let the reject reach the client before closing.
             let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
@@ -108,6 +164,12 @@ impl Control {
     }
 
     async fn accept(&self, conn: &quinn::Connection, ticket_bytes: &[u8]) -> ControlMessage {
+        if *self.draining.borrow() {
+            return reject(
+                RejectCode::Unavailable,
+                "node is draining; use another node".into(),
+            );
+        }
         let now = unix_now();
         let verified = self.verifier.lock().await.verify(ticket_bytes, now);
         let ticket = match verified {
@@ -141,14 +203,21 @@ impl Control {
             idle_timeout_secs: self.idle_timeout_secs,
             max_paths: ticket.path_limit.max(1),
             expires_at: ticket.expires_at,
+            backup: String::new(),
         };
         let (tx, rx) = oneshot::channel();
         let (session_id, account) = (ticket.session_id, ticket.account_id);
+        // Published before the data plane takes it, so the data plane knows the epoch it
+        // holds the session at (it lets go when another node adopts it at a higher one).
+        let (backup, epoch) = self.mesh.as_ref().map_or((None, 0), |m| {
+            publish_session(m, session_id, accept.max_paths)
+        });
         if self
             .commands
             .send(Command::Open {
                 ticket,
                 session,
+                epoch,
                 reply: tx,
             })
             .await
@@ -159,11 +228,21 @@ impl Control {
         match rx.await {
             Ok(Ok(())) => {
                 inc(&self.metrics.sessions_accepted);
-                tracing::info!(session = session_id, account, peer = %conn.remote_address(), "session accepted");
-                ControlMessage::Accept(accept)
+                tracing::info!(session = session_id, account, peer = %conn.remote_address(), backup = ?backup, "session accepted");
+                ControlMessage::Accept(Accept {
+                    backup: backup.map(|b| b.as_str().to_owned()).unwrap_or_default(),
+                    ..accept
+                })
             }
-            Ok(Err(e)) => reject(RejectCode::Unavailable, e.to_string()),
-            Err(_) => reject(RejectCode::Unavailable, "node is shutting down".into()),
+            refused => {
+                if let Some(m) = &self.mesh {
+                    m.remove_session(session_id);
+                }
+                match refused {
+                    Ok(Err(e)) => reject(RejectCode::Unavailable, e.to_string()),
+                    _ => reject(RejectCode::Unavailable, "node is shutting down".into()),
+                }
+            }
         }
     }
 }

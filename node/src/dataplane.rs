@@ -32,17 +32,24 @@ use plg_proto::{ErrorCode, Session, Ticket};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::meshlink::{self, Kind, MAX_MESH_DATAGRAM, MeshLink, Message};
 use crate::metrics::{Metrics, add, inc};
 use crate::policy;
 use crate::unix_now;
+use plg_mesh::{MeshHandle, MeshView, NodeId};
 
 /// Most flows one session may open.
 pub const MAX_FLOWS_PER_SESSION: usize = 64;
 
 /// Datagrams per `recvmmsg` / `sendmmsg` call.
 const BATCH: usize = 32;
-/// Receive buffer: one byte more than the largest valid datagram, so oversize ones show.
-const RX_LEN: usize = MAX_DATAGRAM + 1;
+/// Receive buffer: one byte more than the largest valid datagram (a relayed client datagram
+/// in its mesh envelope), so oversize ones show.
+const RX_LEN: usize = MAX_MESH_DATAGRAM + 1;
+/// How often every live peer is probed for RTT.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// A probe unanswered for this long counts as lost.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Socket buffers asked for on the client-facing socket (capped by `net.core.[rw]mem_max`):
 /// a burst of a few thousand datagrams waits in the kernel instead of being dropped.
 const DATA_SOCKET_BUFFER: usize = 4 << 20;
@@ -67,6 +74,90 @@ pub(crate) struct DataConfig {
     pub allow_private_destinations: bool,
 }
 
+/// The mesh, for relaying and probing: the node's gossip handle and its link key.
+pub(crate) struct MeshCtx {
+    pub handle: Arc<MeshHandle>,
+    pub link: MeshLink,
+}
+
+impl std::fmt::Debug for MeshCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MeshCtx")
+    }
+}
+
+/// Where a path's frames come from and go back to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Peer {
+    /// The client itself.
+    Direct(SocketAddr),
+    /// The client at `client`, through the relay node whose data port is `relay`.
+    Via {
+        relay: SocketAddr,
+        client: SocketAddr,
+    },
+}
+
+/// The data thread's view of the mesh.
+struct MeshState {
+    handle: Arc<MeshHandle>,
+    link: MeshLink,
+    self_id: NodeId,
+    view_rx: watch::Receiver<Arc<MeshView>>,
+    view: Arc<MeshView>,
+    /// Data addresses of live peers: mesh datagrams from anywhere else are dropped.
+    peers: HashMap<SocketAddr, NodeId>,
+    probes: HashMap<u64, (NodeId, Instant)>,
+    next_probe_id: u64,
+    next_probe: Instant,
+    /// Inner frames are sealed here before their envelope goes around them.
+    scratch: Vec<u8>,
+}
+
+impl MeshState {
+    fn new(ctx: MeshCtx) -> MeshState {
+        let view_rx = ctx.handle.subscribe();
+        let view = view_rx.borrow().clone();
+        let mut st = MeshState {
+            self_id: ctx.handle.node_id().clone(),
+            handle: ctx.handle,
+            link: ctx.link,
+            view_rx,
+            view,
+            peers: HashMap::new(),
+            probes: HashMap::new(),
+            next_probe_id: 1,
+            next_probe: Instant::now(),
+            scratch: Vec::with_capacity(MAX_MESH_DATAGRAM),
+        };
+        st.rebuild_peers();
+        st
+    }
+
+    fn refresh(&mut self) {
+        if self.view_rx.has_changed().unwrap_or(false) {
+            self.view = self.view_rx.borrow_and_update().clone();
+            self.rebuild_peers();
+        }
+    }
+
+    fn rebuild_peers(&mut self) {
+        self.peers = self
+            .view
+            .live_nodes()
+            .filter(|n| n.id != self.self_id)
+            .map(|n| (n.info.data_addr, n.id.clone()))
+            .collect();
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// Requests from the control plane.
 #[derive(Debug)]
 pub(crate) enum Command {
@@ -74,6 +165,8 @@ pub(crate) enum Command {
     Open {
         ticket: Ticket,
         session: Session,
+        /// Epoch of the session's record in the mesh (0 without a mesh).
+        epoch: u32,
         reply: oneshot::Sender<Result<(), OpenRefused>>,
     },
 }
@@ -98,13 +191,15 @@ struct Entry {
     session: Session,
     ticket: Ticket,
     /// Client address per path, learned from authenticated frames only.
-    paths: Vec<Option<SocketAddr>>,
+    paths: Vec<Option<Peer>>,
     last_path: u8,
     /// Paths the client wants downstream frames on (bit i = path i); 0 = `last_path` only.
     downstream: u8,
     /// Flow id → slot in [`Flows`].
     flows: HashMap<u32, usize>,
     last_seen: Instant,
+    /// Epoch at which this node holds the session in the mesh.
+    epoch: u32,
 }
 
 /// Every open flow, indexed by slot; a slot's epoll token is `TOKEN_FLOWS + slot`.
@@ -229,6 +324,7 @@ pub(crate) async fn run(
     cfg: DataConfig,
     mut commands: mpsc::Receiver<Command>,
     mut shutdown: watch::Receiver<bool>,
+    mesh: Option<MeshCtx>,
 ) {
     let socket = match into_std(socket) {
         Ok(s) => s,
@@ -250,10 +346,12 @@ pub(crate) async fn run(
     // The batch headers hold raw pointers (not `Send`): build the worker on its thread.
     let thread = std::thread::Builder::new()
         .name("plg-dataplane".into())
-        .spawn(move || match Worker::new(socket, metrics, cfg, w, st, rx) {
-            Ok(worker) => worker.run(),
-            Err(e) => tracing::error!(error = %e, "data plane cannot set up epoll"),
-        });
+        .spawn(
+            move || match Worker::new(socket, metrics, cfg, w, st, rx, mesh) {
+                Ok(worker) => worker.run(),
+                Err(e) => tracing::error!(error = %e, "data plane cannot set up epoll"),
+            },
+        );
     if let Err(e) = thread {
         tracing::error!(error = %e, "cannot start the data-plane thread");
         return;
@@ -322,6 +420,7 @@ struct State {
     metrics: Arc<Metrics>,
     cfg: DataConfig,
     out: OutBatch,
+    mesh: Option<MeshState>,
 }
 
 impl Worker {
@@ -332,6 +431,7 @@ impl Worker {
         wake: Arc<EventFd>,
         stop: Arc<AtomicBool>,
         commands: std::sync::mpsc::Receiver<Command>,
+        mesh: Option<MeshCtx>,
     ) -> nix::Result<Worker> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
         epoll.add(&socket, EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_DATA))?;
@@ -367,6 +467,7 @@ impl Worker {
                 metrics,
                 cfg,
                 out,
+                mesh: mesh.map(MeshState::new),
             },
         })
     }
@@ -398,6 +499,8 @@ impl Worker {
             let now = Instant::now();
             if now >= next_sweep {
                 self.st.sweep(now);
+                self.st.probe(now);
+                self.st.out.flush(&self.st.metrics);
                 next_sweep = now + SWEEP_EVERY;
             }
         }
@@ -447,6 +550,9 @@ impl Worker {
                 }
             };
             let now = Instant::now();
+            if let Some(ms) = self.st.mesh.as_mut() {
+                ms.refresh();
+            }
             for i in 0..n {
                 if let Some(from) = froms[i] {
                     self.st
@@ -466,6 +572,7 @@ impl State {
             Command::Open {
                 ticket,
                 session,
+                epoch,
                 reply,
             } => {
                 let id = session.id();
@@ -485,6 +592,7 @@ impl State {
                         downstream: 0,
                         flows: HashMap::new(),
                         last_seen: Instant::now(),
+                        epoch,
                     },
                 );
                 let replaced = old.is_some();
@@ -494,6 +602,10 @@ impl State {
                     }
                 }
                 tracing::info!(session = id, replaced, "session open");
+                self.metrics.sessions_active.store(
+                    self.sessions.len() as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 let _ = reply.send(Ok(()));
             }
         }
@@ -502,10 +614,188 @@ impl State {
     fn on_datagram(&mut self, data: &mut [u8], from: SocketAddr, now: Instant) {
         let m = &*self.metrics;
         inc(&m.datagrams_in);
+        if data.first() == Some(&meshlink::MARKER) {
+            return self.on_mesh_datagram(data, from, now);
+        }
         if data.len() > MAX_DATAGRAM {
             inc(&m.dropped_malformed);
             return;
         }
+        let header = match Header::decode(data) {
+            Ok(h) => h,
+            Err(_) => return inc(&m.dropped_malformed),
+        };
+        if !self.sessions.contains_key(&header.session_id) {
+            return self.relay_up(data, from, header.session_id);
+        }
+        self.on_client_frame(data, Peer::Direct(from), now);
+    }
+
+    /// A frame for a session this node does not serve: if the mesh says another live node
+    /// is its exit, carry it there in a sealed envelope (one datagram in, one out, and only
+    /// ever to a mesh node); otherwise drop it.
+    fn relay_up(&mut self, data: &[u8], from: SocketAddr, session_id: u64) {
+        let m = &*self.metrics;
+        let Some(ms) = self.mesh.as_mut() else {
+            return inc(&m.dropped_unknown_session);
+        };
+        let exit = ms
+            .view
+            .session(session_id)
+            .filter(|r| r.exit_alive && r.exit != ms.self_id)
+            .and_then(|r| ms.view.node(&r.exit))
+            .map(|n| n.info.data_addr);
+        let Some(exit) = exit else {
+            return inc(&m.dropped_unknown_session);
+        };
+        let buf = self.out.slot(m);
+        ms.link
+            .seal_relay(Kind::RelayUp, unix_ms(), from, data, buf);
+        self.out.commit(exit);
+        inc(&m.relayed_up);
+    }
+
+    /// A datagram from another node: relayed frames in both directions and RTT probes.
+    fn on_mesh_datagram(&mut self, data: &mut [u8], from: SocketAddr, now: Instant) {
+        let m = &*self.metrics;
+        let Some(ms) = self.mesh.as_mut() else {
+            return inc(&m.dropped_mesh);
+        };
+        let Some(peer) = ms.peers.get(&from).cloned() else {
+            return inc(&m.dropped_mesh);
+        };
+        let msg = match ms.link.open(unix_ms(), data) {
+            Ok(msg) => msg,
+            Err(e) => {
+                tracing::debug!(peer = %peer, error = %e, "mesh datagram dropped");
+                return inc(&m.dropped_mesh);
+            }
+        };
+        match msg {
+            Message::Probe {
+                kind: Kind::Probe,
+                id,
+            } => {
+                let buf = self.out.slot(m);
+                ms.link.seal_probe(Kind::ProbeAck, unix_ms(), id, buf);
+                self.out.commit(from);
+            }
+            Message::Probe { id, .. } => {
+                if let Some((node, sent)) = ms.probes.remove(&id)
+                    && node == peer
+                {
+                    ms.handle.record_probe(
+                        &node,
+                        tokio::time::Instant::from_std(sent),
+                        Some(now.saturating_duration_since(sent)),
+                    );
+                }
+            }
+            Message::Relay {
+                kind: Kind::RelayDown,
+                client,
+                datagram,
+            } => {
+                let buf = self.out.slot(m);
+                buf.clear();
+                buf.extend_from_slice(&data[datagram]);
+                self.out.commit(client);
+                inc(&m.relayed_down);
+            }
+            Message::Relay {
+                client, datagram, ..
+            } => {
+                let data = &mut data[datagram];
+                match Header::decode(data) {
+                    Ok(h) if self.sessions.contains_key(&h.session_id) => self.on_client_frame(
+                        data,
+                        Peer::Via {
+                            relay: from,
+                            client,
+                        },
+                        now,
+                    ),
+                    // Never relayed twice: a frame for a session we don't serve stops here.
+                    _ => inc(&m.dropped_unknown_session),
+                }
+            }
+        }
+    }
+
+    /// Probes every live peer, and counts probes that were never answered as lost.
+    fn probe(&mut self, now: Instant) {
+        let Some(ms) = self.mesh.as_mut() else {
+            return;
+        };
+        ms.refresh();
+        ms.probes.retain(|_, (node, sent)| {
+            let pending = now.saturating_duration_since(*sent) < PROBE_TIMEOUT;
+            if !pending {
+                ms.handle
+                    .record_probe(node, tokio::time::Instant::from_std(*sent), None);
+            }
+            pending
+        });
+        if now < ms.next_probe {
+            return;
+        }
+        ms.next_probe = now + PROBE_EVERY;
+        let m = &*self.metrics;
+        for (addr, node) in &ms.peers {
+            let id = ms.next_probe_id;
+            ms.next_probe_id += 1;
+            ms.probes.insert(id, (node.clone(), now));
+            let buf = self.out.slot(m);
+            ms.link.seal_probe(Kind::Probe, unix_ms(), id, buf);
+            self.out.commit(*addr);
+        }
+    }
+
+    /// Queues `frame` for the client on `peer`, sealed for `path` with sequence `seq` (the
+    /// next one if `None`). Returns the sealed PLG datagram's length.
+    #[allow(clippy::too_many_arguments)]
+    fn send_to_peer(
+        out: &mut OutBatch,
+        mesh: Option<&mut MeshState>,
+        session: &mut Session,
+        peer: Peer,
+        path: u8,
+        seq: Option<u64>,
+        frame: &Frame<'_>,
+        m: &Metrics,
+        max_len: usize,
+    ) {
+        let seal = |session: &mut Session, buf: &mut Vec<u8>| match seq {
+            Some(seq) => session.seal_with_seq(path, seq, frame, buf),
+            None => {
+                session.seal(path, frame, buf);
+            }
+        };
+        match peer {
+            Peer::Direct(addr) => {
+                let buf = out.slot(m);
+                seal(session, buf);
+                // Anti-amplification: an answer is never larger than what caused it.
+                if buf.len() <= max_len {
+                    out.commit(addr);
+                }
+            }
+            Peer::Via { relay, client } => {
+                let Some(ms) = mesh else { return };
+                seal(session, &mut ms.scratch);
+                if ms.scratch.len() <= max_len {
+                    let buf = out.slot(m);
+                    ms.link
+                        .seal_relay(Kind::RelayDown, unix_ms(), client, &ms.scratch, buf);
+                    out.commit(relay);
+                }
+            }
+        }
+    }
+
+    /// An authenticated-or-not client frame for a session this node serves.
+    fn on_client_frame(&mut self, data: &mut [u8], from: Peer, now: Instant) {
+        let m = &*self.metrics;
         let header = match Header::decode(data) {
             Ok(h) => h,
             Err(_) => return inc(&m.dropped_malformed),
@@ -563,6 +853,9 @@ impl State {
                         self.flows.remove(slot);
                     }
                 }
+                if let Some(ms) = &self.mesh {
+                    ms.handle.remove_session(h.session_id);
+                }
                 inc(&m.sessions_closed);
                 return;
             }
@@ -582,12 +875,17 @@ impl State {
             }
         };
         if let Some(reply) = reply {
-            let buf = self.out.slot(m);
-            entry.session.seal(h.path, &reply, buf);
-            // Anti-amplification: an answer is never larger than the request that caused it.
-            if buf.len() <= request_len {
-                self.out.commit(from);
-            }
+            State::send_to_peer(
+                &mut self.out,
+                self.mesh.as_mut(),
+                &mut entry.session,
+                from,
+                h.path,
+                None,
+                &reply,
+                m,
+                request_len,
+            );
         }
     }
 
@@ -640,14 +938,22 @@ impl State {
             // None of the requested paths has been heard from yet: use the latest one.
             mask = 1 << entry.last_path;
         }
-        for (path, addr) in entry.paths.iter().enumerate() {
-            let Some(addr) = addr else { continue };
+        for (path, peer) in entry.paths.iter().enumerate() {
+            let Some(peer) = *peer else { continue };
             if mask & (1 << path) == 0 {
                 continue;
             }
-            let buf = self.out.slot(m);
-            entry.session.seal_with_seq(path as u8, seq, &frame, buf);
-            self.out.commit(*addr);
+            State::send_to_peer(
+                &mut self.out,
+                self.mesh.as_mut(),
+                &mut entry.session,
+                peer,
+                path as u8,
+                Some(seq),
+                &frame,
+                m,
+                usize::MAX,
+            );
         }
     }
 
@@ -656,11 +962,32 @@ impl State {
         let before = self.sessions.len();
         let cfg = &self.cfg;
         let flows = &mut self.flows;
+        if let Some(ms) = self.mesh.as_mut() {
+            ms.refresh();
+        }
+        let mesh = &self.mesh;
         self.sessions.retain(|id, e| {
+            // Another node adopted the session (its client moved there): let it go.
+            let moved = mesh.as_ref().and_then(|ms| {
+                ms.view
+                    .session(*id)
+                    .filter(|r| r.exit != ms.self_id && r.record.epoch > e.epoch)
+                    .map(|r| r.exit.clone())
+            });
+            if let Some(to) = &moved {
+                tracing::info!(session = id, to = %to, "session moved to another node");
+                for &slot in e.flows.values() {
+                    flows.remove(slot);
+                }
+                return false;
+            }
             let keep =
                 now.duration_since(e.last_seen) < cfg.session_idle && unix < e.ticket.expires_at;
             if !keep {
                 tracing::info!(session = id, "session expired");
+                if let Some(ms) = &mesh {
+                    ms.handle.remove_session(*id);
+                }
                 for &slot in e.flows.values() {
                     flows.remove(slot);
                 }
@@ -670,6 +997,10 @@ impl State {
         add(
             &self.metrics.sessions_closed,
             (before - self.sessions.len()) as u64,
+        );
+        self.metrics.sessions_active.store(
+            self.sessions.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
         );
         for e in self.sessions.values_mut() {
             e.flows.retain(|_, &mut slot| {

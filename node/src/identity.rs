@@ -38,6 +38,14 @@ pub fn decode_keys(keys: &[TicketKey]) -> Result<Vec<(u32, VerifyingKey)>> {
         .collect()
 }
 
+fn decode_gossip_key(b64: &str) -> Result<[u8; 32]> {
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .context("gossip key is not base64")?
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("gossip key is not 32 bytes"))
+}
+
 /// Answer of `GET /v1/mesh`.
 #[derive(Clone, Debug, Deserialize)]
 pub struct MeshInfo {
@@ -72,6 +80,35 @@ pub struct NodeState {
     pub node_secret: Secret,
     /// Ticket keys last fetched from billing (used when billing is unreachable).
     pub ticket_keys: Vec<TicketKey>,
+    /// Region given at join (published to the mesh).
+    #[serde(default = "unknown_region")]
+    pub region: String,
+    /// Base64 of the mesh gossip key (absent in identities from before the mesh).
+    #[serde(default)]
+    pub gossip_key: Option<Secret>,
+    /// Gossip addresses of other nodes, last heard from billing: where to join the mesh.
+    #[serde(default)]
+    pub seeds: Vec<String>,
+}
+
+fn unknown_region() -> String {
+    "unknown".to_owned()
+}
+
+/// What a node tells billing about itself and its view of the mesh at each announce.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AnnounceStatus {
+    /// Where it gossips.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gossip_addr: Option<std::net::SocketAddr>,
+    /// `ok`, `degraded` or `overloaded`.
+    pub health: &'static str,
+    /// Taking no new sessions.
+    pub draining: bool,
+    /// Sessions served now.
+    pub sessions: u32,
+    /// Peers its failure detector holds dead.
+    pub dead_peers: Vec<String>,
 }
 
 /// Everything the node needs to run, loaded from its data dir.
@@ -105,6 +142,10 @@ struct JoinResponse {
     ca_cert_pem: String,
     node_secret: String,
     ticket_keys: Vec<TicketKey>,
+    #[serde(default)]
+    gossip_key: Option<String>,
+    #[serde(default)]
+    seeds: Vec<String>,
 }
 
 /// Parses billing's JSON error body into a sentence.
@@ -158,6 +199,9 @@ pub async fn join(
         .await
         .context("billing sent an unexpected join answer")?;
     decode_keys(&j.ticket_keys)?;
+    if let Some(k) = &j.gossip_key {
+        decode_gossip_key(k)?;
+    }
     let id = Identity {
         dir: dir.to_owned(),
         state: NodeState {
@@ -166,6 +210,9 @@ pub async fn join(
             billing_url: billing_url.trim_end_matches('/').to_owned(),
             node_secret: Secret(j.node_secret),
             ticket_keys: j.ticket_keys,
+            region: region.to_owned(),
+            gossip_key: j.gossip_key.map(Secret),
+            seeds: j.seeds,
         },
         cert_pem: j.cert_pem,
         key_pem: Secret(key.serialize_pem()),
@@ -250,24 +297,61 @@ impl Identity {
         Ok(())
     }
 
-    /// Tells billing where clients can reach this node.
+    /// The mesh gossip key, if billing gave one at join.
+    pub fn gossip_key(&self) -> Result<Option<[u8; 32]>> {
+        self.state
+            .gossip_key
+            .as_ref()
+            .map(|k| decode_gossip_key(&k.0))
+            .transpose()
+    }
+
+    /// Tells billing where clients can reach this node and how it sees the mesh; billing
+    /// answers with the other nodes' gossip addresses, kept as seeds for the next start.
     pub async fn announce(
-        &self,
+        &mut self,
         control: std::net::SocketAddr,
         data: std::net::SocketAddr,
-    ) -> Result<()> {
+        status: &AnnounceStatus,
+    ) -> Result<Vec<String>> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            control_addr: String,
+            data_addr: String,
+            #[serde(flatten)]
+            status: &'a AnnounceStatus,
+        }
+        #[derive(Deserialize)]
+        struct Announced {
+            #[serde(default)]
+            seeds: Vec<String>,
+        }
         let url = format!("{}/v1/nodes/announce", self.state.billing_url);
         let resp = reqwest::Client::new()
             .post(&url)
             .timeout(std::time::Duration::from_secs(10))
             .bearer_auth(&self.state.node_secret.0)
-            .json(&serde_json::json!({ "control_addr": control.to_string(), "data_addr": data.to_string() }))
+            .json(&Body {
+                control_addr: control.to_string(),
+                data_addr: data.to_string(),
+                status,
+            })
             .send()
             .await
             .with_context(|| format!("cannot reach billing at {url}"))?;
         if !resp.status().is_success() {
             return Err(billing_error(resp).await.context("announce refused"));
         }
-        Ok(())
+        // Older billing answered 204 with no body: no seeds then.
+        let seeds = resp
+            .json::<Announced>()
+            .await
+            .map(|a| a.seeds)
+            .unwrap_or_default();
+        if !seeds.is_empty() && seeds != self.state.seeds {
+            self.state.seeds = seeds.clone();
+            self.save()?;
+        }
+        Ok(seeds)
     }
 }

@@ -73,6 +73,14 @@ counters! {
     upstream_bytes_out,
     /// Payload bytes received from game servers.
     upstream_bytes_in,
+    /// Sessions served now (a gauge, not a counter).
+    sessions_active,
+    /// Client frames carried to another node (this node as a relay).
+    relayed_up,
+    /// Frames carried back to clients for another node (this node as a relay).
+    relayed_down,
+    /// Mesh datagrams dropped: not from a live mesh node, forged, stale or malformed.
+    dropped_mesh,
 }
 
 /// Increments a counter by one.

@@ -75,6 +75,7 @@ fn join_with_unreachable_billing_says_so() {
                 &format!("http://127.0.0.1:{port}"),
                 "--token",
                 "t",
+                "--no-run",
                 "--data-dir",
             ])
             .arg(dir.path().join("n")),
@@ -95,9 +96,41 @@ fn join_refuses_to_overwrite_an_identity() {
                 "http://127.0.0.1:1",
                 "--token",
                 "t",
+                "--no-run",
                 "--data-dir",
             ])
             .arg(dir.path()),
     );
     assert!(err.contains("already holds a node identity"), "{err}");
+}
+
+#[test]
+fn join_checks_its_run_settings_before_spending_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    // Wildcard listen addresses without --public-ip: refused before billing is contacted
+    // (billing here is unreachable, so reaching it would print another error).
+    let err = stderr_of(
+        node()
+            .args([
+                "join",
+                "--billing",
+                "http://127.0.0.1:1",
+                "--token",
+                "t",
+                "--data-dir",
+            ])
+            .arg(dir.path().join("n")),
+    );
+    assert!(err.contains("--public-ip"), "{err}");
+    assert!(!dir.path().join("n").exists());
+}
+
+#[test]
+fn drain_without_a_running_node_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = stderr_of(node().args(["drain", "--data-dir"]).arg(dir.path()));
+    assert!(err.contains("is a node running"), "{err}");
+    std::fs::write(dir.path().join("node.pid"), "999999999\n").unwrap();
+    let err = stderr_of(node().args(["drain", "--data-dir"]).arg(dir.path()));
+    assert!(err.contains("no node is running"), "{err}");
 }

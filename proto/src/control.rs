@@ -56,7 +56,13 @@ pub struct Accept {
     pub max_paths: u8,
     /// Unix seconds at which the ticket (and session) ends.
     pub expires_at: u64,
+    /// The node the mesh designated to adopt this session if this one fails (its id, as in
+    /// billing's node list); empty if none.
+    pub backup: String,
 }
+
+/// Longest node id carried in an ACCEPT.
+pub const MAX_NODE_ID: usize = 64;
 
 /// A control-channel message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -117,6 +123,13 @@ impl ControlMessage {
                 w.u16(a.idle_timeout_secs);
                 w.u8(a.max_paths);
                 w.u64(a.expires_at);
+                let backup = if a.backup.len() <= MAX_NODE_ID {
+                    a.backup.as_bytes()
+                } else {
+                    &[]
+                };
+                w.u8(backup.len() as u8);
+                w.bytes(backup);
             }
             ControlMessage::Reject { code, message } => {
                 let mut end = message.len().min(MAX_MESSAGE);
@@ -158,6 +171,21 @@ impl ControlMessage {
                 idle_timeout_secs: r.u16().ok_or(t)?,
                 max_paths: r.u8().ok_or(t)?,
                 expires_at: r.u64().ok_or(t)?,
+                backup: {
+                    let n = r.u8().ok_or(t)? as usize;
+                    if n > MAX_NODE_ID {
+                        return Err(ControlError::Invalid("backup node id too long"));
+                    }
+                    let id = std::str::from_utf8(r.take(n).ok_or(t)?)
+                        .map_err(|_| ControlError::Invalid("backup node id is not UTF-8"))?;
+                    if !id
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+                    {
+                        return Err(ControlError::Invalid("backup node id has bad characters"));
+                    }
+                    id.to_owned()
+                },
             }),
             REJECT => {
                 let raw = r.u16().ok_or(t)?;
@@ -196,15 +224,17 @@ mod tests {
                 any::<u16>(),
                 any::<u16>(),
                 any::<u8>(),
-                any::<u64>()
+                any::<u64>(),
+                "[a-z0-9-]{0,64}"
             )
-                .prop_map(|(s, p, i, m, e)| {
+                .prop_map(|(s, p, i, m, e, backup)| {
                     ControlMessage::Accept(Accept {
                         session_id: s,
                         data_port: p,
                         idle_timeout_secs: i,
                         max_paths: m,
                         expires_at: e,
+                        backup,
                     })
                 }),
             (1u16..=5, "[a-z ]{0,200}").prop_map(|(c, message)| ControlMessage::Reject {
@@ -241,5 +271,22 @@ mod tests {
             panic!()
         };
         assert_eq!(message.len(), 1024);
+    }
+
+    #[test]
+    fn protocol_md_accept_example() {
+        let m = ControlMessage::Accept(Accept {
+            session_id: 0x0102030405060708,
+            data_port: 443,
+            idle_timeout_secs: 60,
+            max_paths: 2,
+            expires_at: 1_700_003_600,
+            backup: "n-2".into(),
+        });
+        let hex: Vec<String> = m.encode().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex.join(" "),
+            "00 1a 02 01 02 03 04 05 06 07 08 01 bb 00 3c 02 00 00 00 00 65 53 ff 10 03 6e 2d 32"
+        );
     }
 }

@@ -53,6 +53,7 @@ pub fn loopback_node_config() -> NodeConfig {
     NodeConfig {
         control_listen: loopback(),
         data_listen: loopback(),
+        gossip_listen: Some(loopback()),
         allow_private_destinations: true,
         ..NodeConfig::default()
     }

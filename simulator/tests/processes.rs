@@ -2,139 +2,17 @@
 //! `plg-billing join-token create`, `plg-node join`, `plg-node run`, `plg login`, `plg connect`.
 //! `cargo test --workspace` builds them (node, client and billing have integration tests).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use plg_sim::echo::EchoServer;
 use plg_sim::traffic::{self, TrafficSpec};
 
-const WAIT: Duration = Duration::from_secs(20);
+mod common;
 
-fn bin(name: &str) -> PathBuf {
-    // target/<profile>/deps/processes-<hash> → target/<profile>/<name>
-    let dir = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_owned();
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run the workspace tests (`cargo test --workspace`) or `cargo build --workspace` first",
-        path.display()
-    );
-    path
-}
-
-/// A child process killed on drop, with its output lines on a channel.
-struct Proc {
-    name: &'static str,
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Proc {
-    fn spawn(name: &'static str, cmd: &mut Command) -> Proc {
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .env("PLG_LOG", "info")
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {name}: {e}"));
-        let (tx, lines) = mpsc::channel();
-        for out in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(out).lines().map_while(Result::ok) {
-                    let _ = tx.send(line);
-                }
-            });
-        }
-        Proc { name, child, lines }
-    }
-
-    /// Waits for an output line containing `needle`; returns it.
-    fn wait_for(&self, needle: &str) -> String {
-        let deadline = std::time::Instant::now() + WAIT;
-        let mut seen = Vec::new();
-        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(line) => seen.push(line),
-                Err(_) => break,
-            }
-        }
-        panic!(
-            "{} never printed {needle:?}; it printed:\n{}",
-            self.name,
-            seen.join("\n")
-        );
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -{sig} {}", self.name);
-    }
-
-    /// Waits for exit; returns whether it exited successfully.
-    fn wait_exit(&mut self) -> bool {
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.success();
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{} did not exit",
-                self.name
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Pulls `key=VALUE` or `"key":"VALUE"` out of a log line.
-fn field(line: &str, key: &str) -> String {
-    let v: serde_json::Value =
-        serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"));
-    v["fields"][key]
-        .as_str()
-        .unwrap_or_else(|| panic!("no {key} in {line}"))
-        .to_owned()
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use common::{Proc, bin, field, run};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_real_binaries_carry_a_game_session() {
@@ -179,6 +57,7 @@ async fn the_real_binaries_carry_a_game_session() {
             token.trim(),
             "--name",
             "proc-1",
+            "--no-run",
             "--data-dir",
         ])
         .arg(&node_dir));

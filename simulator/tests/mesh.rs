@@ -1,0 +1,348 @@
+//! The mesh with real nodes: three `plg-node` processes joined through billing with tokens
+//! gossip on loopback; the exit of a playing client is killed and its session moves to the
+//! backup the mesh designated, then that node is drained and the session moves again. In
+//! process: a session's frames carried through a relay node, and forged mesh datagrams.
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Proc, bin, field, run};
+use plg_client::capture::ProxyCapture;
+use plg_client::{BillingClient, Failover, NodeInfo, Proxy, ProxyEvent, Redundancy, Tunnel};
+use plg_sim::echo::EchoServer;
+use plg_sim::local_mesh::{DEMO_GAME, LocalMesh};
+use plg_sim::traffic::{self, TrafficSpec};
+
+fn loopback() -> SocketAddr {
+    (Ipv4Addr::LOCALHOST, 0).into()
+}
+
+/// Waits (bounded) for the next failover event; returns the node moved to and the gap.
+async fn next_failover(proxy: &mut Proxy) -> (String, Duration) {
+    tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match proxy.events.recv().await {
+                Some(ProxyEvent::Failover { to, gap }) => return (to, gap),
+                Some(ProxyEvent::NodeLost { reason }) => println!("node lost: {reason}"),
+                Some(_) => continue,
+                None => panic!("proxy stopped"),
+            }
+        }
+    })
+    .await
+    .expect("no failover within 15 s")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_node_processes_hand_a_playing_session_to_its_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let game = EchoServer::start(loopback()).await.unwrap();
+    let billing_dir = dir.path().join("billing");
+    let config = dir.path().join("billing.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\n[[extra_games]]\nslug = \"demo\"\nname = \"Demo\"\ndestinations = [\"127.0.0.1/32:{}\"]\n",
+            game.addr.port()
+        ),
+    )
+    .unwrap();
+    let billing = Proc::spawn(
+        "plg-billing serve",
+        Command::new(bin("plg-billing"))
+            .args(["--log-json", "serve", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(&billing_dir),
+    );
+    let url = format!(
+        "http://{}",
+        field(&billing.wait_for("billing API listening"), "listen")
+    );
+
+    // One command per node: join with a token, then serve and gossip.
+    let mut nodes = Vec::new();
+    for (i, region) in ["eu-west", "eu-central", "eu-north"].iter().enumerate() {
+        let token = run(Command::new(bin("plg-billing"))
+            .args(["join-token", "create", "--data-dir"])
+            .arg(&billing_dir));
+        let node_dir = dir.path().join(format!("node-{i}"));
+        let node = Proc::spawn(
+            "plg-node join",
+            Command::new(bin("plg-node"))
+                .args([
+                    "--log-json",
+                    "join",
+                    "--billing",
+                    &url,
+                    "--token",
+                    token.trim(),
+                    "--name",
+                    &format!("proc-{i}"),
+                    "--region",
+                    region,
+                    "--control",
+                    "127.0.0.1:0",
+                    "--data",
+                    "127.0.0.1:0",
+                    "--gossip",
+                    "127.0.0.1:0",
+                    "--allow-private-destinations",
+                    "--data-dir",
+                ])
+                .arg(&node_dir),
+        );
+        let running = node.wait_for("node running");
+        println!("{running}");
+        nodes.push((node, node_dir));
+    }
+
+    let mut billing_client = BillingClient::new(&url);
+    billing_client
+        .register("mesh@example.com", "a long enough password")
+        .await
+        .unwrap();
+    billing_client
+        .login("mesh@example.com", "a long enough password")
+        .await
+        .unwrap();
+    let ca_pem = billing_client.mesh().await.unwrap().ca_cert_pem;
+    let grant = billing_client.request_session(DEMO_GAME).await.unwrap();
+    if grant.nodes.len() != 3 {
+        for (p, _) in &nodes {
+            while let Ok(line) = p.lines.try_recv() {
+                println!("{line}");
+            }
+        }
+    }
+    assert_eq!(grant.nodes.len(), 3, "offered: {:?}", grant.nodes);
+    let ticket = grant.ticket_bytes().unwrap();
+    let exit = grant.nodes[0].clone();
+
+    // The exit names a backup once gossip has shown it the others (bounded wait).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let tunnel = loop {
+        let t = Tunnel::open(
+            exit.control_addr.parse().unwrap(),
+            &exit.server_name,
+            &ca_pem,
+            &ticket,
+        )
+        .await
+        .unwrap();
+        if !t.accept.backup.is_empty() {
+            break t;
+        }
+        assert!(Instant::now() < deadline, "the exit never named a backup");
+        t.close().await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let backup = tunnel.accept.backup.clone();
+    assert_ne!(backup, exit.id);
+    let others: Vec<NodeInfo> = grant.nodes[1..].to_vec();
+    assert!(others.iter().any(|n| n.id == backup), "backup {backup}");
+    // Put the backup last, so following it is the client obeying the mesh, not list order.
+    let mut candidates = others.clone();
+    candidates.sort_by_key(|n| n.id == backup);
+    println!("exit {} backup {backup}", exit.id);
+
+    let capture = ProxyCapture::bind(loopback(), game.addr).await.unwrap();
+    let local = capture.local_addr().unwrap();
+    let data = tunnel.data_addr;
+    let mut proxy = Proxy::start_with(
+        tunnel,
+        capture,
+        vec![data],
+        Redundancy::Single,
+        Some(Failover {
+            ticket,
+            ca_pem: ca_pem.clone(),
+            candidates,
+            after: Duration::from_millis(500),
+        }),
+    )
+    .await
+    .unwrap();
+
+    // 8 s of play at 50 packets/s: the exit is killed at 1.5 s, its successor drained at 4.5 s.
+    let spec = TrafficSpec {
+        rate: 50,
+        duration: Duration::from_secs(8),
+        ..Default::default()
+    };
+    let play = tokio::spawn(traffic::run(local, spec));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let node_of = |id: &str| -> usize {
+        nodes
+            .iter()
+            .position(|(_, dir)| {
+                std::fs::read_to_string(dir.join("node.json")).is_ok_and(|s| s.contains(id))
+            })
+            .unwrap()
+    };
+    let (exit_i, backup_i) = (node_of(&exit.id), node_of(&backup));
+    nodes[exit_i].0.signal("KILL");
+
+    let (to, gap) = next_failover(&mut proxy).await;
+    assert_eq!(to, backup, "the session must move to the designated backup");
+    nodes[backup_i].0.wait_for("session adopted");
+    println!("killed {}: moved to {to} after {gap:?}", exit.id);
+
+    // Drain the backup with the CLI: the client moves on at once, the node exits cleanly.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let out = Command::new(bin("plg-node"))
+        .args(["drain", "--wait-secs", "20", "--data-dir"])
+        .arg(&nodes[backup_i].1)
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        for (p, _) in &nodes {
+            while let Ok(line) = p.lines.try_recv() {
+                println!("{} {line}", p.name);
+            }
+        }
+        panic!("drain failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out = String::from_utf8(out.stdout).unwrap();
+    println!("{out}");
+    assert!(out.contains("node stopped"), "{out}");
+    let (to2, gap2) = next_failover(&mut proxy).await;
+    let third = grant
+        .nodes
+        .iter()
+        .find(|n| n.id != exit.id && n.id != backup)
+        .unwrap();
+    assert_eq!(to2, third.id);
+    assert!(nodes[backup_i].0.wait_exit(), "drained node exit status");
+    println!("drained {backup}: moved to {to2} after {gap2:?}");
+
+    let report = play.await.unwrap().unwrap();
+    assert_eq!(report.sent, 400);
+    assert_eq!(report.corrupted, 0);
+    let lost = report.sent - report.received;
+    println!(
+        "lost {lost} of {} packets over a kill and a drain",
+        report.sent
+    );
+    // The kill costs about the silence before failover (0.5 s + detection ≈ 25-60 packets);
+    // the drain costs almost nothing. Anything near the whole run means the moves failed.
+    assert!(lost < 150, "lost {lost} of 400");
+    assert!(
+        report.received > 250,
+        "replies kept coming after both moves"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_node_carries_a_session_to_its_exit() {
+    let mut mesh = LocalMesh::start().await.unwrap();
+    mesh.add_node("relay").await.unwrap();
+    let relay_data = mesh.extra_nodes[0].data_addr;
+    let billing = mesh.gamer("relay@example.com").await.unwrap();
+    let grant = billing.request_session(DEMO_GAME).await.unwrap();
+    let exit = grant
+        .nodes
+        .iter()
+        .find(|n| n.id == mesh.node.node_id)
+        .unwrap()
+        .clone();
+    let tunnel = Tunnel::open(
+        exit.control_addr.parse().unwrap(),
+        &exit.server_name,
+        &mesh.ca_pem,
+        &grant.ticket_bytes().unwrap(),
+    )
+    .await
+    .unwrap();
+    let session_id = tunnel.accept.session_id;
+
+    // The relay learns where the session lives through gossip (bounded wait).
+    let relay_mesh = mesh.extra_nodes[0]
+        .mesh
+        .clone()
+        .expect("relay is in the mesh");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while relay_mesh
+        .lookup_session(session_id)
+        .is_none_or(|r| r.exit.as_str() != exit.id)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the relay never learned the session"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Every frame goes client → relay → exit → game server and back the same way.
+    let proxy = Proxy::start_multipath(
+        tunnel,
+        loopback(),
+        mesh.game.addr,
+        vec![relay_data],
+        Redundancy::Single,
+    )
+    .await
+    .unwrap();
+    let report = traffic::run(
+        proxy.local_addr,
+        TrafficSpec {
+            rate: 100,
+            duration: Duration::from_millis(500),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.sent, 50);
+    assert_eq!(
+        report.received, 50,
+        "every reply came back through the relay"
+    );
+    assert_eq!(report.corrupted, 0);
+    let relay = mesh.extra_nodes[0].metrics.snapshot();
+    let exit_m = mesh.node.metrics.snapshot();
+    println!(
+        "relay: {} up, {} down; exit saw {} upstream packets",
+        relay.relayed_up, relay.relayed_down, exit_m.upstream_packets_out
+    );
+    // Flow opens and pings ride along too, so at least the data packets were relayed.
+    assert!(relay.relayed_up >= 50, "{relay:?}");
+    assert!(relay.relayed_down >= 50, "{relay:?}");
+    assert_eq!(exit_m.upstream_packets_out, 50);
+
+    proxy.stop().await;
+
+    // Forged mesh datagrams from a non-member: counted, never relayed, never answered.
+    let before = mesh.extra_nodes[0].metrics.snapshot();
+    let intruder = tokio::net::UdpSocket::bind(loopback()).await.unwrap();
+    let mut forged = vec![0xF1u8, 1, 0, 0];
+    forged.extend_from_slice(&[7u8; 200]);
+    for _ in 0..100 {
+        intruder.send_to(&forged, relay_data).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while mesh.extra_nodes[0].metrics.snapshot().dropped_mesh < before.dropped_mesh + 100 {
+        assert!(
+            Instant::now() < deadline,
+            "forged mesh datagrams not counted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let after = mesh.extra_nodes[0].metrics.snapshot();
+    assert_eq!(
+        after.relayed_up, before.relayed_up,
+        "nothing relayed for them"
+    );
+    let mut buf = [0u8; 64];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), intruder.recv(&mut buf))
+            .await
+            .is_err(),
+        "the relay answered a forged datagram"
+    );
+    mesh.stop().await;
+}
