@@ -244,6 +244,11 @@ async fn the_bridge_carries_only_the_connections_own_session() {
     let mut tunnel = session(&mesh, "bridge@example.com").await;
     let conn = tunnel.connection.clone();
     let own = tunnel.session.id();
+    let max = conn
+        .max_datagram_size()
+        .expect("the node accepts QUIC datagrams");
+    println!("largest QUIC datagram at the start of the connection: {max} bytes");
+    assert!(max >= 1162, "{max}");
 
     // Garbage, and a well-formed frame of another session: neither reaches the data plane.
     let mut other = Session::new(Role::Client, own ^ 1, &[9u8; 64]);
