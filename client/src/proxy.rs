@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use crate::billing::NodeInfo;
 use crate::capture::{Capture, ProxyCapture};
-use crate::tunnel::{Protection, Tunnel, TunnelError};
+use crate::tunnel::{DATAGRAM_BUFFER, Protection, Tunnel, TunnelError};
 
 /// Most game-side flows one proxy carries.
 const MAX_FLOWS: usize = 64;
@@ -435,11 +435,20 @@ impl<C: Capture> Driver<C> {
         self.tunnel
             .session
             .seal(0, &Frame::Close { reason: 0 }, &mut self.out);
-        for s in &self.sockets {
-            let _ = s.send(&self.out).await;
-        }
-        if self.protected {
-            self.send_quic();
+        if !self.protected {
+            for s in &self.sockets {
+                let _ = s.send(&self.out).await;
+            }
+        } else if self.send_quic() {
+            // quinn has no flush, and closing the connection discards queued datagrams: wait
+            // (briefly) until the CLOSE has left the queue.
+            let conn = self.tunnel.connection.clone();
+            let _ = tokio::time::timeout(Duration::from_millis(200), async {
+                while conn.datagram_send_buffer_space() < DATAGRAM_BUFFER {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            })
+            .await;
         }
         self.tunnel
     }
@@ -827,7 +836,14 @@ impl<C: Capture> Driver<C> {
             self.rx_tx.clone(),
         )));
         // The new node is tried over UDP first, unless protected mode was asked for.
+        let was_protected = self.protected;
         self.protected = protection == Protection::Always;
+        if was_protected && !self.protected {
+            let _ = self.events.try_send(ProxyEvent::ProtectedMode {
+                on: false,
+                reason: format!("session moved to node {}; trying UDP first", node.id),
+            });
+        }
         self.udp_heard = Instant::now();
         self.protected_since = Instant::now();
         self.next_reprobe = Instant::now() + REPROBE_EVERY;

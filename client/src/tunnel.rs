@@ -85,7 +85,7 @@ pub struct Tunnel {
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes of protected-mode datagrams buffered each way (about 64 full frames).
-const DATAGRAM_BUFFER: usize = 64 * plg_proto::frame::MAX_DATAGRAM;
+pub(crate) const DATAGRAM_BUFFER: usize = 64 * plg_proto::frame::MAX_DATAGRAM;
 
 fn client_config(ca_pem: &str) -> Result<quinn::ClientConfig, TunnelError> {
     let mut roots = rustls::RootCertStore::empty();

@@ -162,7 +162,18 @@ async fn forced_protected_mode_never_uses_udp() {
             "{ev:?}"
         );
     }
+    // CLOSE goes over QUIC too: the node ends the session at once, and UDP stays untouched.
+    let closed_before = mesh.node.metrics.snapshot().sessions_closed;
     proxy.stop().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while mesh.node.metrics.snapshot().sessions_closed == closed_before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the CLOSE sent as a QUIC datagram never reached the node"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(link.counters().up.packets_in.load(Ordering::Relaxed), 0);
     link.finish().await;
     mesh.stop().await;
 }
