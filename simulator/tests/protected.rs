@@ -7,7 +7,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use plg_client::{Protection, Proxy, ProxyEvent, Redundancy, Tunnel};
+use plg_client::capture::ProxyCapture;
+use plg_client::{Failover, Protection, Proxy, ProxyEvent, Redundancy, Tunnel};
 use plg_proto::Session;
 use plg_proto::frame::Frame;
 use plg_proto::session::Role;
@@ -324,5 +325,86 @@ async fn the_bridge_carries_only_the_connections_own_session() {
     assert_eq!(m.protected_datagrams_out, 1);
     assert_eq!(m.dropped_unknown_session, 0);
     tunnel.close().await;
+    mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protected_session_still_fails_over_when_its_node_dies() {
+    let mut mesh = LocalMesh::start().await.unwrap();
+    mesh.add_node("node-2").await.unwrap();
+    let billing = mesh.gamer("protected-failover@example.com").await.unwrap();
+    let grant = billing.request_session(DEMO_GAME).await.unwrap();
+    let (first, second) = (grant.nodes[0].clone(), grant.nodes[1].clone());
+    let ticket = grant.ticket_bytes().unwrap();
+    let tunnel = Tunnel::open(
+        first.control_addr.parse().unwrap(),
+        &first.server_name,
+        &mesh.ca_pem,
+        &ticket,
+    )
+    .await
+    .unwrap();
+    let link = blocked_link(tunnel.data_addr).await;
+    let capture = ProxyCapture::bind(loopback(), mesh.game.addr)
+        .await
+        .unwrap();
+    let local = capture.local_addr().unwrap();
+    let failover = Failover {
+        ticket,
+        ca_pem: mesh.ca_pem.clone(),
+        candidates: vec![second.clone()],
+        after: Duration::from_millis(500),
+    };
+    let mut proxy = Proxy::start_with(
+        tunnel,
+        capture,
+        vec![link.addr()],
+        Redundancy::Single,
+        Some(failover),
+    )
+    .await
+    .unwrap();
+    // The first node's UDP is blocked but its control connection is up: protected mode, not
+    // failover.
+    protected_event(&mut proxy, true).await;
+    let before = traffic::run(local, spec(100)).await.unwrap();
+    assert_eq!(before.received, before.sent);
+
+    assert!(mesh.kill_node(first.control_addr.parse().unwrap()).await);
+    let events = tokio::time::timeout(WAIT, async {
+        let mut seen = Vec::new();
+        loop {
+            match proxy.events.recv().await {
+                Some(ev @ ProxyEvent::Failover { .. }) => {
+                    seen.push(ev);
+                    return seen;
+                }
+                Some(ev) => seen.push(ev),
+                None => panic!("proxy stopped"),
+            }
+        }
+    })
+    .await
+    .expect("no failover after the protected node died");
+    println!("events after the kill: {events:?}");
+    assert!(
+        matches!(&events[events.len() - 1], ProxyEvent::Failover { to, .. } if *to == second.id)
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, ProxyEvent::ProtectedMode { on: false, .. })),
+        "the user is told the new node is tried over UDP: {events:?}"
+    );
+    // The second node's data port is reachable: UDP carries the session again.
+    let after = traffic::run(local, spec(200)).await.unwrap();
+    assert_eq!(after.received, after.sent);
+    assert_eq!(after.corrupted, 0);
+    assert!(!proxy.paths.borrow().protected);
+    let m = mesh.node.metrics.snapshot();
+    assert_eq!(m.protected_sessions, 0, "{m:?}");
+    assert!(m.upstream_packets_out >= 200, "{m:?}");
+    proxy.stop().await;
+    link.finish().await;
     mesh.stop().await;
 }
