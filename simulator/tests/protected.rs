@@ -199,7 +199,9 @@ async fn back_to_udp_when_the_data_port_answers_again() {
     })
     .await
     .unwrap();
-    link.arm(Instant::now());
+    // Times below count from the start of the blackhole window.
+    let started = Instant::now();
+    link.arm(started);
     let mut proxy = Proxy::start_multipath(
         tunnel,
         loopback(),
@@ -212,7 +214,6 @@ async fn back_to_udp_when_the_data_port_answers_again() {
 
     // Traffic runs across both switches: it is carried in protected mode, then over UDP.
     let play = tokio::spawn(traffic::run(proxy.local_addr, spec(1200)));
-    let started = Instant::now();
     protected_event(&mut proxy, true).await;
     let on = started.elapsed();
     let reason = protected_event(&mut proxy, false).await;
