@@ -211,3 +211,20 @@ impl Tunnel {
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protection_parses_the_cli_words() {
+        assert_eq!("auto".parse(), Ok(Protection::Auto));
+        assert_eq!("always".parse(), Ok(Protection::Always));
+        assert_eq!("on".parse(), Ok(Protection::Always));
+        assert_eq!("never".parse(), Ok(Protection::Never));
+        assert_eq!("off".parse(), Ok(Protection::Never));
+        let err = "sometimes".parse::<Protection>().unwrap_err();
+        assert!(err.contains("auto, always, never"), "{err}");
+        assert_eq!(Protection::default(), Protection::Auto);
+    }
+}
