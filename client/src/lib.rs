@@ -10,7 +10,7 @@ pub mod tunnel;
 pub use billing::{BillingClient, BillingError, NodeInfo, SessionGrant};
 pub use plg_proto::paths::Redundancy;
 pub use proxy::{Failover, PathsView, Proxy, ProxyEvent, ProxyStats};
-pub use tunnel::{Tunnel, TunnelError};
+pub use tunnel::{Protection, Tunnel, TunnelError};
 
 use anyhow::{Context, Result, bail};
 

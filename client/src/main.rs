@@ -13,7 +13,7 @@ use plg_client::capture::{ProxyCapture, Targets};
 #[cfg(target_os = "linux")]
 use plg_client::capture::{TunCapture, TunConfig};
 use plg_client::credentials::{Credentials, config_dir};
-use plg_client::{BillingClient, Failover, Proxy, ProxyEvent, Redundancy};
+use plg_client::{BillingClient, Failover, Protection, Proxy, ProxyEvent, Redundancy};
 
 /// PLG Booster: carry your game's UDP traffic through PLG relay nodes.
 #[derive(Parser, Debug)]
@@ -80,6 +80,10 @@ enum Command {
         /// multi-homed hosts until relay paths arrive).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=8))]
         paths: u8,
+        /// Protected mode: auto (QUIC datagrams on the control connection when the node's UDP
+        /// port does not answer), always, or never.
+        #[arg(long, default_value = "auto")]
+        protected: Protection,
     },
 }
 
@@ -207,6 +211,7 @@ async fn main() -> Result<()> {
             node,
             redundancy,
             paths,
+            protected,
         } => {
             let creds = Credentials::load(&dir)?;
             if creds.expires_at <= unix_now() {
@@ -217,6 +222,7 @@ async fn main() -> Result<()> {
             let (grant, node, tunnel) =
                 plg_client::open_session(&billing, &creds.mesh_ca_pem, &game, node.as_deref())
                     .await?;
+            let tunnel = tunnel.with_protection(protected);
             let path_addrs = vec![tunnel.data_addr; paths as usize];
             // If the node goes silent, the same ticket moves the session to the next node.
             let failover = Failover {
@@ -309,6 +315,7 @@ async fn main() -> Result<()> {
                         }
                         ProxyEvent::PrimaryChanged { from, to } => println!("route: primary path {from} → {to}"),
                         ProxyEvent::Failover { to, gap } => println!("node lost: session moved to node {to} ({} ms without replies)", gap.as_millis()),
+                        ProxyEvent::ProtectedMode { on, reason } => println!("protected mode {}: {reason}", if on { "on" } else { "off" }),
                         ProxyEvent::NodeLost { reason } => eprintln!("error: the node stopped answering and no other node took the session ({reason}); retrying"),
                         other => eprintln!("warning: {other:?}"),
                     },

@@ -2,6 +2,11 @@
 //! through the session; each (game address, server address) pair is one flow. Frames go out
 //! on the paths the redundancy policy picks ([`plg_proto::paths`]); the first copy of every
 //! reply is delivered, the rest dropped by the replay window.
+//!
+//! Protected mode: when the node's UDP data port gets no answer while the control connection
+//! is alive (or the tunnel asks for it), the same sealed frames travel as QUIC datagrams on
+//! the control connection, one path at a time; UDP is re-probed every few seconds and used
+//! again as soon as it answers (`docs/protocol.md`).
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -9,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use plg_proto::frame::{ErrorCode, Frame, MAX_DATAGRAM, MAX_PAYLOAD};
+use plg_proto::frame::{ErrorCode, Frame, Header, MAX_DATAGRAM, MAX_PAYLOAD};
 use plg_proto::paths::{PathConfig, PathMask, PathScheduler, PathStats, Redundancy};
 use plg_proto::replay::ReplayError;
 use plg_proto::session::OpenError;
@@ -20,12 +25,28 @@ use tokio::time::Instant;
 
 use crate::billing::NodeInfo;
 use crate::capture::{Capture, ProxyCapture};
-use crate::tunnel::{Tunnel, TunnelError};
+use crate::tunnel::{DATAGRAM_BUFFER, Protection, Tunnel, TunnelError};
 
 /// Most game-side flows one proxy carries.
 const MAX_FLOWS: usize = 64;
 /// How often to repeat control state (unconfirmed FLOW_OPENs, the PATHS mask) and publish stats.
 const HOUSEKEEPING: Duration = Duration::from_millis(250);
+/// Automatic protected mode starts after UDP has been silent this long (or the failover
+/// delay, if shorter) while the control connection is alive.
+const PROTECT_AFTER: Duration = Duration::from_secs(1);
+/// How often protected mode re-probes UDP.
+const REPROBE_EVERY: Duration = Duration::from_secs(2);
+/// Ping ids with this bit set are UDP re-probes, not the path scheduler's probes.
+const REPROBE_ID: u64 = 1 << 63;
+
+/// Which transport a frame from the node arrived on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Via {
+    /// The UDP socket of this path.
+    Udp(u8),
+    /// A QUIC datagram on the control connection (protected mode).
+    Quic,
+}
 
 /// Live counters of a running proxy.
 #[derive(Debug, Default)]
@@ -52,6 +73,10 @@ pub struct ProxyStats {
     pub rtt_us: AtomicU64,
     /// Pongs received.
     pub pongs: AtomicU64,
+    /// Frames sent as QUIC datagrams (protected mode).
+    pub protected_up: AtomicU64,
+    /// Authenticated frames received as QUIC datagrams (protected mode).
+    pub protected_down: AtomicU64,
 }
 
 /// The paths' state, published a few times a second.
@@ -63,6 +88,8 @@ pub struct PathsView {
     pub duplicating: bool,
     /// Health of each path.
     pub paths: Vec<PathStats>,
+    /// Whether frames currently travel as QUIC datagrams on the control connection.
+    pub protected: bool,
 }
 
 /// Things the user should be told about.
@@ -97,6 +124,14 @@ pub enum ProxyEvent {
         from: u8,
         /// New primary.
         to: u8,
+    },
+    /// Frames started (`on`) or stopped travelling as QUIC datagrams on the control
+    /// connection instead of UDP.
+    ProtectedMode {
+        /// Whether protected mode is now on.
+        on: bool,
+        /// Why, for the user.
+        reason: String,
     },
 }
 
@@ -187,6 +222,10 @@ impl Proxy {
         }
         let (rx_tx, rx) = mpsc::channel(1024);
         let (sockets, readers) = open_paths(&paths, &rx_tx).await?;
+        let quic_reader = Reader(tokio::spawn(read_quic(
+            tunnel.connection.clone(),
+            rx_tx.clone(),
+        )));
         let stats = Arc::new(ProxyStats::default());
         let (events_tx, events) = mpsc::channel(64);
         let (paths_tx, paths_rx) = watch::channel(PathsView::default());
@@ -215,6 +254,11 @@ impl Proxy {
             failover,
             last_heard: Instant::now(),
             failing_over: None,
+            protected: false,
+            udp_heard: Instant::now(),
+            protected_since: Instant::now(),
+            next_reprobe: Instant::now(),
+            quic_reader,
         };
         let task = tokio::spawn(driver.run(rx, stop_rx));
         let local_addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
@@ -241,7 +285,7 @@ impl Proxy {
 /// Opens one connected socket per path and a reader task for each.
 async fn open_paths(
     paths: &[SocketAddr],
-    tx: &mpsc::Sender<(u8, Vec<u8>)>,
+    tx: &mpsc::Sender<(Via, Vec<u8>)>,
 ) -> std::io::Result<(Vec<Arc<UdpSocket>>, Vec<Reader>)> {
     let mut sockets = Vec::new();
     let mut readers = Vec::new();
@@ -300,13 +344,23 @@ async fn fail_over(f: Failover, tx: oneshot::Sender<FailoverResult>) {
     let _ = tx.send(Err(reason));
 }
 
+/// Reads the control connection's datagrams (protected mode) into the driver's channel until
+/// the connection closes.
+async fn read_quic(conn: quinn::Connection, tx: mpsc::Sender<(Via, Vec<u8>)>) {
+    while let Ok(d) = conn.read_datagram().await {
+        if tx.send((Via::Quic, d.to_vec())).await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Reads one path's socket into the driver's channel.
-async fn read_path(socket: Arc<UdpSocket>, path: u8, tx: mpsc::Sender<(u8, Vec<u8>)>) {
+async fn read_path(socket: Arc<UdpSocket>, path: u8, tx: mpsc::Sender<(Via, Vec<u8>)>) {
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     loop {
         match socket.recv(&mut buf).await {
             Ok(n) => {
-                if tx.send((path, buf[..n].to_vec())).await.is_err() {
+                if tx.send((Via::Udp(path), buf[..n].to_vec())).await.is_err() {
                     return;
                 }
             }
@@ -330,21 +384,34 @@ struct Driver<C> {
     out: Vec<u8>,
     start: Instant,
     readers: Vec<Reader>,
-    rx_tx: mpsc::Sender<(u8, Vec<u8>)>,
+    rx_tx: mpsc::Sender<(Via, Vec<u8>)>,
     failover: Option<Failover>,
     /// Last authenticated frame from the node on any path.
     last_heard: Instant,
     failing_over: Option<oneshot::Receiver<FailoverResult>>,
+    /// Frames currently travel as QUIC datagrams on the control connection.
+    protected: bool,
+    /// Last authenticated frame from the node over UDP (session start until the first).
+    udp_heard: Instant,
+    /// When protected mode last started: failover waits a full period after it.
+    protected_since: Instant,
+    /// Next UDP re-probe while protected.
+    next_reprobe: Instant,
+    quic_reader: Reader,
 }
 
 impl<C: Capture> Driver<C> {
     async fn run(
         mut self,
-        mut rx: mpsc::Receiver<(u8, Vec<u8>)>,
+        mut rx: mpsc::Receiver<(Via, Vec<u8>)>,
         mut stop: watch::Receiver<bool>,
     ) -> Tunnel {
         let mut buf = vec![0u8; 65536];
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+        if self.tunnel.protection == Protection::Always {
+            self.enter_protected("protected mode was requested".into())
+                .await;
+        }
         loop {
             let wake = Instant::from_std(self.sched.poll_timeout());
             tokio::select! {
@@ -355,7 +422,7 @@ impl<C: Capture> Driver<C> {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
                 },
-                Some((path, mut d)) = rx.recv() => self.on_node(path, &mut d).await,
+                Some((via, mut d)) = rx.recv() => self.on_node(via, &mut d).await,
                 _ = tokio::time::sleep_until(wake) => self.on_timer().await,
                 _ = housekeeping.tick() => self.on_housekeeping().await,
                 Ok(r) = async { self.failing_over.as_mut().expect("guarded").await }, if self.failing_over.is_some() => {
@@ -368,16 +435,47 @@ impl<C: Capture> Driver<C> {
         self.tunnel
             .session
             .seal(0, &Frame::Close { reason: 0 }, &mut self.out);
-        for s in &self.sockets {
-            let _ = s.send(&self.out).await;
+        if !self.protected {
+            for s in &self.sockets {
+                let _ = s.send(&self.out).await;
+            }
+        } else if self.send_quic() {
+            // quinn has no flush, and closing the connection discards queued datagrams: wait
+            // (briefly) until the CLOSE has left the queue.
+            let conn = self.tunnel.connection.clone();
+            let _ = tokio::time::timeout(Duration::from_millis(200), async {
+                while conn.datagram_send_buffer_space() < DATAGRAM_BUFFER {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            })
+            .await;
         }
         self.tunnel
     }
 
-    /// Sends `frame` on every path in `mask` with one shared sequence number.
+    /// Sends `frame` on every path in `mask` with one shared sequence number; in protected
+    /// mode, once, as a QUIC datagram sealed for one path of the mask.
     async fn send(&mut self, mask: PathMask, frame: &Frame<'_>) -> u64 {
         let seq = self.tunnel.session.take_seq();
         let mut bytes = 0;
+        if self.protected {
+            let primary = self.sched.primary();
+            let path = if mask.contains(primary) {
+                primary
+            } else {
+                match mask.iter().next() {
+                    Some(p) => p,
+                    None => return 0,
+                }
+            };
+            self.tunnel
+                .session
+                .seal_with_seq(path, seq, frame, &mut self.out);
+            if self.send_quic() {
+                bytes += self.out.len() as u64;
+            }
+            return bytes;
+        }
         for p in mask.iter() {
             self.tunnel
                 .session
@@ -389,8 +487,105 @@ impl<C: Capture> Driver<C> {
         bytes
     }
 
+    /// Sends the sealed frame in `self.out` as a QUIC datagram on the control connection.
+    fn send_quic(&self) -> bool {
+        match self
+            .tunnel
+            .connection
+            .send_datagram(self.out.clone().into())
+        {
+            Ok(()) => {
+                self.stats.protected_up.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(quinn::SendDatagramError::TooLarge) => {
+                // The path's QUIC datagram limit (about 1,150-1,400 bytes) is below UDP's.
+                self.stats.oversize.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot send a QUIC datagram");
+                false
+            }
+        }
+    }
+
     fn all_paths(&self) -> PathMask {
         PathMask(((1u16 << self.sockets.len()) - 1) as u8)
+    }
+
+    /// The downstream paths to ask the node for: in protected mode only the primary (every
+    /// copy would come over the same QUIC connection).
+    fn downstream(&self, now: std::time::Instant) -> PathMask {
+        if self.protected {
+            PathMask::only(self.sched.primary())
+        } else {
+            self.sched.downstream(now)
+        }
+    }
+
+    /// Whether the control connection can carry the frames.
+    fn quic_usable(&self) -> bool {
+        let c = &self.tunnel.connection;
+        c.close_reason().is_none() && c.max_datagram_size().is_some()
+    }
+
+    /// Switches the frames to QUIC datagrams and tells the node and the user.
+    async fn enter_protected(&mut self, reason: String) {
+        if !self.quic_usable() {
+            let why = "protected mode is not available: the node's control connection does not carry QUIC datagrams".to_string();
+            tracing::warn!("{why}");
+            let _ = self.events.try_send(ProxyEvent::ProtectedMode {
+                on: false,
+                reason: why,
+            });
+            return;
+        }
+        let now = Instant::now();
+        self.protected = true;
+        self.protected_since = now;
+        self.next_reprobe = now + REPROBE_EVERY;
+        tracing::warn!(node = %self.tunnel.data_addr, %reason, "protected mode on");
+        let _ = self
+            .events
+            .try_send(ProxyEvent::ProtectedMode { on: true, reason });
+        // PATHS and unconfirmed FLOW_OPENs over QUIC: the node learns where to answer.
+        self.repeat_control().await;
+    }
+
+    /// Back to UDP after it answered again.
+    async fn leave_protected(&mut self, path: u8) {
+        self.protected = false;
+        let reason =
+            format!("the node's UDP port answers again on path {path}; frames travel over UDP");
+        tracing::info!(node = %self.tunnel.data_addr, "protected mode off");
+        let _ = self
+            .events
+            .try_send(ProxyEvent::ProtectedMode { on: false, reason });
+        // PATHS on every UDP path: the node answers over UDP again.
+        self.repeat_control().await;
+    }
+
+    /// While protected: one PING per path over UDP; an answer ends protected mode.
+    async fn reprobe(&mut self) {
+        let now = Instant::now();
+        self.next_reprobe = now + REPROBE_EVERY;
+        let ts = self.start.elapsed().as_micros() as u64;
+        for p in 0..self.sockets.len() {
+            let seq = self.tunnel.session.take_seq();
+            let ping = Frame::Ping {
+                id: REPROBE_ID | p as u64,
+                timestamp_us: ts,
+            };
+            self.tunnel
+                .session
+                .seal_with_seq(p as u8, seq, &ping, &mut self.out);
+            let _ = self.sockets[p].send(&self.out).await;
+        }
+        // Where only the upstream half of UDP works, the pings just pointed the node's paths at
+        // our UDP sockets: point the downstream path back at the control connection.
+        let down = self.downstream(now.into_std());
+        self.send(down, &Frame::Paths { downstream: down.0 }).await;
     }
 
     async fn on_game(&mut self, payload: &[u8], game: SocketAddr, server: SocketAddr) {
@@ -440,13 +635,24 @@ impl<C: Capture> Driver<C> {
         s.wire_bytes_up.fetch_add(wire, Ordering::Relaxed);
     }
 
-    async fn on_node(&mut self, path: u8, datagram: &mut [u8]) {
+    async fn on_node(&mut self, via: Via, datagram: &mut [u8]) {
         let s = self.stats.clone();
         let now = Instant::now().into_std();
         if datagram.len() > MAX_DATAGRAM {
             s.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        // Over QUIC every path shares the connection: the frame's own path id is its path.
+        let path = match via {
+            Via::Udp(p) => p,
+            Via::Quic => match Header::decode(datagram) {
+                Ok(h) => h.path,
+                Err(_) => {
+                    s.dropped.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            },
+        };
         let (h, frame) = match self.tunnel.session.open(datagram) {
             Ok(x) => x,
             Err(OpenError::Replay(ReplayError::Duplicate)) => {
@@ -461,6 +667,17 @@ impl<C: Capture> Driver<C> {
             }
         };
         self.last_heard = Instant::now();
+        match via {
+            Via::Udp(p) => {
+                self.udp_heard = self.last_heard;
+                if self.protected && self.tunnel.protection == Protection::Auto {
+                    self.leave_protected(p).await;
+                }
+            }
+            Via::Quic => {
+                s.protected_down.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         // A frame sealed for another path is authentic and delivered, but says nothing about
         // this path's health.
         let same_path = h.path == path;
@@ -523,11 +740,38 @@ impl<C: Capture> Driver<C> {
     }
 
     async fn on_timer(&mut self) {
+        if self.tunnel.protection == Protection::Auto {
+            if !self.protected {
+                // UDP silent but the control connection alive: the node is up and its data
+                // port is blocked somewhere on the way. Tried before failing over.
+                let after = self
+                    .failover
+                    .as_ref()
+                    .map_or(PROTECT_AFTER, |f| f.after.min(PROTECT_AFTER));
+                let silent = self.udp_heard.elapsed();
+                if silent >= after && self.quic_usable() {
+                    let reason = format!(
+                        "no answer from the node's UDP data port {} for {} ms; frames travel as QUIC datagrams on the control connection",
+                        self.tunnel.data_addr,
+                        silent.as_millis()
+                    );
+                    self.enter_protected(reason).await;
+                }
+            } else if Instant::now() >= self.next_reprobe {
+                self.reprobe().await;
+            }
+        }
+        // In protected mode, silence counts from its start: it gets a full period to work.
+        let silent_since = if self.protected {
+            self.last_heard.max(self.protected_since)
+        } else {
+            self.last_heard
+        };
         // A draining node closes the control connection: move at once, not after silence.
         let drained = self.tunnel.connection.close_reason().is_some();
         if let Some(f) = &self.failover
             && self.failing_over.is_none()
-            && (drained || self.last_heard.elapsed() >= f.after)
+            && (drained || silent_since.elapsed() >= f.after)
         {
             tracing::warn!(
                 silent_ms = self.last_heard.elapsed().as_millis() as u64,
@@ -551,7 +795,7 @@ impl<C: Capture> Driver<C> {
         let now = Instant::now().into_std();
         let before = self.sched.primary();
         self.sched.handle_timeout(now);
-        let was_down = self.sched.downstream(now);
+        let was_down = self.downstream(now);
         while let Some((path, id)) = self.sched.poll_probe(now) {
             let ts = self.start.elapsed().as_micros() as u64;
             self.send(
@@ -565,7 +809,7 @@ impl<C: Capture> Driver<C> {
         }
         self.after_change(before);
         // Tell the node at once when the downstream choice changes (e.g. failover).
-        let down = self.sched.downstream(now);
+        let down = self.downstream(now);
         if down != was_down || self.sched.primary() != before {
             let live = self.all_paths();
             self.send(live, &Frame::Paths { downstream: down.0 }).await;
@@ -595,10 +839,27 @@ impl<C: Capture> Driver<C> {
             }
         };
         let gap = self.last_heard.elapsed();
-        let old = std::mem::replace(&mut self.tunnel, tunnel);
+        let protection = self.tunnel.protection;
+        let old = std::mem::replace(&mut self.tunnel, tunnel.with_protection(protection));
         tokio::spawn(old.close());
         self.sockets = sockets;
         self.readers = readers;
+        self.quic_reader = Reader(tokio::spawn(read_quic(
+            self.tunnel.connection.clone(),
+            self.rx_tx.clone(),
+        )));
+        // The new node is tried over UDP first, unless protected mode was asked for.
+        let was_protected = self.protected;
+        self.protected = protection == Protection::Always;
+        if was_protected && !self.protected {
+            let _ = self.events.try_send(ProxyEvent::ProtectedMode {
+                on: false,
+                reason: format!("session moved to node {}; trying UDP first", node.id),
+            });
+        }
+        self.udp_heard = Instant::now();
+        self.protected_since = Instant::now();
+        self.next_reprobe = Instant::now() + REPROBE_EVERY;
         self.sched = PathScheduler::new(
             n,
             self.sched.policy(),
@@ -632,10 +893,29 @@ impl<C: Capture> Driver<C> {
     }
 
     async fn on_housekeeping(&mut self) {
+        self.repeat_control().await;
         let now = Instant::now().into_std();
-        // PATHS and FLOW_OPEN travel over UDP and can be lost: repeat them.
+        let view = PathsView {
+            primary: self.sched.primary(),
+            duplicating: self.sched.duplicating(now),
+            paths: (0..self.sched.len() as u8)
+                .map(|p| self.sched.stats(p))
+                .collect(),
+            protected: self.protected,
+        };
+        self.paths.send_if_modified(|v| {
+            let changed = *v != view;
+            *v = view;
+            changed
+        });
+    }
+
+    /// PATHS and FLOW_OPEN travel unreliably (UDP or QUIC datagrams) and can be lost: repeat
+    /// them. This also tells the node which address each path answers on.
+    async fn repeat_control(&mut self) {
+        let now = Instant::now().into_std();
         let all = self.all_paths();
-        let down = self.sched.downstream(now);
+        let down = self.downstream(now);
         self.send(all, &Frame::Paths { downstream: down.0 }).await;
         for i in 0..self.flows.len() {
             if !self.flows[i].confirmed && !self.flows[i].refused {
@@ -650,17 +930,5 @@ impl<C: Capture> Driver<C> {
                 .await;
             }
         }
-        let view = PathsView {
-            primary: self.sched.primary(),
-            duplicating: self.sched.duplicating(now),
-            paths: (0..self.sched.len() as u8)
-                .map(|p| self.sched.stats(p))
-                .collect(),
-        };
-        self.paths.send_if_modified(|v| {
-            let changed = *v != view;
-            *v = view;
-            changed
-        });
     }
 }

@@ -39,6 +39,34 @@ pub enum TunnelError {
     Protocol(String),
 }
 
+/// How a session's data frames travel to the node (see `docs/protocol.md`, protected mode).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Protection {
+    /// UDP to the node's data port; QUIC datagrams on the control connection when UDP gets no
+    /// answer, back to UDP as soon as it answers again.
+    #[default]
+    Auto,
+    /// Always QUIC datagrams on the control connection (the user asked for protected mode).
+    Always,
+    /// UDP only, whatever happens.
+    Never,
+}
+
+impl std::str::FromStr for Protection {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Protection::Auto),
+            "always" | "on" => Ok(Protection::Always),
+            "never" | "off" => Ok(Protection::Never),
+            other => Err(format!(
+                "unknown protected mode {other:?} (auto, always, never)"
+            )),
+        }
+    }
+}
+
 /// An established session: the sealed-frame state and where to send data frames.
 #[derive(Debug)]
 pub struct Tunnel {
@@ -48,12 +76,16 @@ pub struct Tunnel {
     pub data_addr: SocketAddr,
     /// What the node granted.
     pub accept: Accept,
-    /// Control connection (kept open for the session).
+    /// Control connection (kept open for the session; carries the frames in protected mode).
     pub connection: quinn::Connection,
+    /// How the frames travel.
+    pub protection: Protection,
     endpoint: quinn::Endpoint,
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes of protected-mode datagrams buffered each way (about 64 full frames).
+pub(crate) const DATAGRAM_BUFFER: usize = 64 * plg_proto::frame::MAX_DATAGRAM;
 
 fn client_config(ca_pem: &str) -> Result<quinn::ClientConfig, TunnelError> {
     let mut roots = rustls::RootCertStore::empty();
@@ -77,6 +109,9 @@ fn client_config(ca_pem: &str) -> Result<quinn::ClientConfig, TunnelError> {
     let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
     let mut transport = quinn::TransportConfig::default();
     transport.keep_alive_interval(Some(Duration::from_secs(10)));
+    // Protected mode: data frames as QUIC datagrams (RFC 9221).
+    transport.datagram_receive_buffer_size(Some(DATAGRAM_BUFFER));
+    transport.datagram_send_buffer_size(DATAGRAM_BUFFER);
     cfg.transport_config(Arc::new(transport));
     Ok(cfg)
 }
@@ -159,13 +194,37 @@ impl Tunnel {
             data_addr,
             accept,
             connection,
+            protection: Protection::default(),
             endpoint,
         })
+    }
+
+    /// Sets how the session's frames travel (default [`Protection::Auto`]).
+    pub fn with_protection(mut self, protection: Protection) -> Tunnel {
+        self.protection = protection;
+        self
     }
 
     /// Closes the control connection.
     pub async fn close(self) {
         self.connection.close(0u32.into(), b"bye");
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protection_parses_the_cli_words() {
+        assert_eq!("auto".parse(), Ok(Protection::Auto));
+        assert_eq!("always".parse(), Ok(Protection::Always));
+        assert_eq!("on".parse(), Ok(Protection::Always));
+        assert_eq!("never".parse(), Ok(Protection::Never));
+        assert_eq!("off".parse(), Ok(Protection::Never));
+        let err = "sometimes".parse::<Protection>().unwrap_err();
+        assert!(err.contains("auto, always, never"), "{err}");
+        assert_eq!(Protection::default(), Protection::Auto);
     }
 }

@@ -1,16 +1,25 @@
 //! The control plane: a QUIC endpoint where clients present tickets and get sessions.
+//!
+//! The connection stays open for the session's lifetime. In protected mode (see
+//! `docs/protocol.md`) the client sends its sealed data frames as QUIC DATAGRAM frames on it;
+//! [`bridge`] hands them to the data plane through a loopback UDP socket, so the data plane
+//! sees an ordinary client and applies its usual checks (authentication, replay window,
+//! destination policy, anti-amplification), and carries the data plane's answers back.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use plg_mesh::{Candidate, MeshHandle, NodeId, SelectionPolicy, SessionRecord, select_exits};
 use plg_proto::control::{ALPN, Accept, ControlMessage, MAX_CONTROL_LEN, RejectCode};
+use plg_proto::frame::{Header, MAX_DATAGRAM};
 use plg_proto::session::{EXPORTER_LABEL, KEYING_MATERIAL_LEN, Role};
 use plg_proto::{Session, TicketError, TicketVerifier};
 use quinn::crypto::rustls::QuicServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::UdpSocket;
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 
 use crate::dataplane::Command;
@@ -20,6 +29,9 @@ use crate::unix_now;
 
 /// How long a client has to present its ticket after connecting.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes of protected-mode datagrams a connection buffers each way (about 64 full frames);
+/// beyond it quinn drops the oldest, as a congested UDP path would.
+const DATAGRAM_BUFFER: usize = 64 * MAX_DATAGRAM;
 
 /// Builds the QUIC server configuration from the node's certificate (rustls with ring,
 /// chosen explicitly so no other provider can be picked up at run time).
@@ -40,6 +52,9 @@ pub(crate) fn server_config(id: &Identity) -> Result<quinn::ServerConfig> {
     transport.max_idle_timeout(Some(Duration::from_secs(30).try_into()?));
     transport.max_concurrent_uni_streams(0u8.into());
     transport.max_concurrent_bidi_streams(4u8.into());
+    // Protected mode: data frames as QUIC datagrams (RFC 9221).
+    transport.datagram_receive_buffer_size(Some(DATAGRAM_BUFFER));
+    transport.datagram_send_buffer_size(DATAGRAM_BUFFER);
     cfg.transport_config(Arc::new(transport));
     Ok(cfg)
 }
@@ -50,6 +65,8 @@ pub(crate) struct Control {
     pub commands: mpsc::Sender<Command>,
     pub metrics: Arc<Metrics>,
     pub data_port: u16,
+    /// The data plane's bound address: where protected-mode frames are handed over.
+    pub data_addr: SocketAddr,
     pub idle_timeout_secs: u16,
     /// The mesh, where accepted sessions are published with their backup exit.
     pub mesh: Option<Arc<MeshHandle>>,
@@ -139,19 +156,23 @@ impl Control {
             Ok(Ok(_)) => reject(RejectCode::BadRequest, "expected HELLO".into()),
             Ok(Err(e)) | Err(e) => reject(RejectCode::BadRequest, format!("bad hello: {e}")),
         };
-        let accepted = matches!(reply, ControlMessage::Accept(_));
-        if !accepted {
+        let accepted = match &reply {
+            ControlMessage::Accept(a) => Some(a.session_id),
+            _ => None,
+        };
+        if accepted.is_none() {
             inc(&self.metrics.tickets_rejected);
             tracing::info!(peer = %peer, reply = ?reply, "session refused");
         }
         send.write_all(&reply.encode()).await?;
         send.finish()?;
-        if accepted {
-            // The connection stays up for the session's lifetime; a drain closes it so the
-            // client moves to its backup at once.
+        if let Some(session_id) = accepted {
+            // The connection stays up for the session's lifetime and carries the session's
+            // frames in protected mode; a drain closes it so the client moves to its backup
+            // at once.
             let mut draining = self.draining.clone();
             tokio::select! {
-                _ = conn.closed() => {}
+                _ = bridge(&conn, session_id, self.data_addr, &self.metrics) => {}
                 _ = draining.wait_for(|d| *d) => {
                     conn.close(DRAINING_CODE.into(), b"node draining");
                 }
@@ -245,6 +266,89 @@ impl Control {
             }
         }
     }
+}
+
+/// Carries protected-mode frames between the session's QUIC connection and the data plane
+/// until the connection closes. Only datagrams that carry a frame header of this connection's
+/// session go through (the data plane then authenticates them as usual); the loopback socket
+/// is opened on the first one, so sessions that never use protected mode cost nothing.
+async fn bridge(conn: &quinn::Connection, session_id: u64, data: SocketAddr, m: &Metrics) {
+    let first = loop {
+        match conn.read_datagram().await {
+            Ok(d) if is_session_frame(&d, session_id) => break d,
+            Ok(_) => inc(&m.protected_dropped),
+            Err(_) => return,
+        }
+    };
+    let socket = match bridge_socket(data).await {
+        Ok(s) => s,
+        Err(e) => {
+            inc(&m.protected_dropped);
+            tracing::warn!(session = session_id, error = %e, "cannot open the protected-mode bridge; the session stays on UDP");
+            conn.closed().await;
+            return;
+        }
+    };
+    inc(&m.protected_sessions);
+    tracing::info!(session = session_id, peer = %conn.remote_address(), bridge = ?socket.local_addr().ok(), "protected mode: frames arrive as QUIC datagrams");
+    let mut pending = Some(first);
+    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    loop {
+        if let Some(d) = pending.take() {
+            match socket.send(&d).await {
+                Ok(_) => inc(&m.protected_datagrams_in),
+                Err(e) => {
+                    inc(&m.protected_dropped);
+                    tracing::debug!(session = session_id, error = %e, "bridge send to the data plane failed");
+                }
+            }
+        }
+        tokio::select! {
+            d = conn.read_datagram() => match d {
+                Ok(d) if is_session_frame(&d, session_id) => pending = Some(d),
+                Ok(_) => inc(&m.protected_dropped),
+                Err(_) => break,
+            },
+            r = socket.recv(&mut buf) => match r {
+                Ok(n) if n <= MAX_DATAGRAM => {
+                    match conn.send_datagram(buf[..n].to_vec().into()) {
+                        Ok(()) => inc(&m.protected_datagrams_out),
+                        Err(quinn::SendDatagramError::ConnectionLost(_)) => break,
+                        // Larger than the path carries, or the peer turned datagrams off.
+                        Err(e) => {
+                            inc(&m.protected_dropped);
+                            tracing::debug!(session = session_id, len = n, error = %e, "frame not sent as a QUIC datagram");
+                        }
+                    }
+                }
+                Ok(_) => inc(&m.protected_dropped),
+                // ICMP errors from earlier sends surface here; the socket stays usable.
+                Err(e) => {
+                    tracing::debug!(session = session_id, error = %e, "bridge receive error");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+        }
+    }
+    tracing::debug!(session = session_id, "protected-mode bridge closed");
+}
+
+/// Whether `d` carries a valid frame header of `session_id` and fits the data plane's limit.
+fn is_session_frame(d: &[u8], session_id: u64) -> bool {
+    d.len() <= MAX_DATAGRAM && Header::decode(d).is_ok_and(|h| h.session_id == session_id)
+}
+
+/// A UDP socket connected to the data plane over loopback (or over the data port's own
+/// address when it is bound to one), so only the data plane's answers reach it.
+async fn bridge_socket(data: SocketAddr) -> std::io::Result<UdpSocket> {
+    let ip = match data.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    let socket = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
+    socket.connect(SocketAddr::new(ip, data.port())).await?;
+    Ok(socket)
 }
 
 fn reject(code: RejectCode, message: String) -> ControlMessage {

@@ -246,6 +246,7 @@ pub async fn start(mut identity: Identity, cfg: NodeConfig) -> Result<RunningNod
         commands: cmd_tx,
         metrics: metrics.clone(),
         data_port: data_addr.port(),
+        data_addr,
         idle_timeout_secs: cfg.session_idle.as_secs().min(u16::MAX as u64) as u16,
         mesh: mesh.clone(),
         draining: draining_rx.clone(),

@@ -81,6 +81,15 @@ counters! {
     relayed_down,
     /// Mesh datagrams dropped: not from a live mesh node, forged, stale or malformed.
     dropped_mesh,
+    /// Sessions whose frames started travelling as QUIC datagrams (protected mode).
+    protected_sessions,
+    /// Protected-mode datagrams passed from a control connection to the data plane.
+    protected_datagrams_in,
+    /// Protected-mode datagrams passed from the data plane to a control connection.
+    protected_datagrams_out,
+    /// Protected-mode datagrams refused by the bridge (not a frame of the connection's session,
+    /// too large for the connection, or the bridge socket failed).
+    protected_dropped,
 }
 
 /// Increments a counter by one.
