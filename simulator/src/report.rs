@@ -137,6 +137,28 @@ pub struct PolicyReport {
     /// Plot data.
     #[serde(default)]
     pub series: Series,
+    /// Times the client moved the session to another node.
+    #[serde(default)]
+    pub failovers: Vec<FailoverInfo>,
+    /// Times every path went silent and no other node took the session.
+    #[serde(default)]
+    pub node_lost: Vec<f64>,
+}
+
+/// The client moved the session to another node (its exit went silent on every path).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailoverInfo {
+    /// When the session was up on the new node, seconds from the start of traffic.
+    pub at_s: f64,
+    /// The node's index in the topology (`None` if the client chose a node the scenario does
+    /// not know).
+    pub node: Option<usize>,
+    /// The node's id.
+    pub node_id: String,
+    /// The client's own measure: from the last frame heard from the old node to the session
+    /// being up on the new one, milliseconds. The game's gap (`longest_gap_ms`) adds the time
+    /// for traffic to flow again.
+    pub gap_ms: f64,
 }
 
 impl PolicyReport {
@@ -150,6 +172,8 @@ impl PolicyReport {
             rtt_ms: None,
             links: vec![],
             series: Series::default(),
+            failovers: vec![],
+            node_lost: vec![],
         }
     }
 
@@ -378,6 +402,8 @@ pub fn measured(
             down_lost,
             rtt: rtt_pts,
         },
+        failovers: vec![],
+        node_lost: vec![],
     }
 }
 
@@ -479,6 +505,29 @@ pub fn render_table(r: &RunReport) -> String {
     row(&mut out, "RTT p99.9 ms", r, |p| {
         p.rtt_ms.map(|q| format!("{:.2}", q.p999))
     });
+    if r.policies
+        .iter()
+        .any(|p| !p.failovers.is_empty() || !p.node_lost.is_empty())
+    {
+        let _ = writeln!(out, "session");
+        row(&mut out, "failover (to, gap ms, at s)", r, |p| {
+            Some(match (p.failovers.first(), p.node_lost.len()) {
+                (Some(f), _) => format!(
+                    "{} {:.0} @ {:.2}{}",
+                    f.node.map_or(f.node_id.clone(), |n| format!("node {n}")),
+                    f.gap_ms,
+                    f.at_s,
+                    if p.failovers.len() > 1 {
+                        format!(" (+{})", p.failovers.len() - 1)
+                    } else {
+                        String::new()
+                    }
+                ),
+                (None, 0) => "none".into(),
+                (None, n) => format!("none ({n}× no node)"),
+            })
+        });
+    }
     let _ = writeln!(out, "links (all paths)");
     row(&mut out, "dropped up / down", r, |p| {
         let (u, d) = p.links.iter().fold((0, 0), |(u, d), l| {
