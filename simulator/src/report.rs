@@ -376,6 +376,32 @@ fn rtt_stats(rtt: &[RttSample]) -> (Quantiles, Vec<[f64; 2]>) {
     (q, pts)
 }
 
+/// The game without PLG: its packets cross one impairment link straight to the game server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DirectReport {
+    /// Client → game server.
+    pub up: StreamStats,
+    /// Game server → client.
+    pub down: StreamStats,
+    /// Round trips.
+    pub rtt_ms: Quantiles,
+    /// What the link saw.
+    pub link: LinkReport,
+}
+
+/// The direct route's report from the game ends' trace and its link.
+pub fn direct(trace: &PairTrace, link: LinkReport) -> DirectReport {
+    let (up, _, _) = stream_stats(&trace.up, link.up.bytes_in);
+    let (down, _, _) = stream_stats(&trace.down, link.down.bytes_in);
+    let (rtt_ms, _) = rtt_stats(&trace.rtt);
+    DirectReport {
+        up,
+        down,
+        rtt_ms,
+        link,
+    }
+}
+
 /// A measured policy's report from the game ends' trace and the links' reports.
 pub fn measured(
     policy: Policy,

@@ -17,7 +17,8 @@ use crate::echo::EchoServer;
 use crate::link::Link;
 use crate::local_mesh::{DEMO_GAME, LocalMesh, loopback_node_config};
 use crate::report::{
-    self, FailoverInfo, PolicyReport, PolicyStatus, RunReport, Series, SweepPoint, SweepReport,
+    self, DirectReport, FailoverInfo, PolicyReport, PolicyStatus, RunReport, Series, SweepPoint,
+    SweepReport,
 };
 use crate::scenario::{Event, Policy, Scenario};
 use crate::tick::{self, GameServer};
@@ -105,6 +106,14 @@ impl Harness {
     /// The local mesh.
     pub fn mesh(&self) -> &LocalMesh {
         self.mesh.as_ref().expect("mesh present between runs")
+    }
+
+    /// Every node by topology index: id, control address, data address.
+    pub fn nodes(&self) -> Vec<(String, SocketAddr, SocketAddr)> {
+        self.nodes
+            .iter()
+            .map(|n| (n.id.clone(), n.cfg.control_listen, n.cfg.data_listen))
+            .collect()
     }
 
     /// Joins and starts backup nodes until there are `n` nodes in all.
@@ -310,6 +319,26 @@ impl Harness {
             }
         }
         Ok(r)
+    }
+
+    /// The game without PLG, for comparison: one link with path 0's impairment (and events)
+    /// between the game client and the game server, no relay, no session.
+    pub async fn run_direct(&mut self, s: &Scenario, seed: u64) -> Result<DirectReport> {
+        self.runs += 1;
+        let link = Link::start(s.link_config(0, self.game_addr, seed))
+            .await
+            .context("starting the direct link")?;
+        let trace = tick::run(
+            &self.game,
+            link.addr(),
+            s.tick_spec(seed),
+            self.runs,
+            WARM_UP_LIMIT,
+            |epoch| link.arm(epoch.into_std()),
+        )
+        .await;
+        let link_report = link.finish().await;
+        Ok(report::direct(&trace?, link_report))
     }
 
     /// Stops everything.
