@@ -501,9 +501,14 @@ pub fn render_table(r: &RunReport) -> String {
         let _ = writeln!(out, "  {}", r.description);
     }
     for (i, p) in r.paths.iter().enumerate() {
+        let to = if p.node == 0 {
+            String::new()
+        } else {
+            format!(" → backup exit node {}", p.node)
+        };
         let _ = writeln!(
             out,
-            "  path {i} {:<12} up: {}  down: {}",
+            "  path {i} {:<12} up: {}  down: {}{to}",
             format!("({})", p.name),
             describe(&p.up),
             describe(&p.down)
