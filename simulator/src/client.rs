@@ -1,11 +1,16 @@
 //! The client under test, behind one function: [`start_client`] gets a session's tunnel, the
 //! local address the game talks to, the game server's address, one address per path (where
-//! that path's frames go: an impairment link in front of a node) and a redundancy policy, and
-//! starts `plg_client::Proxy` in multipath mode.
+//! that path's frames go: an impairment link in front of a node), a redundancy policy and
+//! where to fail over, and starts `plg_client::Proxy` in multipath mode.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
-use plg_client::{Proxy, Redundancy, Tunnel};
+use plg_client::capture::ProxyCapture;
+use plg_client::{Failover, Proxy, ProxyEvent, Redundancy, Tunnel};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::scenario::Policy;
 
@@ -58,33 +63,71 @@ pub struct ClientUnderTest {
     pub local_addr: SocketAddr,
     /// What implementation runs (for reports).
     pub implementation: String,
-    /// The running proxy (stats, path health).
+    /// The running proxy (stats, path health). Its `events` are collected by the harness.
     pub proxy: Proxy,
+    events: JoinHandle<Vec<(Instant, ProxyEvent)>>,
 }
 
 impl ClientUnderTest {
-    /// Closes the session and stops.
-    pub async fn stop(self) {
+    /// Closes the session, stops, and returns what the client told its user, with the time
+    /// each event came.
+    pub async fn stop(self) -> Vec<(Instant, ProxyEvent)> {
         self.proxy.stop().await;
+        // The proxy's task has ended, so its event sender is gone and the collector ends.
+        match tokio::time::timeout(Duration::from_secs(2), self.events).await {
+            Ok(Ok(v)) => v,
+            _ => vec![],
+        }
     }
 }
 
+/// Drains the proxy's events as they come (its channel is bounded and drops events when full,
+/// and a failover event is exactly the one a report must not lose).
+fn collect(mut rx: mpsc::Receiver<ProxyEvent>) -> JoinHandle<Vec<(Instant, ProxyEvent)>> {
+    tokio::spawn(async move {
+        let mut v = Vec::new();
+        while let Some(e) = rx.recv().await {
+            v.push((Instant::now(), e));
+        }
+        v
+    })
+}
+
 /// Starts the client under test: the game talks to `listen`, packets go to `dst` through the
-/// session in `tunnel`, path `i`'s frames are sent to `path_addrs[i]`, spread by `policy`.
+/// session in `tunnel`, path `i`'s frames are sent to `path_addrs[i]`, spread by `policy`;
+/// when every path goes silent the session moves as `failover` says (as `plg connect` does).
 pub async fn start_client(
     tunnel: Tunnel,
     listen: SocketAddr,
     dst: SocketAddr,
     path_addrs: &[SocketAddr],
     policy: Policy,
+    failover: Option<Failover>,
 ) -> Result<ClientUnderTest, StartClientError> {
-    let implementation = availability(policy, path_addrs.len())?;
-    let proxy =
-        Proxy::start_multipath(tunnel, listen, dst, path_addrs.to_vec(), redundancy(policy))
-            .await?;
+    let mut implementation = availability(policy, path_addrs.len())?;
+    if let Some(f) = &failover {
+        implementation.push_str(&format!(
+            ", failover to {} node(s) after {} ms of silence",
+            f.candidates.len(),
+            f.after.as_millis()
+        ));
+    }
+    let capture = ProxyCapture::bind(listen, dst).await?;
+    let local_addr = capture.local_addr()?;
+    let mut proxy = Proxy::start_with(
+        tunnel,
+        capture,
+        path_addrs.to_vec(),
+        redundancy(policy),
+        failover,
+    )
+    .await?;
+    proxy.local_addr = local_addr;
+    let events = collect(std::mem::replace(&mut proxy.events, mpsc::channel(1).1));
     Ok(ClientUnderTest {
-        local_addr: proxy.local_addr,
+        local_addr,
         implementation,
         proxy,
+        events,
     })
 }

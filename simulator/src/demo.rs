@@ -1,123 +1,244 @@
-//! `plg-sim demo`: the whole path on loopback, with numbers.
+//! `plg-sim demo`: a small mesh on loopback (billing + 3 relay nodes), impaired links, the game
+//! played directly and through PLG in each redundancy policy, and the before/after table.
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::time::Duration;
+use std::fmt::Write as _;
+use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
-use plg_client::Proxy;
+use anyhow::{Result, bail};
 
-use crate::local_mesh::{DEMO_GAME, LocalMesh};
-use crate::traffic::{self, TrafficReport, TrafficSpec};
+use crate::link::Impairment;
+use crate::report::{DirectReport, PolicyReport, PolicyStatus, Quantiles, RunReport, StreamStats};
+use crate::runner::{self, Harness};
+use crate::scenario::{PathSpec, Policy, Scenario, Topology, Traffic};
 
 /// Demo settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct DemoOptions {
-    /// Traffic shape for each phase (direct, then relayed).
-    pub traffic: TrafficSpec,
+    /// Seconds of traffic per run (direct, then each policy).
+    pub seconds: f64,
+    /// Packets per second each way.
+    pub rate: u32,
+    /// Seed of every random decision.
+    pub seed: u64,
+    /// The impairment of every route, each direction: the direct one and each PLG path.
+    pub route: Impairment,
+    /// Where to write the report files (`report.json`, `report.txt`, SVG plots).
+    pub out: PathBuf,
 }
 
-fn row(name: &str, r: &TrafficReport) -> String {
-    format!(
-        "{name:<22} {:>6} {:>6} {:>6.2}% {:>8.3} {:>8.3} {:>8.3} {:>8.3}",
-        r.sent,
-        r.received,
-        r.loss_percent(),
-        r.rtt_ms(0.5),
-        r.rtt_ms(0.9),
-        r.rtt_ms(0.99),
-        r.rtt_us.max() as f64 / 1000.0
-    )
+impl Default for DemoOptions {
+    fn default() -> Self {
+        DemoOptions {
+            seconds: 4.0,
+            rate: 64,
+            seed: 1,
+            route: Impairment {
+                delay_ms: 20.0,
+                jitter_ms: 2.0,
+                loss_pct: 5.0,
+                ..Impairment::default()
+            },
+            out: PathBuf::from("target/plg-sim/demo"),
+        }
+    }
 }
 
-/// Runs the demo and prints what happened. Fails if traffic did not get through.
+/// The demo as a scenario: three nodes (the exit and two backups), two paths to the exit with
+/// the same impairment as the direct route.
+pub fn scenario(o: &DemoOptions) -> Result<Scenario> {
+    let path = |name: &str, node: usize| PathSpec {
+        name: name.into(),
+        node,
+        via: vec![],
+        both: Some(o.route),
+        up: None,
+        down: None,
+    };
+    let mut s = Scenario {
+        name: "demo".into(),
+        description: format!(
+            "billing + 3 nodes; two paths to the exit, each {} each way, like the direct route",
+            crate::report::describe(&o.route)
+        ),
+        duration: o.seconds,
+        seed: o.seed,
+        policies: vec![Policy::Single, Policy::Duplicate, Policy::Adaptive],
+        topology: Topology {
+            nodes: 3,
+            ..Topology::default()
+        },
+        traffic: Traffic {
+            tick_rate: o.rate,
+            ..Traffic::default()
+        },
+        paths: vec![
+            path("route A", 0),
+            path("route B", 0),
+            path("to backup 1", 1),
+            path("to backup 2", 2),
+        ],
+        events: vec![],
+    };
+    if let Err((field, message)) = s.validate() {
+        bail!("demo settings: {field}: {message}");
+    }
+    s.add_missing_backup_paths();
+    Ok(s)
+}
+
+/// Runs the demo and prints what happened. Fails if a policy could not be measured or nothing
+/// got through.
 pub async fn run(opts: DemoOptions) -> Result<()> {
+    let s = scenario(&opts)?;
     println!(
-        "PLG Booster local demo — everything on 127.0.0.1, real sockets, real QUIC, real SQLite\n"
+        "PLG Booster local demo — everything on 127.0.0.1: real sockets, real QUIC, real SQLite,"
     );
-    let mesh = LocalMesh::start().await?;
-    let result = drive(&mesh, opts).await;
-    let node = mesh.node.metrics.snapshot();
-    tracing::debug!(?node, "node counters");
-    mesh.stop().await;
-    let (direct, relayed, steps) = result?;
+    println!("userspace impairment links in front of every route.\n");
+    let mut h = Harness::start().await?;
+    let result = drive(&mut h, &s).await;
+    let steps = steps(&h);
+    h.stop().await;
+    let (direct, report) = result?;
     println!("How each piece was started (in-process tasks; the equivalent commands):");
     for (what, how) in &steps {
         println!("  {what:<12} {how}");
     }
-    let t = opts.traffic;
+    println!();
+    print!("{}", before_after(&s, &direct, &report));
+    let files = runner::write_run(&opts.out, &report)?;
     println!(
-        "\nTraffic: {} packets/s each way, {}–{} bytes, {:.0} s per phase; the game server echoes every packet.\n",
-        t.rate,
-        t.min_size,
-        t.max_size,
-        t.duration.as_secs_f64()
+        "\nFull report (per direction, gaps, jitter, links) and plots: {}",
+        files
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
-    println!(
-        "{:<22} {:>6} {:>6} {:>7} {:>8} {:>8} {:>8} {:>8}",
-        "path", "sent", "back", "loss", "p50 ms", "p90 ms", "p99 ms", "max ms"
-    );
-    println!("{}", row("direct", &direct));
-    println!("{}", row("through PLG relay", &relayed));
-    let added = relayed.rtt_ms(0.5) - direct.rtt_ms(0.5);
-    println!(
-        "\nRelay adds {:.3} ms at the median on loopback (sealing, node forwarding, one more hop).",
-        added
-    );
-    println!(
-        "Node counters: {} sessions accepted, {} packets to the game server, {} from it, {} dropped (malformed {}, auth {}, replay {}), {} destinations refused.",
-        node.sessions_accepted,
-        node.upstream_packets_out,
-        node.upstream_packets_in,
-        node.dropped_malformed
-            + node.dropped_auth
-            + node.dropped_replay
-            + node.dropped_unknown_session,
-        node.dropped_malformed,
-        node.dropped_auth,
-        node.dropped_replay,
-        node.refused_destination
-    );
-    if relayed.corrupted > 0 || direct.corrupted > 0 {
-        bail!("{} corrupted echoes", relayed.corrupted + direct.corrupted);
+    for p in &report.policies {
+        match &p.status {
+            PolicyStatus::Ran { .. } => {}
+            PolicyStatus::Unavailable { reason } => bail!("{} unavailable: {reason}", p.policy),
+            PolicyStatus::Failed { error } => bail!("{} failed: {error}", p.policy),
+        }
+        if p.down.as_ref().is_none_or(|d| d.delivered == 0) {
+            bail!("{}: no traffic came back through the mesh", p.policy);
+        }
     }
-    if relayed.received == 0 {
-        bail!("no traffic came back through the relay");
-    }
-    println!("\nCleaned up: node and billing stopped, temporary directory removed.");
+    println!("\nCleaned up: nodes and billing stopped, temporary directory removed.");
     Ok(())
 }
 
-type Outcome = (TrafficReport, TrafficReport, Vec<(String, String)>);
+async fn drive(h: &mut Harness, s: &Scenario) -> Result<(DirectReport, RunReport)> {
+    h.ensure_nodes(s.topology.nodes).await?;
+    eprintln!("direct route (no PLG)…");
+    let direct = h.run_direct(s, s.seed).await?;
+    let mut r = RunReport::for_scenario(s, s.seed);
+    for &policy in &s.policies {
+        eprintln!("through PLG, {policy}…");
+        r.policies.push(h.run_policy(s, s.seed, policy).await);
+    }
+    Ok((direct, r))
+}
 
-async fn drive(mesh: &LocalMesh, opts: DemoOptions) -> Result<Outcome> {
-    let mut steps = mesh.steps.clone();
-    let email = "gamer@demo.plg";
-    let billing = mesh.gamer(email).await?;
-    steps.push((
-        "gamer".into(),
-        format!(
-            "plg login --register --billing {} --email {email}",
-            mesh.billing_url
-        ),
-    ));
-    let (grant, node, tunnel) =
-        plg_client::open_session(&billing, &mesh.ca_pem, DEMO_GAME, None).await?;
-    let listen: SocketAddr = (Ipv4Addr::LOCALHOST, 0).into();
-    let proxy = Proxy::start(tunnel, listen, mesh.game.addr)
-        .await
-        .context("starting the local proxy")?;
-    steps.push((
-        "client".into(),
-        format!(
-            "plg connect --game {DEMO_GAME} --proxy {} --to {}   (session {} via {}, QUIC control at {})",
-            proxy.local_addr, mesh.game.addr, grant.session_id, node.id, node.control_addr
-        ),
-    ));
+fn steps(h: &Harness) -> Vec<(String, String)> {
+    let mut steps = h.mesh().steps.clone();
+    for (what, how) in &mut steps {
+        if what == "game server" {
+            *how = format!(
+                "tick game server on {} (its own tick stream, not an echo)",
+                h.game_addr()
+            );
+        }
+        if what == "node" {
+            *what = "node 0".into();
+            how.push_str("   (the exit)");
+        }
+    }
+    for (k, (id, control, data)) in h.nodes().into_iter().enumerate().skip(1) {
+        steps.push((
+            format!("node {k}"),
+            format!(
+                "plg-node join … && plg-node run --control {control} --data {data}   (id {id}, backup exit)"
+            ),
+        ));
+    }
+    steps
+}
 
-    let direct = traffic::run(mesh.game.addr, opts.traffic).await?;
-    let relayed = traffic::run(proxy.local_addr, opts.traffic).await?;
-    // Give the proxy's CLOSE a moment to reach the node before everything stops.
-    proxy.stop().await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    Ok((direct, relayed, steps))
+fn loss(st: &StreamStats) -> String {
+    format!("{:.2} %", st.residual_loss_pct)
+}
+
+fn rtt(q: &Quantiles) -> String {
+    format!("{:.1} / {:.1}", q.p50, q.p99)
+}
+
+/// The before/after table: the direct route, then PLG in each policy.
+pub fn before_after(s: &Scenario, direct: &DirectReport, r: &RunReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} ticks/s each way, 100–300 bytes, {:.0} s per run; every route: {} each way.",
+        s.traffic.tick_rate,
+        s.duration,
+        crate::report::describe(&s.paths[0].up())
+    );
+    let _ = writeln!(
+        out,
+        "Direct: the game talks to the game server through one such link. Through PLG: two such\n\
+         paths to the exit node, the redundancy policy spreading the frames over them.\n"
+    );
+    let _ = writeln!(
+        out,
+        "{:<22} {:>10} {:>10} {:>18} {:>16} {:>10}",
+        "route", "loss up", "loss down", "RTT p50 / p99 ms", "longest gap ms", "bytes ×"
+    );
+    let _ = writeln!(
+        out,
+        "{:<22} {:>10} {:>10} {:>18} {:>16} {:>10}",
+        "direct (no PLG)",
+        loss(&direct.up),
+        loss(&direct.down),
+        rtt(&direct.rtt_ms),
+        format!(
+            "{:.0} / {:.0}",
+            direct.up.longest_gap_ms, direct.down.longest_gap_ms
+        ),
+        format!("{:.2}", direct.up.overhead)
+    );
+    for p in &r.policies {
+        let _ = writeln!(out, "{}", policy_row(p));
+    }
+    if let Some(dup) = r.policy(Policy::Duplicate).and_then(|p| p.up.as_ref()) {
+        let p = s.paths[0].up().expected_loss();
+        let _ = writeln!(
+            out,
+            "\nTwo independent paths each losing {:.0} % lose a packet only when both do: p² = {:.2} %\n\
+             (duplicate measured {:.2} % upstream over {} packets). `adaptive` duplicates only after\n\
+             it has seen loss, so on steadily lossy paths it sits between the two; `single` is the\n\
+             direct route plus the relay's fraction of a millisecond.",
+            100.0 * p,
+            100.0 * p * p,
+            dup.residual_loss_pct,
+            dup.sent
+        );
+    }
+    out
+}
+
+fn policy_row(p: &PolicyReport) -> String {
+    let name = format!("PLG {}", p.policy);
+    match (&p.status, &p.up, &p.down, &p.rtt_ms) {
+        (PolicyStatus::Ran { .. }, Some(up), Some(down), Some(q)) => format!(
+            "{name:<22} {:>10} {:>10} {:>18} {:>16} {:>10}",
+            loss(up),
+            loss(down),
+            rtt(q),
+            format!("{:.0} / {:.0}", up.longest_gap_ms, down.longest_gap_ms),
+            format!("{:.2}", up.overhead)
+        ),
+        (PolicyStatus::Unavailable { reason }, ..) => format!("{name:<22} unavailable: {reason}"),
+        (PolicyStatus::Failed { error }, ..) => format!("{name:<22} FAILED: {error}"),
+        _ => format!("{name:<22} no numbers"),
+    }
 }

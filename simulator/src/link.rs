@@ -591,7 +591,18 @@ impl Link {
         } else {
             (std::net::Ipv6Addr::LOCALHOST, 0).into()
         };
-        let (client_side, client_side_tx) = std_socket(any)?;
+        Self::start_on(cfg, any).await
+    }
+
+    /// Like [`Link::start`], with the client-facing socket bound to `listen` (e.g. the address
+    /// a node announces, so that a client that finds the node by itself crosses the link).
+    pub async fn start_on(cfg: LinkConfig, listen: SocketAddr) -> io::Result<Link> {
+        let any: SocketAddr = if cfg.upstream.is_ipv4() {
+            (Ipv4Addr::LOCALHOST, 0).into()
+        } else {
+            (std::net::Ipv6Addr::LOCALHOST, 0).into()
+        };
+        let (client_side, client_side_tx) = std_socket(listen)?;
         let (upstream_side, upstream_side_tx) = std_socket(any)?;
         let addr = client_side.local_addr()?;
         let counters = Arc::new(LinkCounters::default());

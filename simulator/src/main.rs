@@ -1,7 +1,5 @@
 //! `plg-sim`: run the local demo.
 
-use std::time::Duration;
-
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
@@ -15,18 +13,31 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Start billing, a relay node, a game server and a client on loopback, send game-like
-    /// traffic directly and through the relay, and print the comparison.
+    /// Start billing, 3 relay nodes, a game server and the client on loopback behind impaired
+    /// links; play the game directly and through PLG in each redundancy policy; print the
+    /// before/after table.
     Demo {
-        /// Seconds of traffic per phase.
+        /// Seconds of traffic per run (direct, single, duplicate, adaptive).
         #[arg(long, default_value_t = 4.0)]
         seconds: f64,
         /// Packets per second each way.
         #[arg(long, default_value_t = 64)]
         rate: u32,
-        /// Seed for packet sizes.
+        /// Seed of every random decision (loss, jitter, packet sizes).
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Loss of every route, percent, each direction.
+        #[arg(long, default_value_t = 5.0)]
+        loss: f64,
+        /// Jitter of every route, ± milliseconds, each direction.
+        #[arg(long, default_value_t = 2.0)]
+        jitter: f64,
+        /// One-way delay of every route, milliseconds.
+        #[arg(long, default_value_t = 20.0)]
+        delay: f64,
+        /// Directory for the full report and plots.
+        #[arg(long, default_value = "target/plg-sim/demo")]
+        out: std::path::PathBuf,
     },
     /// Run a scenario file in each of its redundancy policies; print the table, write JSON
     /// and SVG plots.
@@ -54,17 +65,28 @@ async fn main() -> Result<()> {
             seconds,
             rate,
             seed,
+            loss,
+            jitter,
+            delay,
+            out,
         } => {
-            if !(0.1..=3600.0).contains(&seconds) || rate == 0 || rate > 10_000 {
-                anyhow::bail!("--seconds must be 0.1..3600 and --rate 1..10000");
-            }
-            let traffic = plg_sim::traffic::TrafficSpec {
-                rate,
-                duration: Duration::from_secs_f64(seconds),
-                seed,
+            let route = plg_sim::link::Impairment {
+                delay_ms: delay,
+                jitter_ms: jitter,
+                loss_pct: loss,
                 ..Default::default()
             };
-            plg_sim::demo::run(plg_sim::demo::DemoOptions { traffic }).await
+            route
+                .validate()
+                .map_err(|e| anyhow::anyhow!("--loss/--jitter/--delay: {e}"))?;
+            plg_sim::demo::run(plg_sim::demo::DemoOptions {
+                seconds,
+                rate,
+                seed,
+                route,
+                out,
+            })
+            .await
         }
         Command::Run(args) => {
             print!(

@@ -137,6 +137,28 @@ pub struct PolicyReport {
     /// Plot data.
     #[serde(default)]
     pub series: Series,
+    /// Times the client moved the session to another node.
+    #[serde(default)]
+    pub failovers: Vec<FailoverInfo>,
+    /// Times every path went silent and no other node took the session.
+    #[serde(default)]
+    pub node_lost: Vec<f64>,
+}
+
+/// The client moved the session to another node (its exit went silent on every path).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailoverInfo {
+    /// When the session was up on the new node, seconds from the start of traffic.
+    pub at_s: f64,
+    /// The node's index in the topology (`None` if the client chose a node the scenario does
+    /// not know).
+    pub node: Option<usize>,
+    /// The node's id.
+    pub node_id: String,
+    /// The client's own measure: from the last frame heard from the old node to the session
+    /// being up on the new one, milliseconds. The game's gap (`longest_gap_ms`) adds the time
+    /// for traffic to flow again.
+    pub gap_ms: f64,
 }
 
 impl PolicyReport {
@@ -150,6 +172,8 @@ impl PolicyReport {
             rtt_ms: None,
             links: vec![],
             series: Series::default(),
+            failovers: vec![],
+            node_lost: vec![],
         }
     }
 
@@ -352,6 +376,32 @@ fn rtt_stats(rtt: &[RttSample]) -> (Quantiles, Vec<[f64; 2]>) {
     (q, pts)
 }
 
+/// The game without PLG: its packets cross one impairment link straight to the game server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DirectReport {
+    /// Client → game server.
+    pub up: StreamStats,
+    /// Game server → client.
+    pub down: StreamStats,
+    /// Round trips.
+    pub rtt_ms: Quantiles,
+    /// What the link saw.
+    pub link: LinkReport,
+}
+
+/// The direct route's report from the game ends' trace and its link.
+pub fn direct(trace: &PairTrace, link: LinkReport) -> DirectReport {
+    let (up, _, _) = stream_stats(&trace.up, link.up.bytes_in);
+    let (down, _, _) = stream_stats(&trace.down, link.down.bytes_in);
+    let (rtt_ms, _) = rtt_stats(&trace.rtt);
+    DirectReport {
+        up,
+        down,
+        rtt_ms,
+        link,
+    }
+}
+
 /// A measured policy's report from the game ends' trace and the links' reports.
 pub fn measured(
     policy: Policy,
@@ -378,6 +428,8 @@ pub fn measured(
             down_lost,
             rtt: rtt_pts,
         },
+        failovers: vec![],
+        node_lost: vec![],
     }
 }
 
@@ -449,9 +501,14 @@ pub fn render_table(r: &RunReport) -> String {
         let _ = writeln!(out, "  {}", r.description);
     }
     for (i, p) in r.paths.iter().enumerate() {
+        let to = if p.node == 0 {
+            String::new()
+        } else {
+            format!(" → backup exit node {}", p.node)
+        };
         let _ = writeln!(
             out,
-            "  path {i} {:<12} up: {}  down: {}",
+            "  path {i} {:<12} up: {}  down: {}{to}",
             format!("({})", p.name),
             describe(&p.up),
             describe(&p.down)
@@ -479,6 +536,29 @@ pub fn render_table(r: &RunReport) -> String {
     row(&mut out, "RTT p99.9 ms", r, |p| {
         p.rtt_ms.map(|q| format!("{:.2}", q.p999))
     });
+    if r.policies
+        .iter()
+        .any(|p| !p.failovers.is_empty() || !p.node_lost.is_empty())
+    {
+        let _ = writeln!(out, "session");
+        row(&mut out, "failover (to, gap ms, at s)", r, |p| {
+            Some(match (p.failovers.first(), p.node_lost.len()) {
+                (Some(f), _) => format!(
+                    "{} {:.0} @ {:.2}{}",
+                    f.node.map_or(f.node_id.clone(), |n| format!("node {n}")),
+                    f.gap_ms,
+                    f.at_s,
+                    if p.failovers.len() > 1 {
+                        format!(" (+{})", p.failovers.len() - 1)
+                    } else {
+                        String::new()
+                    }
+                ),
+                (None, 0) => "none".into(),
+                (None, n) => format!("none ({n}× no node)"),
+            })
+        });
+    }
     let _ = writeln!(out, "links (all paths)");
     row(&mut out, "dropped up / down", r, |p| {
         let (u, d) = p.links.iter().fold((0, 0), |(u, d), l| {

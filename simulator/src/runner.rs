@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use plg_node::RunningNode;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -15,7 +16,10 @@ use crate::client::{self, start_client};
 use crate::echo::EchoServer;
 use crate::link::Link;
 use crate::local_mesh::{DEMO_GAME, LocalMesh, loopback_node_config};
-use crate::report::{self, PolicyReport, PolicyStatus, RunReport, Series, SweepPoint, SweepReport};
+use crate::report::{
+    self, DirectReport, FailoverInfo, PolicyReport, PolicyStatus, RunReport, Series, SweepPoint,
+    SweepReport,
+};
 use crate::scenario::{Event, Policy, Scenario};
 use crate::tick::{self, GameServer};
 
@@ -26,11 +30,30 @@ fn loopback() -> SocketAddr {
     (Ipv4Addr::LOCALHOST, 0).into()
 }
 
-/// A local deployment that runs scenarios, reusable across runs.
+/// A relay node of the harness, by topology index.
+#[derive(Debug, Clone)]
+struct NodeSlot {
+    /// Node id (as billing lists it).
+    id: String,
+    /// Where its identity lives (for restarts).
+    dir: PathBuf,
+    /// Its settings, with the ports it got the first time (restarts reuse them).
+    cfg: plg_node::NodeConfig,
+}
+
+/// A local deployment that runs scenarios, reusable across runs. Node 0 is the local mesh's
+/// node; backup nodes are joined when a scenario first needs them. A backup node's data port
+/// is bound on its own loopback address (127.0.0.k+1) with the same port number as the address
+/// the client computes from its announcement (127.0.0.1), so the path to it, a link bound on
+/// that computed address, is crossed even by a client that found the node by itself after a
+/// failover.
 #[derive(Debug)]
 pub struct Harness {
     /// `None` only while a node is being killed and restarted.
     mesh: Option<LocalMesh>,
+    /// Backup nodes 1.. (index k-1); `None` while killed.
+    backups: Vec<Option<RunningNode>>,
+    nodes: Vec<NodeSlot>,
     game: GameServer,
     game_addr: SocketAddr,
     runs: u32,
@@ -56,8 +79,19 @@ impl Harness {
                 Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
             }
         };
+        let first = NodeSlot {
+            id: mesh.node.node_id.clone(),
+            dir: mesh.dir.path().join("node-1"),
+            cfg: plg_node::NodeConfig {
+                control_listen: mesh.node.control_addr,
+                data_listen: mesh.node.data_addr,
+                ..loopback_node_config()
+            },
+        };
         Ok(Harness {
             mesh: Some(mesh),
+            backups: vec![],
+            nodes: vec![first],
             game,
             game_addr,
             runs: 0,
@@ -74,6 +108,42 @@ impl Harness {
         self.mesh.as_ref().expect("mesh present between runs")
     }
 
+    /// Every node by topology index: id, control address, data address.
+    pub fn nodes(&self) -> Vec<(String, SocketAddr, SocketAddr)> {
+        self.nodes
+            .iter()
+            .map(|n| (n.id.clone(), n.cfg.control_listen, n.cfg.data_listen))
+            .collect()
+    }
+
+    /// Joins and starts backup nodes until there are `n` nodes in all.
+    pub async fn ensure_nodes(&mut self, n: usize) -> Result<()> {
+        while self.nodes.len() < n {
+            let k = self.nodes.len();
+            let name = format!("node-{}", k + 1);
+            let mesh = self.mesh.as_ref().context("the mesh was lost")?;
+            let identity = mesh.join_identity(&name).await?;
+            let cfg = plg_node::NodeConfig {
+                data_listen: (Ipv4Addr::new(127, 0, 0, 1 + k as u8), 0).into(),
+                ..loopback_node_config()
+            };
+            let node = plg_node::start(identity, cfg.clone())
+                .await
+                .with_context(|| format!("starting backup node {k}"))?;
+            self.nodes.push(NodeSlot {
+                id: node.node_id.clone(),
+                dir: mesh.dir.path().join(&name),
+                cfg: plg_node::NodeConfig {
+                    control_listen: node.control_addr,
+                    data_listen: node.data_addr,
+                    ..cfg
+                },
+            });
+            self.backups.push(Some(node));
+        }
+        Ok(())
+    }
+
     /// Runs every policy of `s` with `seed`, one after the other.
     pub async fn run_scenario(&mut self, s: &Scenario, seed: u64) -> RunReport {
         let mut r = RunReport::for_scenario(s, seed);
@@ -86,7 +156,7 @@ impl Harness {
 
     /// Runs one policy. Never fails: an unavailable policy or a failed run is reported as such.
     pub async fn run_policy(&mut self, s: &Scenario, seed: u64, policy: Policy) -> PolicyReport {
-        if let Err(u) = client::availability(policy, s.paths.len()) {
+        if let Err(u) = client::availability(policy, s.session_paths().len()) {
             return PolicyReport::without_numbers(
                 policy,
                 PolicyStatus::Unavailable { reason: u.0 },
@@ -106,7 +176,45 @@ impl Harness {
         }
     }
 
+    /// Where path `i` of `s` listens and where it forwards to.
+    fn path_ends(&self, s: &Scenario, i: usize) -> (SocketAddr, SocketAddr) {
+        let node = &self.nodes[s.paths[i].node].cfg;
+        let upstream = node.data_listen;
+        let listen = if s.paths[i].node == 0 {
+            loopback()
+        } else {
+            // What the client computes from the node's announcement: its control address's
+            // IP with the data port.
+            SocketAddr::new(node.control_listen.ip(), upstream.port())
+        };
+        (listen, upstream)
+    }
+
+    async fn start_link(&self, s: &Scenario, i: usize, seed: u64) -> Result<Link> {
+        let (listen, upstream) = self.path_ends(s, i);
+        let cfg = s.link_config(i, upstream, seed);
+        // The fixed address was free a moment ago (the previous run's link held it); give the
+        // kernel a moment if it is not yet.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            match Link::start_on(cfg.clone(), listen).await {
+                Ok(l) => return Ok(l),
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("starting the link of path {i} on {listen} → {upstream}")
+                    });
+                }
+            }
+        }
+    }
+
     async fn measure(&mut self, s: &Scenario, seed: u64, policy: Policy) -> Result<PolicyReport> {
+        self.ensure_nodes(s.topology.nodes).await?;
         self.runs += 1;
         let run_id = self.runs;
         let mesh = self
@@ -116,23 +224,45 @@ impl Harness {
         let gamer = mesh
             .gamer(&format!("sim-{run_id}-{policy}@example.com"))
             .await?;
-        let (_grant, _node, tunnel) =
-            plg_client::open_session(&gamer, &mesh.ca_pem, DEMO_GAME, None).await?;
-        let upstream = tunnel.data_addr;
+        let exit = &self.nodes[0];
+        let (grant, _node, tunnel) =
+            plg_client::open_session(&gamer, &mesh.ca_pem, DEMO_GAME, Some(&exit.id)).await?;
+        // As `plg connect` does: the other nodes, here in topology order.
+        let mut candidates = Vec::new();
+        for (k, slot) in self.nodes.iter().enumerate().take(s.topology.nodes).skip(1) {
+            let info = grant
+                .nodes
+                .iter()
+                .find(|n| n.id == slot.id)
+                .with_context(|| format!("billing does not offer backup node {k} ({})", slot.id))?;
+            candidates.push(info.clone());
+        }
+        let failover = (!candidates.is_empty()).then(|| plg_client::Failover {
+            ticket: grant.ticket_bytes().unwrap_or_default(),
+            ca_pem: mesh.ca_pem.clone(),
+            candidates,
+            after: Duration::from_secs_f64(s.topology.failover_after),
+        });
         let mut links = Vec::with_capacity(s.paths.len());
         for i in 0..s.paths.len() {
-            links.push(
-                Link::start(s.link_config(i, upstream, seed))
-                    .await
-                    .with_context(|| format!("starting the link of path {i}"))?,
-            );
+            links.push(self.start_link(s, i, seed).await?);
         }
-        let path_addrs: Vec<SocketAddr> = links.iter().map(Link::addr).collect();
-        let client = start_client(tunnel, loopback(), self.game_addr, &path_addrs, policy).await?;
+        let path_addrs: Vec<SocketAddr> =
+            s.session_paths().iter().map(|&i| links[i].addr()).collect();
+        let client = start_client(
+            tunnel,
+            loopback(),
+            self.game_addr,
+            &path_addrs,
+            policy,
+            failover,
+        )
+        .await?;
         let implementation = client.implementation.clone();
         let spec = s.tick_spec(seed);
 
         let (epoch_tx, epoch_rx) = oneshot::channel::<Instant>();
+        let epoch_seen = std::sync::OnceLock::new();
         let traffic = tick::run(
             &self.game,
             client.local_addr,
@@ -143,6 +273,7 @@ impl Harness {
                 for l in &links {
                     l.arm(epoch.into_std());
                 }
+                let _ = epoch_seen.set(epoch);
                 let _ = epoch_tx.send(epoch);
             },
         );
@@ -151,97 +282,156 @@ impl Harness {
             traffic.await
         } else {
             let mesh = self.mesh.take().context("the mesh was lost")?;
-            let events = drive_node_events(mesh, node_events, epoch_rx, spec.duration);
-            let (trace, mesh) = tokio::join!(traffic, events);
-            self.mesh = Some(mesh?);
+            let backups = std::mem::take(&mut self.backups);
+            let events = drive_node_events(
+                mesh,
+                backups,
+                self.nodes.clone(),
+                node_events,
+                epoch_rx,
+                spec.duration,
+            );
+            let (trace, nodes) = tokio::join!(traffic, events);
+            let (mesh, backups) = nodes?;
+            self.mesh = Some(mesh);
+            self.backups = backups;
             trace
         };
-        client.stop().await;
+        let client_events = client.stop().await;
         let mut link_reports = Vec::with_capacity(links.len());
         for l in links {
             link_reports.push(l.finish().await);
         }
         let trace = trace?;
-        Ok(report::measured(
-            policy,
-            implementation,
-            &trace,
-            link_reports,
-        ))
+        let mut r = report::measured(policy, implementation, &trace, link_reports);
+        let epoch = epoch_seen.get().copied().unwrap_or_else(Instant::now);
+        let secs = |t: Instant| t.saturating_duration_since(epoch).as_secs_f64();
+        for (at, e) in client_events {
+            match e {
+                plg_client::ProxyEvent::Failover { to, gap } => r.failovers.push(FailoverInfo {
+                    at_s: secs(at),
+                    node: self.nodes.iter().position(|n| n.id == to),
+                    node_id: to,
+                    gap_ms: gap.as_secs_f64() * 1000.0,
+                }),
+                plg_client::ProxyEvent::NodeLost { .. } => r.node_lost.push(secs(at)),
+                _ => {}
+            }
+        }
+        Ok(r)
+    }
+
+    /// The game without PLG, for comparison: one link with path 0's impairment (and events)
+    /// between the game client and the game server, no relay, no session.
+    pub async fn run_direct(&mut self, s: &Scenario, seed: u64) -> Result<DirectReport> {
+        self.runs += 1;
+        let link = Link::start(s.link_config(0, self.game_addr, seed))
+            .await
+            .context("starting the direct link")?;
+        let trace = tick::run(
+            &self.game,
+            link.addr(),
+            s.tick_spec(seed),
+            self.runs,
+            WARM_UP_LIMIT,
+            |epoch| link.arm(epoch.into_std()),
+        )
+        .await;
+        let link_report = link.finish().await;
+        Ok(report::direct(&trace?, link_report))
     }
 
     /// Stops everything.
     pub async fn stop(self) {
+        for n in self.backups.into_iter().flatten() {
+            n.shutdown().await;
+        }
         if let Some(m) = self.mesh {
             m.stop().await;
         }
     }
 }
 
-/// Kill/restart pairs `(kill at, restart at)`; a kill without a restart restarts after the run.
-fn node_event_plan(s: &Scenario) -> Vec<(Duration, Option<Duration>)> {
-    let mut evs: Vec<&Event> = s
+/// A node event at a time from the start of traffic.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct NodeEvent {
+    at: Duration,
+    node: usize,
+    kill: bool,
+}
+
+/// Kills and restarts in time order.
+fn node_event_plan(s: &Scenario) -> Vec<NodeEvent> {
+    let mut plan: Vec<NodeEvent> = s
         .events
         .iter()
-        .filter(|e| matches!(e, Event::KillNode { .. } | Event::RestartNode { .. }))
+        .filter_map(|e| match e {
+            Event::KillNode { node, at } | Event::RestartNode { node, at } => Some(NodeEvent {
+                at: Duration::from_secs_f64(*at),
+                node: *node,
+                kill: matches!(e, Event::KillNode { .. }),
+            }),
+            _ => None,
+        })
         .collect();
-    evs.sort_by(|a, b| a.at().total_cmp(&b.at()));
-    let mut plan = vec![];
-    for e in evs {
-        let at = Duration::from_secs_f64(e.at());
-        match e {
-            Event::KillNode { .. } => plan.push((at, None)),
-            _ => {
-                if let Some(last) = plan.last_mut() {
-                    last.1 = Some(at);
-                }
-            }
-        }
-    }
+    plan.sort_by_key(|e| e.at);
     plan
 }
 
-/// Kills and restarts the (single) node on schedule. The restarted node keeps its identity and
-/// ports but has lost every session: whether the client resumes is what the run measures.
+/// Kills and restarts nodes on schedule; a node still dead when the traffic ends is restarted
+/// then, for the next run. A restarted node keeps its identity and ports but has lost every
+/// session: whether the client resumes (through a backup exit) is what the run measures.
 async fn drive_node_events(
     mut mesh: LocalMesh,
-    plan: Vec<(Duration, Option<Duration>)>,
+    backups: Vec<Option<RunningNode>>,
+    slots: Vec<NodeSlot>,
+    plan: Vec<NodeEvent>,
     epoch: oneshot::Receiver<Instant>,
     run_len: Duration,
-) -> Result<LocalMesh> {
+) -> Result<(LocalMesh, Vec<Option<RunningNode>>)> {
     let Ok(epoch) = epoch.await else {
         // The traffic never started (warm-up failed): nothing to do.
-        return Ok(mesh);
+        return Ok((mesh, backups));
     };
-    let identity_dir = mesh.dir.path().join("node-1");
-    for (kill_at, restart_at) in plan {
-        tokio::time::sleep_until(epoch + kill_at).await;
-        let node = mesh.node;
-        let (control, data) = (node.control_addr, node.data_addr);
-        node.shutdown().await;
-        tracing::info!(at = ?kill_at, "node killed");
-        tokio::time::sleep_until(epoch + restart_at.unwrap_or(run_len)).await;
-        let cfg = plg_node::NodeConfig {
-            control_listen: control,
-            data_listen: data,
-            ..loopback_node_config()
-        };
-        let deadline = Instant::now() + Duration::from_secs(3);
-        mesh.node = loop {
-            let identity = plg_node::Identity::load(&identity_dir).with_context(|| {
-                format!("loading the node identity from {}", identity_dir.display())
-            })?;
-            match plg_node::start(identity, cfg.clone()).await {
-                Ok(n) => break n,
-                Err(e) if Instant::now() >= deadline => {
-                    return Err(e).context("restarting the node on its old ports");
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+    let mut running: Vec<Option<RunningNode>> =
+        std::iter::once(Some(mesh.node)).chain(backups).collect();
+    for e in plan {
+        tokio::time::sleep_until(epoch + e.at).await;
+        if e.kill {
+            if let Some(n) = running[e.node].take() {
+                n.shutdown().await;
+                tracing::info!(at = ?e.at, node = e.node, "node killed");
             }
-        };
-        tracing::info!(at = ?restart_at, "node restarted");
+        } else if running[e.node].is_none() {
+            running[e.node] = Some(restart(&slots[e.node]).await?);
+            tracing::info!(at = ?e.at, node = e.node, "node restarted");
+        }
     }
-    Ok(mesh)
+    tokio::time::sleep_until(epoch + run_len).await;
+    for (k, slot) in running.iter_mut().enumerate() {
+        if slot.is_none() {
+            *slot = Some(restart(&slots[k]).await?);
+        }
+    }
+    let mut running = running.into_iter().map(|n| n.expect("all restarted"));
+    mesh.node = running.next().expect("node 0");
+    Ok((mesh, running.map(Some).collect()))
+}
+
+/// Starts a killed node again with its identity, on its old ports.
+async fn restart(slot: &NodeSlot) -> Result<RunningNode> {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let identity = plg_node::Identity::load(&slot.dir)
+            .with_context(|| format!("loading the node identity from {}", slot.dir.display()))?;
+        match plg_node::start(identity, slot.cfg.clone()).await {
+            Ok(n) => return Ok(n),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(e).context("restarting the node on its old ports");
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
 }
 
 /// Writes `report.json`, `report.txt` and the SVG plots of a run into `dir`.
@@ -289,6 +479,9 @@ pub struct RunArgs {
     /// Seed (overrides the scenario's).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Seconds of traffic per policy (overrides the scenario's; event times scale alike).
+    #[arg(long)]
+    pub duration: Option<f64>,
 }
 
 /// Arguments of `plg-sim sweep`.
@@ -305,17 +498,32 @@ pub struct SweepArgs {
     /// Seed (overrides the scenario's).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Seconds of traffic per policy and point (overrides the scenario's; events scale alike).
+    #[arg(long)]
+    pub duration: Option<f64>,
+}
+
+/// Loads a scenario and applies a `--duration` override.
+fn load(path: &Path, duration: Option<f64>) -> Result<Scenario> {
+    let s = Scenario::load(path)?;
+    let Some(d) = duration else { return Ok(s) };
+    let scaled = s.scaled_to(d);
+    scaled
+        .validate()
+        .map_err(|(field, message)| anyhow::anyhow!("--duration {d}: {field}: {message}"))?;
+    Ok(scaled)
 }
 
 /// `plg-sim run`: runs the scenario, writes the files, returns the table to print.
 pub async fn run_command(args: RunArgs, progress: impl Fn(&str)) -> Result<String> {
-    let s = Scenario::load(&args.scenario)?;
+    let s = load(&args.scenario, args.duration)?;
     let seed = args.seed.unwrap_or(s.seed);
     let out = args
         .out
         .unwrap_or_else(|| PathBuf::from("target/plg-sim").join(&s.name));
     progress(&format!(
-        "starting billing, a relay node and the game server on loopback; then {} × {:.1} s",
+        "starting billing, {} relay node(s) and the game server on loopback; then {} × {:.1} s",
+        s.topology.nodes,
         s.policies.len(),
         s.duration
     ));
@@ -345,7 +553,7 @@ pub async fn run_command(args: RunArgs, progress: impl Fn(&str)) -> Result<Strin
 
 /// `plg-sim sweep`: runs the scenario at each loss rate, writes the files, returns the table.
 pub async fn sweep_command(args: SweepArgs, progress: impl Fn(&str)) -> Result<String> {
-    let s = Scenario::load(&args.scenario)?;
+    let s = load(&args.scenario, args.duration)?;
     for &l in &args.loss {
         if !(0.0..=100.0).contains(&l) {
             bail!("--loss values must be within 0..=100 (got {l})");

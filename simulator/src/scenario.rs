@@ -15,6 +15,8 @@ use crate::tick::{HEADER_LEN, TickSpec};
 pub const MAX_PACKET: usize = 1200;
 /// Most paths a scenario may have.
 pub const MAX_PATHS: usize = 8;
+/// Most relay nodes a scenario may start.
+pub const MAX_NODES: usize = 8;
 
 /// How a session spreads packets over its paths.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -124,13 +126,20 @@ fn default_policies() -> Vec<Policy> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Topology {
-    /// Relay nodes (1 for now: the local mesh has one node).
+    /// Relay nodes. Node 0 is the exit the session starts on; nodes 1.. are backup exits, in
+    /// the order the client tries them when every path to its exit goes silent.
     pub nodes: usize,
+    /// Seconds of silence on every path before the client moves the session to the next node
+    /// (the real client's default is 1 s).
+    pub failover_after: f64,
 }
 
 impl Default for Topology {
     fn default() -> Self {
-        Topology { nodes: 1 }
+        Topology {
+            nodes: 1,
+            failover_after: 1.0,
+        }
     }
 }
 
@@ -157,15 +166,24 @@ impl Default for Traffic {
 }
 
 /// One path: an impairment link in front of a node's data port.
+///
+/// Paths to node 0 (the exit) carry the session from the start, one client path each. A path
+/// to a backup node `k ≥ 1` is the route to that node once the session has failed over to it
+/// (the client then sends every path to the address the node announced, which is this link):
+/// at most one per backup node, and a backup node without one gets a clean path.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PathSpec {
     /// Label for reports (defaults to `path N`).
     #[serde(default)]
     pub name: String,
-    /// Index of the node the path leads to.
+    /// Index of the exit node the path leads to.
     #[serde(default)]
     pub node: usize,
+    /// Relay nodes the path crosses before its exit (client → via… → node). Reserved: nodes
+    /// do not forward to each other yet, so a non-empty list is refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub via: Vec<usize>,
     /// Impairment of both directions (instead of `up` and `down`).
     pub both: Option<Impairment>,
     /// Client → node.
@@ -217,6 +235,7 @@ pub enum Event {
         set: Impairment,
     },
     /// Stop a node's process (its sessions are lost).
+    #[serde(alias = "kill")]
     KillNode {
         /// Node index.
         node: usize,
@@ -224,6 +243,7 @@ pub enum Event {
         at: f64,
     },
     /// Start a killed node again on the same ports.
+    #[serde(alias = "restart")]
     RestartNode {
         /// Node index.
         node: usize,
@@ -349,7 +369,64 @@ impl Scenario {
                 field,
                 message,
             })?;
+        s.add_missing_backup_paths();
         Ok(s)
+    }
+
+    /// Gives every backup node without a path a clean one, so that traffic after a failover
+    /// still crosses a link (and is counted) like any other.
+    pub fn add_missing_backup_paths(&mut self) {
+        for k in 1..self.topology.nodes {
+            if self.backup_path(k).is_none() && self.paths.len() < MAX_PATHS {
+                self.paths.push(PathSpec {
+                    name: format!("to node {k}"),
+                    node: k,
+                    via: vec![],
+                    both: None,
+                    up: None,
+                    down: None,
+                });
+            }
+        }
+    }
+
+    /// Indices of the paths the session uses from the start (those to node 0), in client
+    /// path order.
+    pub fn session_paths(&self) -> Vec<usize> {
+        (0..self.paths.len())
+            .filter(|&i| self.paths[i].node == 0)
+            .collect()
+    }
+
+    /// Index of the path to backup node `k`, if there is one.
+    pub fn backup_path(&self, k: usize) -> Option<usize> {
+        (k > 0)
+            .then(|| self.paths.iter().position(|p| p.node == k))
+            .flatten()
+    }
+
+    /// A copy lasting `duration` seconds with every event's time and length scaled alike (for
+    /// quick runs of long scenarios).
+    pub fn scaled_to(&self, duration: f64) -> Scenario {
+        let f = duration / self.duration;
+        let mut s = self.clone();
+        s.duration = duration;
+        for e in &mut s.events {
+            match e {
+                Event::Blackhole { at, duration, .. } => {
+                    *at *= f;
+                    *duration *= f;
+                }
+                Event::Degrade { at, duration, .. } => {
+                    *at *= f;
+                    if let Some(d) = duration {
+                        *d *= f;
+                    }
+                }
+                Event::KillNode { at, .. } | Event::RestartNode { at, .. } => *at *= f,
+            }
+        }
+        s
     }
 
     /// Checks every range and cross-reference; the error is `(field, message)`.
@@ -372,13 +449,17 @@ impl Scenario {
                 return bad("policies", format!("{p} is listed twice"));
             }
         }
-        if self.topology.nodes != 1 {
+        if !(1..=MAX_NODES).contains(&self.topology.nodes) {
             return bad(
                 "topology.nodes",
-                format!(
-                    "only 1 node is supported for now (got {}); the local mesh starts one relay",
-                    self.topology.nodes
-                ),
+                format!("must be 1..={MAX_NODES} (got {})", self.topology.nodes),
+            );
+        }
+        let fa = self.topology.failover_after;
+        if !(fa.is_finite() && (0.1..=30.0).contains(&fa)) {
+            return bad(
+                "topology.failover_after",
+                format!("must be 0.1..=30 seconds (got {fa})"),
             );
         }
         let t = &self.traffic;
@@ -413,6 +494,34 @@ impl Scenario {
                     ),
                 );
             }
+            if let Some(&r) = p
+                .via
+                .iter()
+                .find(|&&r| r >= self.topology.nodes || r == p.node)
+            {
+                return bad(
+                    &format!("paths[{i}].via"),
+                    format!("node {r} is not another node of the topology"),
+                );
+            }
+            if !p.via.is_empty() {
+                return bad(
+                    &format!("paths[{i}].via"),
+                    "relay paths are not supported yet (nodes do not forward to each other); \
+                     remove `via` and point the path at its exit with `node`"
+                        .into(),
+                );
+            }
+            if p.node > 0 && self.paths[..i].iter().any(|q| q.node == p.node) {
+                return bad(
+                    &format!("paths[{i}].node"),
+                    format!(
+                        "backup node {} already has a path: after a failover the client reaches \
+                         a node at one address",
+                        p.node
+                    ),
+                );
+            }
             if p.both.is_some() && (p.up.is_some() || p.down.is_some()) {
                 return bad(
                     &format!("paths[{i}].both"),
@@ -425,6 +534,12 @@ impl Scenario {
                         .or_else(|m| bad(&format!("paths[{i}].{dir}"), m))?;
                 }
             }
+        }
+        if !self.paths.iter().any(|p| p.node == 0) {
+            return bad(
+                "paths",
+                "no path leads to node 0, the exit the session starts on".into(),
+            );
         }
         for (i, e) in self.events.iter().enumerate() {
             let f = |name: &str| format!("events[{i}].{name}");
@@ -652,7 +767,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("events[0].path"), "{e}");
-        let e = parse("duration = 2\n[topology]\nnodes = 3\n[[paths]]\n")
+        let e = parse("duration = 2\n[topology]\nnodes = 9\n[[paths]]\n")
             .unwrap_err()
             .to_string();
         assert!(e.contains("topology.nodes"), "{e}");
@@ -687,5 +802,50 @@ mod tests {
                 .schedule
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn backup_nodes_get_a_path_and_relay_paths_are_refused_for_now() {
+        let s = parse(
+            "duration = 4\n[topology]\nnodes = 3\n[[paths]]\nname = \"a\"\n\
+             [[paths]]\nname = \"to backup\"\nnode = 1\nboth = { delay_ms = 9 }\n\
+             [[paths]]\nname = \"b\"\n\
+             [[events]]\nkind = \"kill\"\nnode = 0\nat = 2\n",
+        )
+        .unwrap();
+        assert_eq!(s.session_paths(), vec![0, 2]);
+        assert_eq!(s.backup_path(1), Some(1));
+        // Node 2 had no path: it gets a clean one.
+        assert_eq!(s.backup_path(2), Some(3));
+        assert_eq!(s.paths[3].up(), Impairment::default());
+        assert!(matches!(s.events[0], Event::KillNode { node: 0, .. }));
+
+        let e = parse("duration = 2\n[topology]\nnodes = 2\n[[paths]]\nvia = [1]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("paths[0].via") && e.contains("not supported"),
+            "{e}"
+        );
+        let e = parse("duration = 2\n[topology]\nnodes = 2\n[[paths]]\n[[paths]]\nnode = 1\n[[paths]]\nnode = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("paths[2].node"), "{e}");
+        let e = parse("duration = 2\n[topology]\nnodes = 2\n[[paths]]\nnode = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("node 0"), "{e}");
+    }
+
+    #[test]
+    fn scaling_keeps_events_in_proportion() {
+        let s = parse(
+            "duration = 10\n[[paths]]\n[[events]]\nkind = \"blackhole\"\npath = 0\nat = 4\nduration = 2\n",
+        )
+        .unwrap()
+        .scaled_to(2.0);
+        assert_eq!(s.duration, 2.0);
+        assert_eq!(s.events[0].window(2.0), (0.8, 0.8 + 0.4));
+        s.validate().unwrap();
     }
 }

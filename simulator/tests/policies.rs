@@ -183,3 +183,95 @@ async fn blackholed_primary_duplicate_never_gaps_and_single_recovers_within_300m
         );
     }
 }
+
+const EXIT_KILLED: &str = r#"
+name = "exit-killed"
+duration = 4
+seed = 14
+policies = ["single", "duplicate"]
+[topology]
+nodes = 2
+failover_after = 1.0
+[traffic]
+tick_rate = 100
+[[paths]]
+name = "primary"
+both = { delay_ms = 5 }
+[[paths]]
+name = "secondary"
+both = { delay_ms = 8 }
+[[paths]]
+name = "to backup exit"
+node = 1
+both = { delay_ms = 6 }
+[[events]]
+kind = "kill_node"
+node = 0
+at = 1.5
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_exit_node_the_session_resumes_through_the_backup_exit_and_the_gap_is_reported() {
+    let r = run(EXIT_KILLED).await;
+    let (kill_at, rate) = (1.5, 100.0);
+    for policy in [Policy::Single, Policy::Duplicate] {
+        let p = ran(&r, policy);
+        assert_eq!(
+            p.failovers.len(),
+            1,
+            "{policy:?}: one failover expected: {:?}",
+            p.failovers
+        );
+        let f = &p.failovers[0];
+        assert_eq!(f.node, Some(1), "{policy:?}: {f:?}");
+        // The client waits for 1 s of silence, then opens the session on node 1 (QUIC
+        // handshake on loopback); anything past a few seconds is a defect.
+        assert!(
+            f.gap_ms >= 900.0 && f.gap_ms <= 4000.0,
+            "{policy:?}: client gap {} ms",
+            f.gap_ms
+        );
+        assert!(
+            f.at_s > kill_at && f.at_s < kill_at + 4.0,
+            "{policy:?}: {f:?}"
+        );
+        for (dir, st) in dirs(p) {
+            // The game's gap covers the failover, and is reported.
+            assert!(
+                st.longest_gap_ms >= 900.0 && st.longest_gap_ms <= 4000.0,
+                "{policy:?} {dir}: longest gap {} ms at {} s",
+                st.longest_gap_ms,
+                st.longest_gap_at_s
+            );
+            assert!(
+                (kill_at - 0.2..kill_at + 0.5).contains(&st.longest_gap_at_s),
+                "{policy:?} {dir}: the gap must start at the kill, not at {} s",
+                st.longest_gap_at_s
+            );
+            // Resumed: everything outside the gap (plus half a second of slack for the first
+            // packets of the new flow) arrived.
+            let allowed = ((st.longest_gap_ms / 1000.0 + 0.5) * rate) as u64;
+            assert!(
+                st.lost <= allowed,
+                "{policy:?} {dir}: lost {} > {allowed}",
+                st.lost
+            );
+            assert_eq!(st.duplicates, 0);
+        }
+        // Delivery went on to the end of the run (the stream did not die with the node).
+        let last_up = p.series.up.iter().map(|x| x[0]).fold(0.0, f64::max);
+        let last_down = p.series.down.iter().map(|x| x[0]).fold(0.0, f64::max);
+        assert!(
+            last_up > 3.5 && last_down > 3.5,
+            "{policy:?}: last delivered ticks sent at {last_up} / {last_down} s"
+        );
+        // After the failover the traffic crossed the backup exit's link.
+        let backup = &p.links[2];
+        assert!(
+            backup.up.packets_out > 100 && backup.down.packets_out > 100,
+            "{policy:?}: backup link {:?} / {:?}",
+            backup.up.packets_out,
+            backup.down.packets_out
+        );
+    }
+}
