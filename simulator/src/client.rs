@@ -114,6 +114,9 @@ pub async fn start_client(
     }
     let capture = ProxyCapture::bind(listen, dst).await?;
     let local_addr = capture.local_addr()?;
+    // Measured paths go through the impairment links: protected mode (QUIC datagrams on the
+    // control connection) would bypass them when a scenario blackholes every path.
+    let tunnel = tunnel.with_protection(plg_client::Protection::Never);
     let mut proxy = Proxy::start_with(
         tunnel,
         capture,
