@@ -767,8 +767,13 @@ impl<C: Capture> Driver<C> {
         } else {
             self.last_heard
         };
-        // A draining node closes the control connection: move at once, not after silence.
-        let drained = self.tunnel.connection.close_reason().is_some();
+        // A draining node closes the control connection with CLOSE_DRAINING: move at once,
+        // not after silence. (A node that stops or crashes is noticed by its silence.)
+        let drained = matches!(
+            self.tunnel.connection.close_reason(),
+            Some(quinn::ConnectionError::ApplicationClosed(c))
+                if c.error_code == plg_proto::control::CLOSE_DRAINING.into()
+        );
         if let Some(f) = &self.failover
             && self.failing_over.is_none()
             && (drained || silent_since.elapsed() >= f.after)

@@ -76,7 +76,7 @@ pub(crate) struct Control {
 }
 
 /// QUIC application error code telling a client the node is draining.
-pub const DRAINING_CODE: u32 = 2;
+pub const DRAINING_CODE: u32 = plg_proto::control::CLOSE_DRAINING;
 
 /// Publishes a session this node now serves, with a backup exit chosen by the mesh (by the
 /// RTT from here, load, health and failure-domain diversity). A session that another node

@@ -105,8 +105,12 @@ struct MeshState {
     self_id: NodeId,
     view_rx: watch::Receiver<Arc<MeshView>>,
     view: Arc<MeshView>,
-    /// Data addresses of live peers: mesh datagrams from anywhere else are dropped.
+    /// Data addresses of peers (live, or dead but not yet forgotten by gossip, so a brief
+    /// false suspicion under load does not cut relaying): mesh datagrams from anywhere else
+    /// are dropped.
     peers: HashMap<SocketAddr, NodeId>,
+    /// The same, by node id.
+    peer_addrs: HashMap<NodeId, SocketAddr>,
     probes: HashMap<u64, (NodeId, Instant)>,
     next_probe_id: u64,
     next_probe: Instant,
@@ -125,6 +129,7 @@ impl MeshState {
             view_rx,
             view,
             peers: HashMap::new(),
+            peer_addrs: HashMap::new(),
             probes: HashMap::new(),
             next_probe_id: 1,
             next_probe: Instant::now(),
@@ -142,12 +147,20 @@ impl MeshState {
     }
 
     fn rebuild_peers(&mut self) {
-        self.peers = self
-            .view
-            .live_nodes()
-            .filter(|n| n.id != self.self_id)
-            .map(|n| (n.info.data_addr, n.id.clone()))
+        let dead: std::collections::HashSet<&NodeId> = self.view.dead_nodes().collect();
+        let mut addrs: HashMap<NodeId, SocketAddr> = self
+            .peer_addrs
+            .drain()
+            .filter(|(id, _)| dead.contains(id))
             .collect();
+        addrs.extend(
+            self.view
+                .live_nodes()
+                .filter(|n| n.id != self.self_id)
+                .map(|n| (n.id.clone(), n.info.data_addr)),
+        );
+        self.peers = addrs.iter().map(|(id, a)| (*a, id.clone())).collect();
+        self.peer_addrs = addrs;
     }
 }
 
@@ -639,12 +652,13 @@ impl State {
         let Some(ms) = self.mesh.as_mut() else {
             return inc(&m.dropped_unknown_session);
         };
+        // Even to an exit gossip suspects right now: one datagram to a mesh node costs
+        // nothing, and a false suspicion under load must not cut the path.
         let exit = ms
             .view
             .session(session_id)
-            .filter(|r| r.exit_alive && r.exit != ms.self_id)
-            .and_then(|r| ms.view.node(&r.exit))
-            .map(|n| n.info.data_addr);
+            .filter(|r| r.exit != ms.self_id)
+            .and_then(|r| ms.peer_addrs.get(&r.exit).copied());
         let Some(exit) = exit else {
             return inc(&m.dropped_unknown_session);
         };
@@ -741,7 +755,8 @@ impl State {
         }
         ms.next_probe = now + PROBE_EVERY;
         let m = &*self.metrics;
-        for (addr, node) in &ms.peers {
+        for node in ms.view.live_nodes().filter(|n| n.id != ms.self_id) {
+            let (addr, node) = (&node.info.data_addr, &node.id);
             let id = ms.next_probe_id;
             ms.next_probe_id += 1;
             ms.probes.insert(id, (node.clone(), now));

@@ -8,6 +8,9 @@ use crate::ticket::MAX_TICKET_LEN;
 
 /// ALPN protocol id of the control channel.
 pub const ALPN: &[u8] = b"plg/1";
+/// QUIC application close code a node uses when it drains: the client should present its
+/// ticket to its backup at once (any other close is treated like silence).
+pub const CLOSE_DRAINING: u32 = 2;
 /// Largest control message body accepted.
 pub const MAX_CONTROL_LEN: usize = 4096;
 

@@ -44,12 +44,12 @@ impl Default for DemoOptions {
 }
 
 /// The demo as a scenario: three nodes (the exit and two backups), two paths to the exit with
-/// the same impairment as the direct route.
+/// the same impairment as the direct route: one straight to it, one through node 1 as a relay.
 pub fn scenario(o: &DemoOptions) -> Result<Scenario> {
-    let path = |name: &str, node: usize| PathSpec {
+    let path = |name: &str, node: usize, via: Vec<usize>| PathSpec {
         name: name.into(),
         node,
-        via: vec![],
+        via,
         both: Some(o.route),
         up: None,
         down: None,
@@ -57,7 +57,8 @@ pub fn scenario(o: &DemoOptions) -> Result<Scenario> {
     let mut s = Scenario {
         name: "demo".into(),
         description: format!(
-            "billing + 3 nodes; two paths to the exit, each {} each way, like the direct route",
+            "billing + 3 nodes; two paths to the exit (one direct, one relayed by node 1), each {} \
+             each way, like the direct route",
             crate::report::describe(&o.route)
         ),
         duration: o.seconds,
@@ -72,10 +73,10 @@ pub fn scenario(o: &DemoOptions) -> Result<Scenario> {
             ..Traffic::default()
         },
         paths: vec![
-            path("route A", 0),
-            path("route B", 0),
-            path("to backup 1", 1),
-            path("to backup 2", 2),
+            path("route A", 0, vec![]),
+            path("route B via node 1", 0, vec![1]),
+            path("to backup 1", 1, vec![]),
+            path("to backup 2", 2, vec![]),
         ],
         events: vec![],
     };
@@ -186,7 +187,8 @@ pub fn before_after(s: &Scenario, direct: &DirectReport, r: &RunReport) -> Strin
     let _ = writeln!(
         out,
         "Direct: the game talks to the game server through one such link. Through PLG: two such\n\
-         paths to the exit node, the redundancy policy spreading the frames over them.\n"
+         paths to the exit node (one straight to it, one relayed by node 1 over the mesh), the\n\
+         redundancy policy spreading the frames over them.\n"
     );
     let _ = writeln!(
         out,

@@ -178,6 +178,10 @@ impl Harness {
 
     /// Where path `i` of `s` listens and where it forwards to.
     fn path_ends(&self, s: &Scenario, i: usize) -> (SocketAddr, SocketAddr) {
+        if let Some(&relay) = s.paths[i].via.first() {
+            // Client → link → relay node's data port; the relay carries frames to the exit.
+            return (loopback(), self.nodes[relay].cfg.data_listen);
+        }
         let node = &self.nodes[s.paths[i].node].cfg;
         let upstream = node.data_listen;
         let listen = if s.paths[i].node == 0 {
@@ -243,6 +247,27 @@ impl Harness {
             candidates,
             after: Duration::from_secs_f64(s.topology.failover_after),
         });
+        // Relays learn where the session lives through gossip: wait for it (bounded), or
+        // the first packets on a relay path would be dropped as an unknown session.
+        let session_id = tunnel.accept.session_id;
+        for relay in s.paths.iter().filter_map(|p| p.via.first().copied()) {
+            let node = self
+                .backups
+                .get(relay.wrapping_sub(1))
+                .and_then(Option::as_ref)
+                .and_then(|n| n.mesh.clone())
+                .with_context(|| format!("relay node {relay} is not running in the mesh"))?;
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while node
+                .lookup_session(session_id)
+                .is_none_or(|r| r.exit.as_str() != exit.id || !r.exit_alive)
+            {
+                if Instant::now() >= deadline {
+                    anyhow::bail!("relay node {relay} never learned the session from the mesh");
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
         let mut links = Vec::with_capacity(s.paths.len());
         for i in 0..s.paths.len() {
             links.push(self.start_link(s, i, seed).await?);

@@ -180,8 +180,8 @@ pub struct PathSpec {
     /// Index of the exit node the path leads to.
     #[serde(default)]
     pub node: usize,
-    /// Relay nodes the path crosses before its exit (client → via… → node). Reserved: nodes
-    /// do not forward to each other yet, so a non-empty list is refused.
+    /// Relay node the path crosses before its exit (client → via → node 0): at most one. The
+    /// link impairs the client ↔ relay leg; the relay reaches the exit over clean loopback.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub via: Vec<usize>,
     /// Impairment of both directions (instead of `up` and `down`).
@@ -504,11 +504,11 @@ impl Scenario {
                     format!("node {r} is not another node of the topology"),
                 );
             }
-            if !p.via.is_empty() {
+            if p.via.len() > 1 || (!p.via.is_empty() && p.node != 0) {
                 return bad(
                     &format!("paths[{i}].via"),
-                    "relay paths are not supported yet (nodes do not forward to each other); \
-                     remove `via` and point the path at its exit with `node`"
+                    "a path crosses at most one relay node, and only on the way to the exit \
+                     (node 0)"
                         .into(),
                 );
             }
@@ -820,11 +820,12 @@ mod tests {
         assert_eq!(s.paths[3].up(), Impairment::default());
         assert!(matches!(s.events[0], Event::KillNode { node: 0, .. }));
 
-        let e = parse("duration = 2\n[topology]\nnodes = 2\n[[paths]]\nvia = [1]\n")
+        assert!(parse("duration = 2\n[topology]\nnodes = 2\n[[paths]]\nvia = [1]\n").is_ok());
+        let e = parse("duration = 2\n[topology]\nnodes = 3\n[[paths]]\nvia = [1, 2]\n")
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("paths[0].via") && e.contains("not supported"),
+            e.contains("paths[0].via") && e.contains("at most one"),
             "{e}"
         );
         let e = parse("duration = 2\n[topology]\nnodes = 2\n[[paths]]\n[[paths]]\nnode = 1\n[[paths]]\nnode = 1\n")

@@ -260,7 +260,8 @@ async fn a_relay_node_carries_a_session_to_its_exit() {
     .unwrap();
     let session_id = tunnel.accept.session_id;
 
-    // The relay learns where the session lives through gossip (bounded wait).
+    // The relay learns where the session lives, and that its exit is alive, through gossip
+    // (bounded wait).
     let relay_mesh = mesh.extra_nodes[0]
         .mesh
         .clone()
@@ -268,7 +269,7 @@ async fn a_relay_node_carries_a_session_to_its_exit() {
     let deadline = Instant::now() + Duration::from_secs(10);
     while relay_mesh
         .lookup_session(session_id)
-        .is_none_or(|r| r.exit.as_str() != exit.id)
+        .is_none_or(|r| r.exit.as_str() != exit.id || !r.exit_alive)
     {
         assert!(
             Instant::now() < deadline,
