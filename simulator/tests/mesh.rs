@@ -184,6 +184,7 @@ async fn three_node_processes_hand_a_playing_session_to_its_backup() {
             .unwrap()
     };
     let (exit_i, backup_i) = (node_of(&exit.id), node_of(&backup));
+    let third_i = (0..3).find(|i| ![exit_i, backup_i].contains(i)).unwrap();
     nodes[exit_i].0.signal("KILL");
 
     let (to, gap) = next_failover(&mut proxy).await;
@@ -235,6 +236,36 @@ async fn three_node_processes_hand_a_playing_session_to_its_backup() {
         "replies kept coming after both moves"
     );
     proxy.stop().await;
+
+    // The killed node restarts with the same identity and rejoins: the third node, which saw
+    // it go down, sees it come back up under the same id.
+    nodes[third_i].0.wait_for(&format!(
+        "\"message\":\"peer down\",\"peer\":\"{}\"",
+        exit.id
+    ));
+    let restarted = Proc::spawn(
+        "plg-node run (restart)",
+        Command::new(bin("plg-node"))
+            .args([
+                "--log-json",
+                "run",
+                "--control",
+                "127.0.0.1:0",
+                "--data",
+                "127.0.0.1:0",
+                "--gossip",
+                "127.0.0.1:0",
+                "--allow-private-destinations",
+                "--data-dir",
+            ])
+            .arg(&nodes[exit_i].1),
+    );
+    let line = restarted.wait_for("node running");
+    assert!(line.contains(&exit.id), "same identity: {line}");
+    nodes[third_i]
+        .0
+        .wait_for(&format!("\"message\":\"peer up\",\"peer\":\"{}\"", exit.id));
+    println!("{} restarted and rejoined the mesh", exit.id);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
