@@ -259,6 +259,8 @@ impl Proxy {
             protected_since: Instant::now(),
             next_reprobe: Instant::now(),
             quic_reader,
+            quic_heard: Instant::now(),
+            quic_rx: 0,
         };
         let task = tokio::spawn(driver.run(rx, stop_rx));
         let local_addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
@@ -398,6 +400,12 @@ struct Driver<C> {
     /// Next UDP re-probe while protected.
     next_reprobe: Instant,
     quic_reader: Reader,
+    /// Last time the control connection received anything (its keep-alives are answered
+    /// every [`crate::tunnel::KEEP_ALIVE`]): a node that is silent on QUIC too has died, so
+    /// protected mode is not tried and failover is not delayed by it.
+    quic_heard: Instant,
+    /// The connection's received-datagram count when last looked at.
+    quic_rx: u64,
 }
 
 impl<C: Capture> Driver<C> {
@@ -740,6 +748,11 @@ impl<C: Capture> Driver<C> {
     }
 
     async fn on_timer(&mut self) {
+        let rx = self.tunnel.connection.stats().udp_rx.datagrams;
+        if rx != self.quic_rx {
+            self.quic_rx = rx;
+            self.quic_heard = Instant::now();
+        }
         if self.tunnel.protection == Protection::Auto {
             if !self.protected {
                 // UDP silent but the control connection alive: the node is up and its data
@@ -749,7 +762,8 @@ impl<C: Capture> Driver<C> {
                     .as_ref()
                     .map_or(PROTECT_AFTER, |f| f.after.min(PROTECT_AFTER));
                 let silent = self.udp_heard.elapsed();
-                if silent >= after && self.quic_usable() {
+                let quic_alive = self.quic_heard.elapsed() < 2 * crate::tunnel::KEEP_ALIVE;
+                if silent >= after && quic_alive && self.quic_usable() {
                     let reason = format!(
                         "no answer from the node's UDP data port {} for {} ms; frames travel as QUIC datagrams on the control connection",
                         self.tunnel.data_addr,
@@ -865,6 +879,8 @@ impl<C: Capture> Driver<C> {
         self.udp_heard = Instant::now();
         self.protected_since = Instant::now();
         self.next_reprobe = Instant::now() + REPROBE_EVERY;
+        self.quic_heard = Instant::now();
+        self.quic_rx = self.tunnel.connection.stats().udp_rx.datagrams;
         self.sched = PathScheduler::new(
             n,
             self.sched.policy(),
