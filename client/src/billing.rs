@@ -241,6 +241,13 @@ impl BillingClient {
             .collect())
     }
 
+    /// Ends a session early (billing stops counting it against the plan's limit).
+    pub async fn stop_session(&self, session_id: &str) -> Result<(), BillingError> {
+        let url = format!("{}/v1/sessions/{session_id}/stop", self.base);
+        let _: serde_json::Value = self.call(self.http.post(&url), &url).await?;
+        Ok(())
+    }
+
     /// Asks for a session ticket for `game`.
     pub async fn request_session(&self, game: &str) -> Result<SessionGrant, BillingError> {
         let url = format!("{}/v1/sessions", self.base);
