@@ -377,14 +377,19 @@ async fn nodes_are_probed_and_bench_compares_direct_with_the_session() {
     let mut nodes = plg(&config);
     nodes.args(["nodes", "--game", "demo", "--probes", "3"]);
     let (ok, out, err) = output(nodes).await;
+    println!("{out}");
     assert!(ok, "{out}\n{err}");
-    for n in ["node-1", "node-2"] {
-        let row = out
-            .lines()
-            .find(|l| l.contains(n))
-            .unwrap_or_else(|| panic!("{out}"));
-        // Every probe answered on loopback.
+    let rows: Vec<&str> = out.lines().filter(|l| l.contains("127.0.0.1:")).collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    for row in rows {
+        // Every probe answered on loopback, with an RTT (the column after the address).
         assert!(row.contains(" 0%"), "{row}");
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        let at = cols
+            .iter()
+            .position(|c| c.starts_with("127.0.0.1:"))
+            .unwrap();
+        assert!(cols[at + 1].parse::<f64>().unwrap() > 0.0, "{row}");
     }
     assert_eq!(out.matches("recommended").count(), 1, "{out}");
     // The echo server answers direct probes, so the advice compares both.
@@ -396,6 +401,7 @@ async fn nodes_are_probed_and_bench_compares_direct_with_the_session() {
     let mut bench = plg(&config);
     bench.args(["bench", "demo", "--seconds", "1", "--rate", "64"]);
     let (ok, out, err) = output(bench).await;
+    println!("{out}");
     assert!(ok, "{out}\n{err}");
     let direct = out
         .lines()
@@ -435,7 +441,7 @@ async fn a_running_session_renews_its_ticket_before_expiry() {
         "--to",
         &mesh.game.to_string(),
     ]));
-    let first = connect.wait_for("session ", WAIT).await;
+    let first = connect.wait_for(" via node ", WAIT).await;
     let line = connect.wait_for("point the game at", WAIT).await;
     let proxy = proxy_addr(&line);
     assert!(round_trip(proxy, b"before renewal").await);
