@@ -16,6 +16,12 @@ fn main() {
 
 #[cfg(target_os = "linux")]
 fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    if args.next().as_deref() == Some("forward") {
+        // Child mode (the baseline): a plain UDP forwarder to the given address.
+        let to = args.next().unwrap_or_default().parse()?;
+        return linux::forwarder(to);
+    }
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -60,11 +66,6 @@ mod linux {
                 "--plg" => out.plg = v.into(),
                 "--rate" => out.rate = v.parse()?,
                 "--seconds" => out.seconds = v.parse()?,
-                "forward" => {
-                    // Child mode: a plain UDP forwarder to `v`.
-                    forwarder(v.parse()?)?;
-                    std::process::exit(0);
-                }
                 _ => bail!("unknown option {k}"),
             }
         }
@@ -73,7 +74,7 @@ mod linux {
 
     /// The baseline: the simplest forwarder for one game client (a socket each side, no
     /// sealing, no session): the least any capture-and-relay client process costs.
-    fn forwarder(to: SocketAddr) -> Result<()> {
+    pub(super) fn forwarder(to: SocketAddr) -> Result<()> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;

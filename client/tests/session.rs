@@ -490,3 +490,78 @@ async fn no_plan_and_unreachable_billing_say_what_to_do() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_draws_in_a_terminal_and_q_quits() {
+    // `script` (util-linux) runs plg on a pseudo-terminal and forwards our stdin to it.
+    if Command::new("script").arg("--version").output().is_err() {
+        panic!("this test needs `script` from util-linux");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = Mesh::start(Options::default()).await;
+    let config = login(&mesh, dir.path(), "tui@example.com");
+    let cmd = format!(
+        "stty cols 120 rows 45; exec {} connect demo --proxy 127.0.0.1:0 --to {}",
+        env!("CARGO_BIN_EXE_plg"),
+        mesh.game
+    );
+    let mut child = Command::new("script")
+        .args(["-q", "-e", "-c", &cmd, "/dev/null"])
+        .env("PLG_CONFIG_DIR", &config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut out = out;
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                return;
+            }
+        }
+    });
+    let mut screen = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    // Wait until the dashboard has drawn its panels with a node ping.
+    loop {
+        while let Ok(chunk) = rx.try_recv() {
+            screen.extend(chunk);
+        }
+        let text = String::from_utf8_lossy(&screen);
+        if text.contains("direct vs accelerated")
+            && text.contains("node ping")
+            && text.contains("path 0")
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no dashboard drawn:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    child.stdin.as_mut().unwrap().write_all(b"q").unwrap();
+    child.stdin.as_mut().unwrap().flush().unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "q did not quit");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    while let Ok(chunk) = rx.recv_timeout(Duration::from_millis(500)) {
+        screen.extend(chunk);
+    }
+    let text = String::from_utf8_lossy(&screen);
+    assert!(status.success(), "exit {status:?}:\n{text}");
+    // The terminal was given back (alternate screen left) before the goodbye line.
+    let left = text.rfind("\u{1b}[?1049l").expect("alternate screen left");
+    assert!(text[left..].contains("disconnected"), "{text}");
+    mesh.stop().await;
+}
