@@ -710,10 +710,9 @@ async fn bench_session(
         .await
         .context("run through the session")?;
     p.stop().await;
-    let via_label = format!("through PLG ({})", node.id);
     print!(
         "\n{}",
-        bench::table(&[("direct", &direct), (via_label.as_str(), &via)])
+        bench::table(&[("direct", &direct), ("through PLG", &via)])
     );
     match (direct.probe.median(), via.probe.median()) {
         (None, _) => println!(
