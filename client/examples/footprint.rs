@@ -4,10 +4,11 @@
 //! and the forwarder are child processes, measured from /proc (Linux only).
 //!
 //! ```text
-//! cargo build --release -p plg-client --bin plg
-//! cargo run --release -p plg-client --example footprint -- --plg target/release/plg
+//! cargo build --release -p plg-client --example footprint --bin plg
+//! target/release/examples/footprint --seconds 20
 //! ```
-//! Options: `--rate 128` (packets/s each way), `--seconds 20` (per measurement).
+//! Options: `--rate 128` (packets/s each way), `--seconds 20` (per measurement), `--plg PATH`
+//! (default: the `plg` next to the `examples/` folder). Figures: docs/benchmarks.md.
 
 #[cfg(not(target_os = "linux"))]
 fn main() {
