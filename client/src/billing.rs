@@ -220,7 +220,8 @@ impl BillingClient {
         self.call(self.http.get(&url), &url).await
     }
 
-    /// Lists catalog games whose name or slug contains `search` (case-insensitive).
+    /// Lists catalog games whose name, slug or a process name contains `search`
+    /// (case-insensitive).
     pub async fn games(&self, search: Option<&str>) -> Result<Vec<GameInfo>, BillingError> {
         let url = format!("{}/v1/games", self.base);
         let mut req = self.http.get(&url);
@@ -235,10 +236,19 @@ impl BillingClient {
             .into_iter()
             .filter(|g| {
                 q.as_deref().is_none_or(|q| {
-                    g.slug.to_lowercase().contains(q) || g.name.to_lowercase().contains(q)
+                    g.slug.to_lowercase().contains(q)
+                        || g.name.to_lowercase().contains(q)
+                        || g.process_names.iter().any(|p| p.to_lowercase().contains(q))
                 })
             })
             .collect())
+    }
+
+    /// Ends a session early (billing stops counting it against the plan's limit).
+    pub async fn stop_session(&self, session_id: &str) -> Result<(), BillingError> {
+        let url = format!("{}/v1/sessions/{session_id}/stop", self.base);
+        let _: serde_json::Value = self.call(self.http.post(&url), &url).await?;
+        Ok(())
     }
 
     /// Asks for a session ticket for `game`.

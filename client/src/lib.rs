@@ -1,10 +1,17 @@
 //! `plg-client`: the gamer's side. Logs in to billing, gets a signed ticket, opens a session
 //! with a relay node over QUIC, and carries the game's UDP traffic through it.
 
+pub mod bench;
 pub mod billing;
 pub mod capture;
 pub mod credentials;
+pub mod dashboard;
+pub mod detect;
+pub mod explain;
+pub mod probe;
 pub mod proxy;
+pub mod renew;
+pub mod route;
 pub mod tunnel;
 
 pub use billing::{BillingClient, BillingError, NodeInfo, SessionGrant};

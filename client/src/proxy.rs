@@ -172,8 +172,12 @@ pub struct Proxy {
     /// Events for the user.
     pub events: mpsc::Receiver<ProxyEvent>,
     stop: watch::Sender<bool>,
+    switch: mpsc::Sender<Switch>,
     task: JoinHandle<Tunnel>,
 }
+
+/// A new session to move onto: (node, its tunnel, the ticket it was opened with).
+type Switch = (NodeInfo, Tunnel, Vec<u8>);
 
 impl Proxy {
     /// Starts proxying `listen` (the game's side) to `dst` through `tunnel` on one path.
@@ -230,6 +234,7 @@ impl Proxy {
         let (events_tx, events) = mpsc::channel(64);
         let (paths_tx, paths_rx) = watch::channel(PathsView::default());
         let (stop, stop_rx) = watch::channel(false);
+        let (switch, switch_rx) = mpsc::channel(1);
         let sched = PathScheduler::new(
             paths.len(),
             policy,
@@ -262,7 +267,7 @@ impl Proxy {
             quic_heard: Instant::now(),
             quic_rx: 0,
         };
-        let task = tokio::spawn(driver.run(rx, stop_rx));
+        let task = tokio::spawn(driver.run(rx, stop_rx, switch_rx));
         let local_addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
         Ok(Proxy {
             local_addr,
@@ -271,8 +276,17 @@ impl Proxy {
             paths: paths_rx,
             events,
             stop,
+            switch,
             task,
         })
+    }
+
+    /// Moves the running session onto `tunnel`, a session opened with `node` using `ticket`
+    /// (a renewed ticket, or a better node): flows are reopened there and later failovers
+    /// present `ticket`. Reported like a failover ([`ProxyEvent::Failover`]). Returns false
+    /// if the proxy has stopped.
+    pub async fn switch_tunnel(&self, node: NodeInfo, tunnel: Tunnel, ticket: Vec<u8>) -> bool {
+        self.switch.send((node, tunnel, ticket)).await.is_ok()
     }
 
     /// Sends CLOSE to the node, closes the control connection and stops.
@@ -413,6 +427,7 @@ impl<C: Capture> Driver<C> {
         mut self,
         mut rx: mpsc::Receiver<(Via, Vec<u8>)>,
         mut stop: watch::Receiver<bool>,
+        mut switch: mpsc::Receiver<Switch>,
     ) -> Tunnel {
         let mut buf = vec![0u8; 65536];
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
@@ -436,6 +451,12 @@ impl<C: Capture> Driver<C> {
                 Ok(r) = async { self.failing_over.as_mut().expect("guarded").await }, if self.failing_over.is_some() => {
                     self.failing_over = None;
                     self.on_failover(r).await;
+                }
+                Some((node, tunnel, ticket)) = switch.recv() => {
+                    if let Some(f) = &mut self.failover {
+                        f.ticket = ticket;
+                    }
+                    self.on_failover(Ok((node, tunnel))).await;
                 }
                 _ = stop.changed() => break,
             }
