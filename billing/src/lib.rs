@@ -561,6 +561,14 @@ pub(crate) fn routes() -> Vec<Route> {
             post(sessions::stop),
         ),
         r(
+            "post",
+            "/v1/sessions/{id}/renew",
+            "sessions",
+            User,
+            "A fresh ticket for the same session (present it on the open control connection).",
+            post(sessions::renew),
+        ),
+        r(
             "get",
             "/v1/games",
             "games",

@@ -305,6 +305,123 @@ pub(crate) async fn stop(
     }
 }
 
+/// `POST /v1/sessions/{id}/renew`: a fresh ticket for the same session (same id, so the node
+/// keeps the session, its flows and the game server's view of it), valid for another ticket
+/// lifetime (never beyond the plan). The client presents it on its open control connection.
+pub(crate) async fn renew(
+    State(billing): State<Billing>,
+    auth: AuthAccount,
+    Path(id): Path<String>,
+) -> Result<Json<SessionCreated>, ApiError> {
+    billing
+        .limiter()
+        .check(Limit::SessionsAccount, &auth.account_id.to_string())?;
+    let id = parse_session_id(&id)?;
+    let now = now_secs();
+    let signer = billing.signer();
+    let unknown = || ApiError::not_found("unknown_session", "no such session");
+
+    let guard = billing.write_guard().await;
+    let mut tx = billing.db().begin().await?;
+    let (banned,): (i64,) = sqlx::query_as(
+        "UPDATE accounts SET lock_seq = lock_seq + 1 WHERE id = $1 RETURNING banned",
+    )
+    .bind(auth.account_id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(ApiError::InvalidToken)?;
+    if banned != 0 {
+        return Err(ApiError::AccountBanned);
+    }
+    let row: Option<(i64, i64, Option<i64>, i64)> = sqlx::query_as(
+        "SELECT account_id, game_id, ended_at, expires_at FROM sessions WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((account, game_id, ended_at, expires_at)) = row else {
+        return Err(unknown());
+    };
+    if account != auth.account_id {
+        return Err(unknown());
+    }
+    if ended_at.is_some() {
+        return Err(ApiError::conflict(
+            "session_ended",
+            "this session was stopped; start a new one with POST /v1/sessions",
+        ));
+    }
+    if expires_at <= now {
+        return Err(ApiError::conflict(
+            "session_expired",
+            "this session's ticket has expired; start a new one with POST /v1/sessions",
+        ));
+    }
+    let sub: Option<(String, i64)> = sqlx::query_as(
+        "SELECT plan, period_end FROM subscriptions WHERE account_id = $1 AND period_end > $2",
+    )
+    .bind(auth.account_id)
+    .bind(now)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((plan_name, period_end)) = sub else {
+        return Err(ApiError::NoActivePlan);
+    };
+    let plan = Plan::parse(&plan_name).unwrap_or(Plan::Monthly);
+    let terms = plan.terms(&billing.config().plans);
+    let new_expiry = (now + billing.config().ticket_ttl_secs as i64).min(period_end);
+    sqlx::query("UPDATE sessions SET expires_at = $1, key_id = $2, plan = $3 WHERE id = $4")
+        .bind(new_expiry)
+        .bind(i64::from(signer.key_id))
+        .bind(plan.name())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    let (slug,): (String,) = sqlx::query_as("SELECT slug FROM games WHERE id = $1")
+        .bind(game_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    drop(guard);
+    let game = crate::games::find(billing.db(), &slug)
+        .await?
+        .ok_or(ApiError::UnknownGame)?;
+
+    let ticket = Ticket {
+        key_id: signer.key_id,
+        issued_at: now as u64,
+        expires_at: new_expiry as u64,
+        session_id: id as u64,
+        account_id: auth.account_id as u64,
+        plan: plan.ticket_code(),
+        game_id: u32::try_from(game.id).map_err(|e| ApiError::Internal(e.into()))?,
+        path_limit: terms.path_limit,
+        bandwidth_kbps: 0,
+        destinations: game.destinations.clone(),
+    };
+    let bytes = ticket.sign(&signer.key);
+    let nodes = crate::nodes::live_nodes(billing.db()).await?;
+    Metrics::inc(&billing.metrics().tickets_issued);
+    tracing::info!(
+        session = id as u64,
+        account = auth.account_id,
+        expires_at = new_expiry,
+        "session renewed"
+    );
+    Ok(Json(SessionCreated {
+        session_id: (id as u64).to_string(),
+        ticket: STANDARD.encode(bytes),
+        expires_at: ticket.expires_at,
+        game: GameRef {
+            slug: game.slug,
+            name: game.name,
+        },
+        destinations: game.destinations,
+        nodes,
+        plan: plan.name().to_owned(),
+    }))
+}
+
 /// `limit` / `offset` query parameters.
 #[derive(Debug, Deserialize)]
 pub(crate) struct Page {

@@ -542,3 +542,53 @@ async fn restart_keeps_ca_keys_and_accounts(db: Db) {
     }
     env.cleanup().await;
 }
+
+both!(a_running_session_is_renewed_in_place);
+async fn a_running_session_is_renewed_in_place(db: Db) {
+    let env = Env::new(db).await;
+    let s = env.start().await;
+    s.register("renew@example.com").await;
+    let token = s.login("renew@example.com").await;
+    s.register("other@example.com").await;
+    let other = s.login("other@example.com").await;
+    let (_, mesh) = s.get("/v1/mesh").await;
+    let mut verifier = verifier_from_mesh(&mesh);
+
+    let (status, first) = s.session(&token, "cs2").await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    let id = first["session_id"].as_str().unwrap();
+    let renew = format!("/v1/sessions/{id}/renew");
+    let (status, renewed) = s.post(&renew, Some(&token), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{renewed}");
+    assert_eq!(renewed["session_id"], first["session_id"]);
+    assert_eq!(renewed["game"]["slug"], "cs2");
+    let bytes = STANDARD
+        .decode(renewed["ticket"].as_str().unwrap())
+        .unwrap();
+    let ticket = verifier
+        .verify(&bytes, unix_now())
+        .expect("renewed ticket verifies");
+    assert_eq!(ticket.session_id.to_string(), id);
+    assert!(ticket.expires_at >= first["expires_at"].as_u64().unwrap());
+    assert_eq!(ticket.expires_at, renewed["expires_at"].as_u64().unwrap());
+
+    // Renewing is not a second session: the trial's limit of two still leaves room for one.
+    let (status, body) = s.session(&token, "cs2").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    // Someone else's session does not exist for you; a stopped one is not renewed.
+    let (status, body) = s.post(&renew, Some(&other), json!({})).await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "unknown_session");
+    let (status, body) = s.post(&renew, None, json!({})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let (status, body) = s
+        .post("/v1/sessions/12345/renew", Some(&token), json!({}))
+        .await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "unknown_session");
+    s.post(&format!("/v1/sessions/{id}/stop"), Some(&token), json!({}))
+        .await;
+    let (status, body) = s.post(&renew, Some(&token), json!({})).await;
+    assert_error(status, &body, StatusCode::CONFLICT, "session_ended");
+    s.shutdown().await;
+    env.cleanup().await;
+}

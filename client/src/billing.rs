@@ -251,6 +251,12 @@ impl BillingClient {
         Ok(())
     }
 
+    /// Asks for a fresh ticket for a running session (same session id, later expiry).
+    pub async fn renew_session(&self, session_id: &str) -> Result<SessionGrant, BillingError> {
+        let url = format!("{}/v1/sessions/{session_id}/renew", self.base);
+        self.call(self.http.post(&url), &url).await
+    }
+
     /// Asks for a session ticket for `game`.
     pub async fn request_session(&self, game: &str) -> Result<SessionGrant, BillingError> {
         let url = format!("{}/v1/sessions", self.base);

@@ -774,6 +774,7 @@ struct Live {
 /// What a background job of the session loop finished with.
 enum Job {
     Renewed(Result<renew::Renewed>),
+    RenewedInPlace((SessionGrant, Vec<u8>)),
     Better(Option<(NodeInfo, Tunnel, String)>),
 }
 
@@ -941,6 +942,25 @@ impl Live {
                             p.switch_tunnel(renewed.node, renewed.tunnel, ticket).await;
                             last_error = None;
                         }
+                        Ok(Job::RenewedInPlace((grant, ticket))) => {
+                            say(
+                                &mut m,
+                                has_screen,
+                                format!(
+                                    "ticket renewed in place: session {} continues on node {} for {} more minutes",
+                                    grant.session_id,
+                                    self.node.id,
+                                    grant.expires_at.saturating_sub(unix_now()) / 60
+                                ),
+                                false,
+                            );
+                            self.issued = unix_now();
+                            renew_at = renew::renew_at(self.issued, grant.expires_at);
+                            self.grant = grant;
+                            self.ticket = ticket.clone();
+                            p.set_failover_ticket(ticket).await;
+                            last_error = None;
+                        }
                         Ok(Job::Renewed(Err(e))) => {
                             let hint = explain::advice(&e).map(|h| format!(" — {h}")).unwrap_or_default();
                             say(
@@ -984,8 +1004,15 @@ impl Live {
                         let (billing, ca, game) = (self.billing.clone(), self.ca_pem.clone(), self.game.clone());
                         let (prefer, old) = (self.node.id.clone(), self.grant.session_id.clone());
                         say(&mut m, has_screen, "renewing the session ticket…".into(), false);
+                        let control = p.control_connection();
                         job = Some(tokio::spawn(async move {
-                            Job::Renewed(renew::renew(&billing, &ca, &game, &prefer, &old).await)
+                            match renew::in_place(&billing, &control, &old).await {
+                                Ok(renewed) => Job::RenewedInPlace(renewed),
+                                Err(e) => {
+                                    tracing::info!(error = %format!("{e:#}"), "in-place renewal failed; opening a new session");
+                                    Job::Renewed(renew::renew(&billing, &ca, &game, &prefer, &old).await)
+                                }
+                            }
                         }));
                     } else if job.is_none() && tokio::time::Instant::now() >= reevaluate_at {
                         reevaluate_at = tokio::time::Instant::now() + REEVALUATE;

@@ -173,6 +173,10 @@ pub struct Proxy {
     pub events: mpsc::Receiver<ProxyEvent>,
     stop: watch::Sender<bool>,
     switch: mpsc::Sender<Switch>,
+    /// Tickets renewed in place, for later failovers.
+    renewed: mpsc::Sender<Vec<u8>>,
+    /// The current node's control connection (it changes on failover).
+    control: watch::Receiver<quinn::Connection>,
     task: JoinHandle<Tunnel>,
 }
 
@@ -235,6 +239,8 @@ impl Proxy {
         let (paths_tx, paths_rx) = watch::channel(PathsView::default());
         let (stop, stop_rx) = watch::channel(false);
         let (switch, switch_rx) = mpsc::channel(1);
+        let (renewed, renewed_rx) = mpsc::channel(1);
+        let (control_tx, control) = watch::channel(tunnel.connection.clone());
         let sched = PathScheduler::new(
             paths.len(),
             policy,
@@ -266,8 +272,9 @@ impl Proxy {
             quic_reader,
             quic_heard: Instant::now(),
             quic_rx: 0,
+            control_tx,
         };
-        let task = tokio::spawn(driver.run(rx, stop_rx, switch_rx));
+        let task = tokio::spawn(driver.run(rx, stop_rx, switch_rx, renewed_rx));
         let local_addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
         Ok(Proxy {
             local_addr,
@@ -277,6 +284,8 @@ impl Proxy {
             events,
             stop,
             switch,
+            renewed,
+            control,
             task,
         })
     }
@@ -287,6 +296,17 @@ impl Proxy {
     /// if the proxy has stopped.
     pub async fn switch_tunnel(&self, node: NodeInfo, tunnel: Tunnel, ticket: Vec<u8>) -> bool {
         self.switch.send((node, tunnel, ticket)).await.is_ok()
+    }
+
+    /// The current node's control connection (it changes on failover), e.g. to renew the
+    /// session in place with [`Tunnel::renew_on`].
+    pub fn control_connection(&self) -> quinn::Connection {
+        self.control.borrow().clone()
+    }
+
+    /// Makes later failovers present `ticket` (after an in-place renewal).
+    pub async fn set_failover_ticket(&self, ticket: Vec<u8>) {
+        let _ = self.renewed.send(ticket).await;
     }
 
     /// Sends CLOSE to the node, closes the control connection and stops.
@@ -420,6 +440,8 @@ struct Driver<C> {
     quic_heard: Instant,
     /// The connection's received-datagram count when last looked at.
     quic_rx: u64,
+    /// Publishes the current control connection to [`Proxy::renew_in_place`].
+    control_tx: watch::Sender<quinn::Connection>,
 }
 
 impl<C: Capture> Driver<C> {
@@ -428,6 +450,7 @@ impl<C: Capture> Driver<C> {
         mut rx: mpsc::Receiver<(Via, Vec<u8>)>,
         mut stop: watch::Receiver<bool>,
         mut switch: mpsc::Receiver<Switch>,
+        mut renewed: mpsc::Receiver<Vec<u8>>,
     ) -> Tunnel {
         let mut buf = vec![0u8; 65536];
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
@@ -451,6 +474,11 @@ impl<C: Capture> Driver<C> {
                 Ok(r) = async { self.failing_over.as_mut().expect("guarded").await }, if self.failing_over.is_some() => {
                     self.failing_over = None;
                     self.on_failover(r).await;
+                }
+                Some(ticket) = renewed.recv() => {
+                    if let Some(f) = &mut self.failover {
+                        f.ticket = ticket;
+                    }
                 }
                 Some((node, tunnel, ticket)) = switch.recv() => {
                     if let Some(f) = &mut self.failover {
@@ -882,6 +910,7 @@ impl<C: Capture> Driver<C> {
         let protection = self.tunnel.protection;
         let old = std::mem::replace(&mut self.tunnel, tunnel.with_protection(protection));
         tokio::spawn(old.close());
+        let _ = self.control_tx.send(self.tunnel.connection.clone());
         self.sockets = sockets;
         self.readers = readers;
         self.quic_reader = Reader(tokio::spawn(read_quic(

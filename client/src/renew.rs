@@ -1,6 +1,8 @@
-//! Ticket renewal: before a running session's ticket expires, ask billing for a fresh one and
-//! move the session onto it (a new session on the same node when it is still offered, else
-//! the best other one), so a long match outlives the ticket.
+//! Ticket renewal: before a running session's ticket expires, ask billing for a fresh ticket
+//! for the same session and present it on the open control connection ([`in_place`]: nothing
+//! moves, the game server keeps seeing the same source). If that fails (an older billing or
+//! node, or the session is gone), fall back to a new session that the proxy switches onto
+//! ([`renew`]), so a long match outlives the ticket either way.
 
 use anyhow::{Context, Result};
 
@@ -17,6 +19,24 @@ pub fn renew_at(issued: u64, expires: u64) -> u64 {
     let life = expires.saturating_sub(issued);
     let at = issued + (life as f64 * RENEW_AT) as u64;
     at.min(expires.saturating_sub(MIN_MARGIN_SECS)).max(issued)
+}
+
+/// Renews `session_id` in place on `control`, the node's open control connection; returns the
+/// new grant and its ticket.
+pub async fn in_place(
+    billing: &BillingClient,
+    control: &quinn::Connection,
+    session_id: &str,
+) -> Result<(SessionGrant, Vec<u8>)> {
+    let grant = billing
+        .renew_session(session_id)
+        .await
+        .context("asking billing to renew the session ticket")?;
+    let ticket = grant.ticket_bytes()?;
+    Tunnel::renew_on(control, &ticket)
+        .await
+        .context("presenting the renewed ticket to the node")?;
+    Ok((grant, ticket))
 }
 
 /// A renewed session, ready to be switched to.

@@ -84,6 +84,50 @@ pub struct Tunnel {
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sends HELLO with `ticket` on a new stream of `connection` and reads the answer.
+async fn hello(
+    connection: &quinn::Connection,
+    node: SocketAddr,
+    ticket: &[u8],
+) -> Result<Accept, TunnelError> {
+    let connect_err = |detail: String| TunnelError::Connect { node, detail };
+    let exchange = async {
+        let (mut send, mut recv) = connection
+            .open_bi()
+            .await
+            .map_err(|e| connect_err(e.to_string()))?;
+        send.write_all(
+            &ControlMessage::Hello {
+                ticket: ticket.to_vec(),
+            }
+            .encode(),
+        )
+        .await
+        .map_err(|e| connect_err(e.to_string()))?;
+        let mut len = [0u8; 2];
+        recv.read_exact(&mut len)
+            .await
+            .map_err(|e| TunnelError::Protocol(e.to_string()))?;
+        let len = u16::from_be_bytes(len) as usize;
+        if len > MAX_CONTROL_LEN {
+            return Err(TunnelError::Protocol("message too long".into()));
+        }
+        let mut body = vec![0u8; len];
+        recv.read_exact(&mut body)
+            .await
+            .map_err(|e| TunnelError::Protocol(e.to_string()))?;
+        ControlMessage::decode(&body).map_err(|e| TunnelError::Protocol(e.to_string()))
+    };
+    let reply = tokio::time::timeout(CONNECT_TIMEOUT, exchange)
+        .await
+        .map_err(|_| connect_err("no answer to HELLO".into()))??;
+    match reply {
+        ControlMessage::Accept(a) => Ok(a),
+        ControlMessage::Reject { code, message } => Err(TunnelError::Rejected { code, message }),
+        ControlMessage::Hello { .. } => Err(TunnelError::Protocol("unexpected HELLO".into())),
+    }
+}
 /// Keep-alive period of the control connection.
 pub const KEEP_ALIVE: Duration = Duration::from_millis(200);
 /// Bytes of protected-mode datagrams buffered each way (about 64 full frames).
@@ -147,45 +191,7 @@ impl Tunnel {
             .await
             .map_err(|_| connect_err("timed out".into()))?
             .map_err(|e| connect_err(e.to_string()))?;
-        let exchange = async {
-            let (mut send, mut recv) = connection
-                .open_bi()
-                .await
-                .map_err(|e| connect_err(e.to_string()))?;
-            send.write_all(
-                &ControlMessage::Hello {
-                    ticket: ticket.to_vec(),
-                }
-                .encode(),
-            )
-            .await
-            .map_err(|e| connect_err(e.to_string()))?;
-            let mut len = [0u8; 2];
-            recv.read_exact(&mut len)
-                .await
-                .map_err(|e| TunnelError::Protocol(e.to_string()))?;
-            let len = u16::from_be_bytes(len) as usize;
-            if len > MAX_CONTROL_LEN {
-                return Err(TunnelError::Protocol("message too long".into()));
-            }
-            let mut body = vec![0u8; len];
-            recv.read_exact(&mut body)
-                .await
-                .map_err(|e| TunnelError::Protocol(e.to_string()))?;
-            ControlMessage::decode(&body).map_err(|e| TunnelError::Protocol(e.to_string()))
-        };
-        let reply = tokio::time::timeout(CONNECT_TIMEOUT, exchange)
-            .await
-            .map_err(|_| connect_err("no answer to HELLO".into()))??;
-        let accept = match reply {
-            ControlMessage::Accept(a) => a,
-            ControlMessage::Reject { code, message } => {
-                return Err(TunnelError::Rejected { code, message });
-            }
-            ControlMessage::Hello { .. } => {
-                return Err(TunnelError::Protocol("unexpected HELLO".into()));
-            }
-        };
+        let accept = hello(&connection, control, ticket).await?;
         let mut km = [0u8; KEYING_MATERIAL_LEN];
         connection
             .export_keying_material(&mut km, EXPORTER_LABEL, &accept.session_id.to_be_bytes())
@@ -207,6 +213,16 @@ impl Tunnel {
     pub fn with_protection(mut self, protection: Protection) -> Tunnel {
         self.protection = protection;
         self
+    }
+
+    /// Renews the session in place: presents `ticket` (a fresh ticket for the same session,
+    /// from billing's `POST /v1/sessions/{id}/renew`) on the open control connection. The node
+    /// keeps the session, its flows and its source ports; only the expiry moves.
+    pub async fn renew_on(
+        connection: &quinn::Connection,
+        ticket: &[u8],
+    ) -> Result<Accept, TunnelError> {
+        hello(connection, connection.remote_address(), ticket).await
     }
 
     /// Closes the control connection.

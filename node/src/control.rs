@@ -138,26 +138,16 @@ impl Control {
         let (mut send, mut recv) = tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi())
             .await
             .context("no stream")??;
-        let hello = tokio::time::timeout(HELLO_TIMEOUT, async {
-            let mut len = [0u8; 2];
-            recv.read_exact(&mut len).await?;
-            let len = u16::from_be_bytes(len) as usize;
-            if len > MAX_CONTROL_LEN {
-                bail!("control message too long");
-            }
-            let mut body = vec![0u8; len];
-            recv.read_exact(&mut body).await?;
-            Ok(ControlMessage::decode(&body)?)
-        })
-        .await
-        .context("hello timed out");
+        let hello = tokio::time::timeout(HELLO_TIMEOUT, read_message(&mut recv))
+            .await
+            .context("hello timed out");
         let reply = match hello {
             Ok(Ok(ControlMessage::Hello { ticket })) => self.accept(&conn, &ticket).await,
             Ok(Ok(_)) => reject(RejectCode::BadRequest, "expected HELLO".into()),
             Ok(Err(e)) | Err(e) => reject(RejectCode::BadRequest, format!("bad hello: {e}")),
         };
         let accepted = match &reply {
-            ControlMessage::Accept(a) => Some(a.session_id),
+            ControlMessage::Accept(a) => Some(a.clone()),
             _ => None,
         };
         if accepted.is_none() {
@@ -166,13 +156,14 @@ impl Control {
         }
         send.write_all(&reply.encode()).await?;
         send.finish()?;
-        if let Some(session_id) = accepted {
-            // The connection stays up for the session's lifetime and carries the session's
-            // frames in protected mode; a drain closes it so the client moves to its backup
-            // at once.
+        if let Some(accept) = accepted {
+            // The connection stays up for the session's lifetime: it carries renewals (a new
+            // HELLO on a new stream) and the session's frames in protected mode; a drain
+            // closes it so the client moves to its backup at once.
             let mut draining = self.draining.clone();
             tokio::select! {
-                _ = bridge(&conn, session_id, self.data_addr, &self.metrics) => {}
+                _ = bridge(&conn, accept.session_id, self.data_addr, &self.metrics) => {}
+                _ = self.renewals(&conn, &accept) => {}
                 _ = draining.wait_for(|d| *d) => {
                     conn.close(DRAINING_CODE.into(), b"node draining");
                 }
@@ -182,6 +173,70 @@ impl Control {
             let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
         }
         Ok(())
+    }
+
+    /// Serves renewals on an accepted connection until it closes: each is a HELLO with a
+    /// fresh ticket for the same session and account on a new stream; the data plane keeps
+    /// the session (keys, flows, sequence numbers) and takes the new ticket's expiry and
+    /// destinations. At most a few streams are open at once (the transport's limit).
+    async fn renewals(&self, conn: &quinn::Connection, first: &Accept) {
+        let mut current = first.clone();
+        while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+            let msg = tokio::time::timeout(HELLO_TIMEOUT, read_message(&mut recv)).await;
+            let reply = match msg {
+                Ok(Ok(ControlMessage::Hello { ticket })) => self.renew(&current, &ticket).await,
+                Ok(Ok(_)) => reject(RejectCode::BadRequest, "expected HELLO".into()),
+                Ok(Err(e)) => reject(RejectCode::BadRequest, format!("bad hello: {e}")),
+                Err(_) => reject(RejectCode::BadRequest, "hello timed out".into()),
+            };
+            if let ControlMessage::Accept(a) = &reply {
+                current = a.clone();
+            } else {
+                inc(&self.metrics.tickets_rejected);
+            }
+            if send.write_all(&reply.encode()).await.is_ok() {
+                let _ = send.finish();
+            }
+        }
+    }
+
+    async fn renew(&self, current: &Accept, ticket_bytes: &[u8]) -> ControlMessage {
+        let verified = self.verifier.lock().await.verify(ticket_bytes, unix_now());
+        let ticket = match verified {
+            Ok(t) => t,
+            Err(e) => return reject(reject_code(&e), e.to_string()),
+        };
+        if ticket.session_id != current.session_id {
+            return reject(
+                RejectCode::BadRequest,
+                "a renewal must carry a ticket for this connection's session".into(),
+            );
+        }
+        let (tx, rx) = oneshot::channel();
+        let expires_at = ticket.expires_at;
+        let account = ticket.account_id;
+        if self
+            .commands
+            .send(Command::Renew { ticket, reply: tx })
+            .await
+            .is_err()
+        {
+            return reject(RejectCode::Unavailable, "node is shutting down".into());
+        }
+        match rx.await {
+            Ok(Ok(())) => {
+                tracing::info!(session = current.session_id, expires_at, "session renewed");
+                ControlMessage::Accept(Accept {
+                    expires_at,
+                    ..current.clone()
+                })
+            }
+            Ok(Err(e)) => {
+                tracing::info!(session = current.session_id, account, error = %e, "renewal refused");
+                reject(RejectCode::InvalidTicket, e.to_string())
+            }
+            Err(_) => reject(RejectCode::Unavailable, "node is shutting down".into()),
+        }
     }
 
     async fn accept(&self, conn: &quinn::Connection, ticket_bytes: &[u8]) -> ControlMessage {
@@ -195,20 +250,7 @@ impl Control {
         let verified = self.verifier.lock().await.verify(ticket_bytes, now);
         let ticket = match verified {
             Ok(t) => t,
-            Err(e) => {
-                let code = match e {
-                    TicketError::Malformed(_) | TicketError::UnsupportedVersion(_) => {
-                        RejectCode::MalformedTicket
-                    }
-                    TicketError::UnknownKey(_) | TicketError::BadSignature => {
-                        RejectCode::InvalidTicket
-                    }
-                    TicketError::Expired { .. } | TicketError::NotYetValid { .. } => {
-                        RejectCode::TicketExpired
-                    }
-                };
-                return reject(code, e.to_string());
-            }
+            Err(e) => return reject(reject_code(&e), e.to_string()),
         };
         let mut km = [0u8; KEYING_MATERIAL_LEN];
         if conn
@@ -237,7 +279,7 @@ impl Control {
             .commands
             .send(Command::Open {
                 ticket,
-                session,
+                session: Box::new(session),
                 epoch,
                 reply: tx,
             })
@@ -349,6 +391,29 @@ async fn bridge_socket(data: SocketAddr) -> std::io::Result<UdpSocket> {
     let socket = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
     socket.connect(SocketAddr::new(ip, data.port())).await?;
     Ok(socket)
+}
+
+fn reject_code(e: &TicketError) -> RejectCode {
+    match e {
+        TicketError::Malformed(_) | TicketError::UnsupportedVersion(_) => {
+            RejectCode::MalformedTicket
+        }
+        TicketError::UnknownKey(_) | TicketError::BadSignature => RejectCode::InvalidTicket,
+        TicketError::Expired { .. } | TicketError::NotYetValid { .. } => RejectCode::TicketExpired,
+    }
+}
+
+/// Reads one length-prefixed control message from a stream.
+async fn read_message(recv: &mut quinn::RecvStream) -> Result<ControlMessage> {
+    let mut len = [0u8; 2];
+    recv.read_exact(&mut len).await?;
+    let len = u16::from_be_bytes(len) as usize;
+    if len > MAX_CONTROL_LEN {
+        bail!("control message too long");
+    }
+    let mut body = vec![0u8; len];
+    recv.read_exact(&mut body).await?;
+    Ok(ControlMessage::decode(&body)?)
 }
 
 fn reject(code: RejectCode, message: String) -> ControlMessage {

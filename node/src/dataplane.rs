@@ -177,11 +177,27 @@ pub(crate) enum Command {
     /// Install (or replace, on reconnect) a session.
     Open {
         ticket: Ticket,
-        session: Session,
+        session: Box<Session>,
         /// Epoch of the session's record in the mesh (0 without a mesh).
         epoch: u32,
         reply: oneshot::Sender<Result<(), OpenRefused>>,
     },
+    /// Replace a live session's ticket with a renewed one (same session and account).
+    Renew {
+        ticket: Ticket,
+        reply: oneshot::Sender<Result<(), RenewRefused>>,
+    },
+}
+
+/// The data plane can't renew the session.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RenewRefused {
+    /// The session ended (idle, expired or closed) before the renewal arrived.
+    #[error("the session is no longer open on this node; start a new one")]
+    Gone,
+    /// The new ticket is for another account.
+    #[error("the renewed ticket belongs to another account")]
+    OtherAccount,
 }
 
 /// The data plane can't take the session.
@@ -582,6 +598,20 @@ impl Worker {
 impl State {
     fn on_command(&mut self, cmd: Command) {
         match cmd {
+            Command::Renew { ticket, reply } => {
+                let result = match self.sessions.get_mut(&ticket.session_id) {
+                    None => Err(RenewRefused::Gone),
+                    Some(e) if e.ticket.account_id != ticket.account_id => {
+                        Err(RenewRefused::OtherAccount)
+                    }
+                    Some(e) => {
+                        // Path limit and flows stay; expiry and destinations follow the ticket.
+                        e.ticket = ticket;
+                        Ok(())
+                    }
+                };
+                let _ = reply.send(result);
+            }
             Command::Open {
                 ticket,
                 session,
@@ -598,7 +628,7 @@ impl State {
                 let old = self.sessions.insert(
                     id,
                     Entry {
-                        session,
+                        session: *session,
                         ticket,
                         paths,
                         last_path: 0,

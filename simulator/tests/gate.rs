@@ -621,3 +621,72 @@ async fn answers_are_never_larger_than_requests() {
     tunnel.close().await;
     mesh.stop().await;
 }
+
+#[tokio::test]
+async fn renewal_in_place_keeps_the_session_and_its_source() {
+    let mesh = LocalMesh::start().await.unwrap();
+    let billing = mesh.gamer("renew@example.com").await.unwrap();
+    let (grant, _, tunnel) = plg_client::open_session(&billing, &mesh.ca_pem, DEMO_GAME, None)
+        .await
+        .unwrap();
+    let proxy = Proxy::start(tunnel, loopback(), mesh.game.addr)
+        .await
+        .unwrap();
+    // One game socket throughout, as a game would have.
+    let game = UdpSocket::bind(loopback()).await.unwrap();
+    game.connect(proxy.local_addr).await.unwrap();
+    let echo = async |payload: &[u8]| {
+        game.send(payload).await.unwrap();
+        recv_within(&game, WAIT).await
+    };
+    assert_eq!(
+        echo(b"before renewal").await.as_deref(),
+        Some(&b"before renewal"[..])
+    );
+
+    // A fresh ticket for the same session, presented on the open control connection.
+    let renewed = billing.renew_session(&grant.session_id).await.unwrap();
+    assert_eq!(renewed.session_id, grant.session_id);
+    let ticket = renewed.ticket_bytes().unwrap();
+    let accept = Tunnel::renew_on(&proxy.control_connection(), &ticket)
+        .await
+        .unwrap();
+    assert_eq!(accept.session_id.to_string(), grant.session_id);
+    assert_eq!(accept.expires_at, renewed.expires_at);
+
+    assert_eq!(
+        echo(b"after renewal").await.as_deref(),
+        Some(&b"after renewal"[..]),
+        "the session carries on"
+    );
+    let m = metrics(&mesh.node);
+    assert_eq!(m.sessions_accepted, 1, "no second session: {m:?}");
+    assert_eq!(m.flows_opened, 1, "the flow and its upstream socket stayed");
+    assert_eq!(
+        mesh.game.sources.lock().await.len(),
+        1,
+        "the game server saw one source before and after"
+    );
+
+    // Another session's ticket on this connection is refused, and changes nothing.
+    let other = mesh.gamer("other@example.com").await.unwrap();
+    let foreign = other.request_session(DEMO_GAME).await.unwrap();
+    let err = Tunnel::renew_on(
+        &proxy.control_connection(),
+        &foreign.ticket_bytes().unwrap(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TunnelError::Rejected {
+                code: RejectCode::BadRequest,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    proxy.stop().await;
+    mesh.stop().await;
+}
