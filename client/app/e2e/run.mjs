@@ -100,6 +100,13 @@ try {
     await page.getByTestId("game-demo").waitFor();
     const n = await page.locator(".tile").count();
     check(n > 10, `the catalog has many games (${n})`);
+  });
+
+  await step("the running demo game is detected and offered", async () => {
+    // The bridge names its own process as the demo game's; detection runs every 3 s.
+    await page.getByTestId("detected-banner").waitFor();
+    check((await page.getByTestId("detected-banner").innerText()).includes("Local demo game"), "banner names the game");
+    check((await page.getByTestId("game-demo").innerText()).includes("Running"), "tile has the Running badge");
     await shot(page, "games");
   });
 
@@ -136,7 +143,9 @@ try {
     await page.waitForTimeout(12_000);
     const paths = await page.getByTestId("paths").innerText();
     check(/Path 0/.test(paths) && /Path 1/.test(paths), "both paths listed");
+    await page.setViewportSize({ width: 1280, height: 1000 });
     await shot(page, "dashboard");
+    await page.setViewportSize({ width: 1280, height: 800 });
   });
 
   await step("disconnect → before/after summary", async () => {
@@ -163,7 +172,9 @@ try {
     await page.getByTestId("settings-save").click();
     await page.getByTestId("nav-games").filter({ hasText: "Игры" }).waitFor();
     await page.getByTestId("nav-games").click();
-    await page.getByTestId("game-demo").waitFor();
+    await page.getByTestId("games-search").fill("");
+    await page.waitForFunction(() => document.querySelectorAll(".tile").length > 10);
+    check((await page.getByTestId("games-search").getAttribute("placeholder")) === "Поиск игр…", "Russian placeholder");
     await shot(page, "games-ru");
     await page.getByTestId("nav-settings").click();
     await page.getByTestId("set-language").selectOption("en");

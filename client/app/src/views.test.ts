@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { HISTORY, pushTick } from "./context";
-import { activeRoutes } from "./views/dashboard";
+import { activeRoutes, slots } from "./views/dashboard";
 import { categoryLabel, hue, initials } from "./views/games";
 import type { Tick } from "./types";
 
@@ -33,6 +33,7 @@ describe("views", () => {
     expect(activeRoutes(undefined)).toBe(0);
     expect(activeRoutes(tick(0, ["up", "up"]))).toBe(2);
     expect(activeRoutes(tick(0, ["up", "suspect"]))).toBe(1);
+    expect([slots(0), slots(45), slots(500)]).toEqual([10, 45, HISTORY]);
   });
 
   it("game tiles: initials and a stable hue", () => {

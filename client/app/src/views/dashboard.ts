@@ -24,8 +24,14 @@ function legend(series: Series[]): HTMLElement {
   return h("div", { class: "legend" }, series.map((s) => h("span", {}, h("i", { style: `background:${s.color}` }), s.name)));
 }
 
+/** Seconds shown: the session so far, at least 30, at most `HISTORY`. */
+export function slots(ticks: number): number {
+  return Math.min(HISTORY, Math.max(10, ticks));
+}
+
 function chartCard(title: string, series: Series[], unit: string, floor: number, testid: string): HTMLElement {
-  return h("section", { class: "card chart-card", "data-testid": testid }, h("div", { class: "chart-head" }, h("h2", {}, title), legend(series)), lineChart(series, HISTORY, unit, floor));
+  const n = slots(series[0]?.values.length ?? 0);
+  return h("section", { class: "card chart-card", "data-testid": testid }, h("div", { class: "chart-head" }, h("h2", {}, title), legend(series)), lineChart(series, n, unit, floor));
 }
 
 function summaryCard(s: Summary): HTMLElement {

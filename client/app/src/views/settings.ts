@@ -27,8 +27,8 @@ export function settings(ctx: Ctx): HTMLElement {
   save.addEventListener("click", async () => {
     try {
       ctx.model.state.settings = await ctx.bridge.call<Settings>("save_settings", s);
-      ctx.toast(t("set.saved"));
       ctx.render();
+      ctx.toast(t("set.saved"));
     } catch (e) {
       ctx.toast(t("common.error"), toCmdError(e).message, "error");
     }

@@ -72,6 +72,9 @@ async fn main() -> Result<()> {
                 m.add_node(&format!("node-{i}")).await?;
             }
             let url = m.billing_url.clone();
+            if let Err(e) = detectable_demo(&m).await {
+                tracing::warn!(error = %e, "the demo game stays undetectable");
+            }
             println!("billing {url}");
             mesh = Some(m);
             url
@@ -88,6 +91,40 @@ async fn main() -> Result<()> {
     if let Some(m) = mesh {
         m.stop().await;
     }
+    Ok(())
+}
+
+/// Gives the demo game this bridge's own process name in the catalog (through billing's admin
+/// API), so the app's game detection finds it "running" — the real detection path, with a
+/// process that is sure to exist.
+async fn detectable_demo(mesh: &LocalMesh) -> Result<()> {
+    let admin = "admin@demo.plg";
+    mesh.gamer(admin).await?;
+    mesh.billing.set_role(admin, "admin").await?;
+    let mut c = plg_client::BillingClient::new(&mesh.billing_url);
+    let (token, _) = c.login(admin, plg_sim::local_mesh::DEMO_PASSWORD).await?;
+    let me = std::env::current_exe()?;
+    let name = me
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .context("the bridge's own name")?;
+    let resp = reqwest::Client::new()
+        .put(format!("{}/v1/admin/games/demo", mesh.billing_url))
+        .bearer_auth(token)
+        .json(&serde_json::json!({
+            "name": "Local demo game",
+            "destinations": [format!("127.0.0.1/32:{}", mesh.game.addr.port())],
+            "process_names": [name],
+            "category": "demo",
+            "regions": ["local"],
+        }))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        resp.status().is_success(),
+        "billing answered {}",
+        resp.status()
+    );
     Ok(())
 }
 
