@@ -6,7 +6,12 @@
 #   PLG_APP_BUNDLE=1 bash client/app/ci.sh   # also `tauri build --bundles deb` (~10 min more)
 set -euo pipefail
 cd "$(dirname "$0")"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR_APP:-$PWD/src-tauri/target}"
+# The app is its own workspace: its own target dir, next to the root's when CI has one
+# (persistent between runs), else inside the tree.
+if [[ -n "${CARGO_TARGET_DIR_APP:-}" ]]; then export CARGO_TARGET_DIR="$CARGO_TARGET_DIR_APP"
+elif [[ -n "${CARGO_TARGET_DIR:-}" ]]; then export CARGO_TARGET_DIR="$CARGO_TARGET_DIR-app"
+else export CARGO_TARGET_DIR="$PWD/src-tauri/target"; fi
+echo "app CARGO_TARGET_DIR=$CARGO_TARGET_DIR"
 
 step() { printf '\n== app: %s\n' "$*"; }
 

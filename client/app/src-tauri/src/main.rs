@@ -30,6 +30,15 @@ async fn call(
     app.dispatch(&cmd, args.unwrap_or(Value::Null)).await
 }
 
+/// The tray menu's labels: connect, disconnect, show, quit.
+fn tray_labels(lang: &str) -> [&'static str; 4] {
+    if lang == "ru" {
+        ["Подключить", "Отключить", "Показать окно", "Выход"]
+    } else {
+        ["Connect", "Disconnect", "Show window", "Quit"]
+    }
+}
+
 fn show_main(app: &AppHandle) {
     if let Some(w) = app.get_webview_window("main") {
         let _ = w.unminimize();
@@ -92,6 +101,12 @@ fn main() {
             let show = MenuItem::with_id(app, "show", "Show window", true, None::<&str>)?;
             let quit = MenuItem::with_id(app, "quit", "Quit", true, None::<&str>)?;
             let menu = Menu::with_items(app, &[&status, &connect, &disconnect, &show, &quit])?;
+            let items = [
+                connect.clone(),
+                disconnect.clone(),
+                show.clone(),
+                quit.clone(),
+            ];
             let tray_core = core.clone();
             let mut tray = TrayIconBuilder::with_id("main")
                 .tooltip("PLG Booster")
@@ -155,6 +170,9 @@ fn main() {
                 let refresh = |core: Arc<App>| async move { core.status_line().await };
                 let line = refresh(core.clone()).await;
                 let _ = status.set_text(&line);
+                for (item, label) in items.iter().zip(tray_labels(&settings.language)) {
+                    let _ = item.set_text(label);
+                }
                 loop {
                     let ev = match rx.recv().await {
                         Ok(ev) => ev,
@@ -176,6 +194,14 @@ fn main() {
                                 apply_autostart(&handle, s.autostart);
                             }
                             flag.store(s.minimise_to_tray, Ordering::Relaxed);
+                            if s.language != settings.language {
+                                let labels = tray_labels(&s.language);
+                                for (item, label) in items.iter().zip(labels) {
+                                    let _ = item.set_text(label);
+                                }
+                                let line = refresh(core.clone()).await;
+                                let _ = status.set_text(&line);
+                            }
                             settings = s.clone();
                         }
                         AppEvent::Connected(_) | AppEvent::Ended(_) | AppEvent::Account(_) => {

@@ -544,23 +544,24 @@ impl App {
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
-            let games = {
-                let mut inner = self.inner.lock().await;
-                if inner.creds.is_none() {
-                    continue;
-                }
-                if inner.games.is_empty() {
-                    let c = inner.creds.as_ref().expect("checked");
-                    match Account::new(&c.billing_url, &c.access_token).games().await {
-                        Ok(g) => inner.games = g,
-                        Err(e) => {
-                            tracing::debug!(error = %e, "catalog not available for detection");
-                            continue;
-                        }
+            let (creds, mut games) = {
+                let inner = self.inner.lock().await;
+                (inner.creds.clone(), inner.games.clone())
+            };
+            let Some(c) = creds else { continue };
+            if games.is_empty() {
+                // Fetched without holding the lock: billing may be slow or down.
+                match Account::new(&c.billing_url, &c.access_token).games().await {
+                    Ok(g) => {
+                        self.inner.lock().await.games = g.clone();
+                        games = g;
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "catalog not available for detection");
+                        continue;
                     }
                 }
-                inner.games.clone()
-            };
+            }
             let running = match tokio::task::spawn_blocking(detect::running_processes).await {
                 Ok(r) => r,
                 Err(_) => continue,
