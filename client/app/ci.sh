@@ -18,7 +18,7 @@ step() { printf '\n== app: %s\n' "$*"; }
 step "system packages"
 need=()
 for p in libwebkit2gtk-4.1-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev libssl-dev \
-         build-essential pkg-config file chromium fonts-dejavu-core xvfb xauth; do
+         build-essential pkg-config file chromium fonts-dejavu-core xvfb xauth gcc-mingw-w64-x86-64; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if ((${#need[@]})); then
@@ -39,6 +39,9 @@ step "rust: fmt, clippy, core tests, build (app + bridge)"
 cd src-tauri
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The handlers' Windows branch (WinDivert capture) is compiled here, never run.
+rustup target add x86_64-pc-windows-gnu >/dev/null 2>&1 || true
+cargo clippy -p plg-app-core --target x86_64-pc-windows-gnu --locked -- -D warnings
 cargo test -p plg-app-core --locked
 cargo build -p plg-app -p plg-app-bridge --locked
 cd ..
