@@ -33,6 +33,17 @@ pub async fn open_session(
         .request_session(game)
         .await
         .context("requesting a session ticket")?;
+    let (node, tunnel) = open_granted(&grant, ca_pem, node_id).await?;
+    Ok((grant, node, tunnel))
+}
+
+/// Opens a session with a ticket billing already granted: the first reachable candidate
+/// node (or the one named `node_id`). Lets a UI show the route before connecting.
+pub async fn open_granted(
+    grant: &SessionGrant,
+    ca_pem: &str,
+    node_id: Option<&str>,
+) -> Result<(NodeInfo, Tunnel)> {
     let ticket = grant.ticket_bytes()?;
     let candidates: Vec<&NodeInfo> = grant
         .nodes
@@ -51,7 +62,7 @@ pub async fn open_session(
             format!("node {} has a bad address {:?}", node.id, node.control_addr)
         })?;
         match Tunnel::open(addr, &node.server_name, ca_pem, &ticket).await {
-            Ok(t) => return Ok((grant.clone(), node.clone(), t)),
+            Ok(t) => return Ok((node.clone(), t)),
             Err(e @ TunnelError::Rejected { .. }) => return Err(e.into()),
             Err(e) => {
                 tracing::warn!(node = %node.id, error = %e, "node unreachable, trying the next");

@@ -1,0 +1,193 @@
+// End-to-end: the built frontend, served by plg-app-bridge against a local demo mesh (real
+// billing, relay nodes and an echo game server on loopback), driven in headless Chromium:
+// sign up (with the trial) → pick the game → route → connect → live numbers change →
+// disconnect → summary; then subscription and settings (language switch). Screenshots of
+// every screen go to $SCREENSHOTS (if set).
+//
+// Env: BRIDGE_BIN (default ../../target/debug/plg-app-bridge under CARGO_TARGET_DIR),
+// CHROMIUM (default /usr/bin/chromium), SCREENSHOTS (a folder; unset = no screenshots).
+
+import { spawn } from "node:child_process";
+import { mkdirSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const app = resolve(here, "..");
+const target = process.env.CARGO_TARGET_DIR ?? join(app, "src-tauri", "target");
+const bin = process.env.BRIDGE_BIN ?? join(target, "debug", "plg-app-bridge");
+const shots = process.env.SCREENSHOTS ? resolve(process.env.SCREENSHOTS) : null;
+const STEP = 20_000;
+
+let passed = 0;
+let failed = 0;
+async function step(name, fn) {
+  const t0 = Date.now();
+  try {
+    await fn();
+    passed++;
+    console.log(`ok   ${name} (${Date.now() - t0} ms)`);
+  } catch (e) {
+    failed++;
+    console.log(`FAIL ${name}: ${e?.stack ?? e}`);
+    throw e;
+  }
+}
+function check(cond, what) {
+  if (!cond) throw new Error(`check failed: ${what}`);
+}
+
+function startBridge() {
+  return new Promise((ok, fail) => {
+    const p = spawn(bin, ["--dist", join(app, "dist")], { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, PLG_LOG: process.env.PLG_LOG ?? "warn" } });
+    const timer = setTimeout(() => fail(new Error("the bridge did not print its address within 60 s")), 60_000);
+    let out = "";
+    p.stdout.on("data", (d) => {
+      out += d;
+      const m = out.match(/bridge (http:\/\/\S+)/);
+      if (m) {
+        clearTimeout(timer);
+        ok({ proc: p, url: m[1] });
+      }
+    });
+    p.on("error", (e) => fail(new Error(`cannot start the bridge ${bin}: ${e.message} (build it: cargo build -p plg-app-bridge)`)));
+    p.on("exit", (code) => fail(new Error(`the bridge exited (${code}) before serving: ${out}`)));
+  });
+}
+
+async function shot(page, name) {
+  if (!shots) return;
+  mkdirSync(shots, { recursive: true });
+  await page.waitForTimeout(300); // let the last render settle
+  await page.screenshot({ path: join(shots, `${name}.png`) });
+}
+
+const text = (page, id) => page.getByTestId(id).innerText();
+
+const bridge = await startBridge();
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+});
+let code = 0;
+try {
+  const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 }, colorScheme: "dark" });
+  const page = await ctx.newPage();
+  page.setDefaultTimeout(STEP);
+  page.on("pageerror", (e) => console.log(`page error: ${e.message}`));
+  await page.goto(bridge.url);
+
+  await step("sign-in screen shows the trial offer", async () => {
+    await page.getByTestId("signin-submit").waitFor();
+    check(await page.getByTestId("trial").isChecked(), "trial checkbox on by default");
+    await shot(page, "signin");
+  });
+
+  await step("a wrong password is refused with billing's message", async () => {
+    await page.getByTestId("tab-in").click();
+    await page.getByTestId("email").fill("nobody@demo.plg");
+    await page.getByTestId("password").fill("not the password");
+    await page.getByTestId("signin-submit").click();
+    await page.getByTestId("signin-error").filter({ hasText: /./ }).waitFor();
+    await page.getByTestId("tab-up").click();
+  });
+
+  await step("sign up with the trial → games", async () => {
+    await page.getByTestId("email").fill(`gamer-${Date.now()}@demo.plg`);
+    await page.getByTestId("password").fill("correct horse battery staple");
+    await page.getByTestId("signin-submit").click();
+    await page.getByTestId("game-demo").waitFor();
+    const n = await page.locator(".tile").count();
+    check(n > 10, `the catalog has many games (${n})`);
+  });
+
+  await step("the running demo game is detected and offered", async () => {
+    // The bridge names its own process as the demo game's; detection runs every 3 s.
+    await page.getByTestId("detected-banner").waitFor();
+    check((await page.getByTestId("detected-banner").innerText()).includes("Local demo game"), "banner names the game");
+    check((await page.getByTestId("game-demo").innerText()).includes("Running"), "tile has the Running badge");
+    await shot(page, "games");
+  });
+
+  await step("search filters the grid", async () => {
+    await page.getByTestId("games-search").fill("demo");
+    await page.waitForFunction(() => document.querySelectorAll(".tile").length === 1);
+    check((await page.locator(".tile").first().innerText()).includes("Local demo game"), "the demo game is the match");
+  });
+
+  await step("route: candidate nodes with the recommended exit", async () => {
+    await page.getByTestId("game-demo").click();
+    const rows = page.getByTestId("route-nodes").locator("tbody tr");
+    await rows.first().waitFor();
+    check((await rows.count()) >= 2, "two nodes offered");
+    check((await rows.first().innerText()).includes("Recommended exit"), "first node recommended");
+    await shot(page, "route");
+  });
+
+  let first;
+  await step("connect → live numbers", async () => {
+    await page.getByTestId("connect").click();
+    await page.getByTestId("disconnect").waitFor();
+    await page.waitForFunction(() => !document.querySelector('[data-testid="stat-ping"]')?.textContent?.includes("—"), null, { timeout: STEP });
+    first = { ping: await text(page, "stat-ping"), traffic: await text(page, "stat-traffic"), dur: await text(page, "duration") };
+    check(/ms$/.test(first.ping), `ping shows milliseconds (${first.ping})`);
+  });
+
+  await step("the numbers keep changing, two routes active", async () => {
+    await page.waitForFunction((t) => document.querySelector('[data-testid="stat-traffic"]')?.textContent !== t, first.traffic, { timeout: STEP });
+    await page.waitForFunction(() => /2 routes active/.test(document.querySelector('[data-testid="routes-active"]')?.textContent ?? ""), null, { timeout: STEP });
+    const later = await text(page, "duration");
+    check(later !== first.dur, `duration advanced (${first.dur} → ${later})`);
+    // Let the charts fill for the screenshot.
+    await page.waitForTimeout(12_000);
+    const paths = await page.getByTestId("paths").innerText();
+    check(/Path 0/.test(paths) && /Path 1/.test(paths), "both paths listed");
+    await page.setViewportSize({ width: 1280, height: 1000 });
+    await shot(page, "dashboard");
+    await page.setViewportSize({ width: 1280, height: 800 });
+  });
+
+  await step("disconnect → before/after summary", async () => {
+    await page.getByTestId("disconnect").click();
+    await page.getByTestId("summary").waitFor();
+    const s = await page.getByTestId("summary").innerText();
+    check(/Before \(direct\)/i.test(s) && /After \(PLG\)/i.test(s), "summary compares before and after");
+    check((await text(page, "conn-status")).includes("Not connected"), "sidebar says not connected");
+    await shot(page, "summary");
+  });
+
+  await step("subscription shows the trial", async () => {
+    await page.getByTestId("nav-subscription").click();
+    await page.getByTestId("plan-name").filter({ hasText: "trial" }).waitFor();
+    await page.locator(".plan-offer").first().waitFor();
+    await shot(page, "subscription");
+  });
+
+  await step("settings: switch to Russian and back", async () => {
+    await page.getByTestId("nav-settings").click();
+    await page.getByTestId("logs-dir").waitFor();
+    await shot(page, "settings");
+    await page.getByTestId("set-language").selectOption("ru");
+    await page.getByTestId("settings-save").click();
+    await page.getByTestId("nav-games").filter({ hasText: "Игры" }).waitFor();
+    await page.getByTestId("nav-games").click();
+    await page.getByTestId("games-search").fill("");
+    await page.waitForFunction(() => document.querySelectorAll(".tile").length > 10);
+    check((await page.getByTestId("games-search").getAttribute("placeholder")) === "Поиск игр…", "Russian placeholder");
+    await shot(page, "games-ru");
+    await page.getByTestId("nav-settings").click();
+    await page.getByTestId("set-language").selectOption("en");
+    await page.getByTestId("set-theme").selectOption("light");
+    await page.getByTestId("settings-save").click();
+    await page.getByTestId("nav-games").filter({ hasText: "Games" }).waitFor();
+    await shot(page, "settings-light");
+  });
+} catch {
+  code = 1;
+} finally {
+  await browser.close();
+  bridge.proc.kill("SIGINT");
+  console.log(`${passed} passed, ${failed} failed`);
+}
+process.exit(code);

@@ -1,0 +1,627 @@
+//! The desktop app's back end: every command the window can give, over `plg-client`.
+//!
+//! Both faces of the app call [`App::dispatch`]: the Tauri shell through one Tauri command,
+//! and the test bridge (`plg-app-bridge`) over HTTP. Live numbers and notices go out as
+//! [`AppEvent`]s on a broadcast channel that each face forwards to the frontend.
+
+pub mod account;
+pub mod detect;
+pub mod error;
+pub mod notice;
+pub mod probe;
+pub mod session;
+pub mod settings;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use plg_client::credentials::Credentials;
+use plg_client::{BillingClient, SessionGrant};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::{Mutex, broadcast};
+
+pub use account::{Account, Game};
+pub use error::CmdError;
+pub use notice::Notice;
+pub use plg_client::credentials::config_dir;
+pub use session::{SessionInfo, Summary, Tick};
+pub use settings::Settings;
+
+use notice::{What, notice};
+use session::Session;
+
+/// The slug of the local demo mesh's game, whose server echoes: only for it can direct and
+/// accelerated round trips be measured end to end with test packets.
+pub const ECHO_GAME: &str = "demo";
+/// Warn when the plan ends within this many days.
+const EXPIRY_WARNING_DAYS: i64 = 3;
+
+/// Something for the frontend (and the desktop shell) to show.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", content = "data", rename_all = "snake_case")]
+pub enum AppEvent {
+    /// Live numbers of the running session, once a second.
+    Tick(Tick),
+    /// A session started.
+    Connected(SessionInfo),
+    /// The session ended; its summary.
+    Ended(Summary),
+    /// A message for the gamer.
+    Notice(Notice),
+    /// Catalog games running right now (slugs).
+    Detected(Vec<String>),
+    /// Settings changed.
+    Settings(Settings),
+    /// Signed in (`Some`) or out.
+    Account(Option<AccountView>),
+}
+
+/// Who is signed in, where.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AccountView {
+    /// Account email.
+    pub email: String,
+    /// Billing base URL.
+    pub billing_url: String,
+}
+
+/// Everything the window needs at start.
+#[derive(Debug, Clone, Serialize)]
+pub struct StateView {
+    /// Signed in as.
+    pub account: Option<AccountView>,
+    /// Billing URL to offer on the sign-in screen.
+    pub default_billing_url: String,
+    /// Settings.
+    pub settings: Settings,
+    /// The running session.
+    pub session: Option<SessionInfo>,
+    /// Detected running games (slugs).
+    pub detected: Vec<String>,
+    /// Where the login and settings live.
+    pub config_dir: String,
+    /// Where the app writes its log.
+    pub logs_dir: String,
+    /// Capture modes this build and OS have.
+    pub capture_modes: Vec<&'static str>,
+    /// App version.
+    pub version: &'static str,
+}
+
+/// The candidate route for a game: billing's grant, before connecting.
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteView {
+    /// Game slug.
+    pub game: String,
+    /// Game name.
+    pub game_name: String,
+    /// Where the ticket lets traffic go.
+    pub destinations: Vec<String>,
+    /// Candidate nodes, best first (billing's order); the first is the recommended exit.
+    pub nodes: Vec<RouteNode>,
+    /// Unix seconds when the ticket expires.
+    pub expires_at: u64,
+    /// Paths the session will open to the exit node (settings, capped by the plan on connect).
+    pub paths: u8,
+    /// Redundancy policy.
+    pub redundancy: String,
+    /// Whether direct vs accelerated will be measured (echo game only).
+    pub measurable: bool,
+}
+
+/// A candidate node.
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteNode {
+    /// Node id.
+    pub id: String,
+    /// Region label.
+    pub region: String,
+    /// Control address.
+    pub control_addr: String,
+    /// Billing ranks it first.
+    pub recommended: bool,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    creds: Option<Credentials>,
+    settings: Settings,
+    games: Vec<Game>,
+    /// A grant fetched for the route screen and not used yet.
+    route: Option<SessionGrant>,
+    session: Option<Session>,
+    detected: Vec<String>,
+}
+
+/// The app's state and command handlers.
+#[derive(Debug)]
+pub struct App {
+    dir: PathBuf,
+    default_billing: String,
+    events: broadcast::Sender<AppEvent>,
+    inner: Mutex<Inner>,
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn args<T: for<'de> Deserialize<'de>>(v: Value) -> Result<T, CmdError> {
+    let v = if v.is_null() { json!({}) } else { v };
+    serde_json::from_value(v).map_err(CmdError::bad_args)
+}
+
+#[derive(Deserialize)]
+struct SignIn {
+    billing_url: String,
+    email: String,
+    password: String,
+    #[serde(default)]
+    register: bool,
+    #[serde(default)]
+    trial: bool,
+}
+
+#[derive(Deserialize)]
+struct GameArg {
+    game: String,
+    #[serde(default)]
+    node: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct Search {
+    #[serde(default)]
+    search: String,
+    #[serde(default)]
+    category: String,
+}
+
+impl App {
+    /// An app keeping its login and settings in `dir` (the CLI's config dir, so both share
+    /// the login); `default_billing` is offered on the sign-in screen.
+    pub fn new(dir: PathBuf, default_billing: &str) -> Arc<App> {
+        let (events, _) = broadcast::channel(256);
+        let settings = Settings::load(&dir);
+        let creds = Credentials::load(&dir)
+            .ok()
+            .filter(|c| c.expires_at > unix_now());
+        Arc::new(App {
+            default_billing: creds
+                .as_ref()
+                .map(|c| c.billing_url.clone())
+                .unwrap_or_else(|| default_billing.to_owned()),
+            dir,
+            events,
+            inner: Mutex::new(Inner {
+                creds,
+                settings,
+                ..Inner::default()
+            }),
+        })
+    }
+
+    /// Events for the frontend and the shell.
+    pub fn subscribe(&self) -> broadcast::Receiver<AppEvent> {
+        self.events.subscribe()
+    }
+
+    fn emit(&self, ev: AppEvent) {
+        let _ = self.events.send(ev);
+    }
+
+    /// Where the app writes logs.
+    pub fn logs_dir(&self) -> PathBuf {
+        self.dir.join("logs")
+    }
+
+    /// The settings in force.
+    pub async fn settings(&self) -> Settings {
+        self.inner.lock().await.settings.clone()
+    }
+
+    /// Runs the command `cmd` with JSON `args`; the answer is JSON.
+    pub async fn dispatch(&self, cmd: &str, a: Value) -> Result<Value, CmdError> {
+        let out = match cmd {
+            "state" => json!(self.state().await),
+            "sign_in" => json!(self.sign_in(args(a)?).await?),
+            "sign_out" => json!(self.sign_out().await),
+            "me" => self.account().await?.me().await?,
+            "plans" => self.account().await?.plans().await?,
+            "payments" => self.account().await?.payments().await?,
+            "pay" => {
+                #[derive(Deserialize)]
+                struct A {
+                    plan: String,
+                }
+                let A { plan } = args(a)?;
+                self.account().await?.pay(&plan).await?
+            }
+            "redeem" => {
+                #[derive(Deserialize)]
+                struct A {
+                    code: String,
+                }
+                let A { code } = args(a)?;
+                self.account().await?.redeem(&code).await?
+            }
+            "start_trial" => self.account().await?.start_trial().await?,
+            "cancel_plan" => self.account().await?.cancel().await?,
+            "games" => json!(self.games(args(a)?).await?),
+            "route" => json!(self.route(args(a)?).await?),
+            "connect" => json!(self.connect(args(a)?).await?),
+            "disconnect" => json!(self.disconnect().await),
+            "save_settings" => json!(self.save_settings(args(a)?).await?),
+            other => {
+                return Err(CmdError::new(
+                    "unknown_command",
+                    format!("no command {other:?}"),
+                ));
+            }
+        };
+        Ok(out)
+    }
+
+    /// The window's starting state.
+    pub async fn state(&self) -> StateView {
+        let mut inner = self.inner.lock().await;
+        if inner.session.as_ref().is_some_and(Session::finished) {
+            inner.session = None;
+        }
+        StateView {
+            account: inner.creds.as_ref().map(|c| AccountView {
+                email: c.email.clone(),
+                billing_url: c.billing_url.clone(),
+            }),
+            default_billing_url: self.default_billing.clone(),
+            settings: inner.settings.clone(),
+            session: inner.session.as_ref().map(|s| s.info.clone()),
+            detected: inner.detected.clone(),
+            config_dir: self.dir.display().to_string(),
+            logs_dir: self.logs_dir().display().to_string(),
+            capture_modes: capture_modes(),
+            version: env!("CARGO_PKG_VERSION"),
+        }
+    }
+
+    async fn account(&self) -> Result<Account, CmdError> {
+        let inner = self.inner.lock().await;
+        let c = inner.creds.as_ref().ok_or_else(CmdError::not_signed_in)?;
+        Ok(Account::new(&c.billing_url, &c.access_token))
+    }
+
+    async fn sign_in(&self, a: SignIn) -> Result<AccountView, CmdError> {
+        let url = a.billing_url.trim().trim_end_matches('/').to_owned();
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(CmdError::new(
+                "bad_billing_url",
+                "the billing address must start with http:// or https://",
+            ));
+        }
+        let mut client = BillingClient::new(&url);
+        if a.register {
+            client.register(&a.email, &a.password).await?;
+        }
+        let (token, ttl) = client.login(&a.email, &a.password).await?;
+        let mesh = client.mesh().await?;
+        let creds = Credentials {
+            billing_url: url.clone(),
+            email: a.email.trim().to_owned(),
+            access_token: token,
+            expires_at: unix_now() + ttl,
+            mesh_ca_pem: mesh.ca_cert_pem,
+        };
+        creds.save(&self.dir)?;
+        let account = Account::new(&url, &creds.access_token);
+        if a.trial {
+            let me = account.me().await?;
+            let has_plan = me["subscription"]["status"].as_str() == Some("active");
+            if me["trial_available"].as_bool() == Some(true) && !has_plan {
+                account.start_trial().await?;
+            }
+        }
+        let view = AccountView {
+            email: creds.email.clone(),
+            billing_url: url,
+        };
+        let lang = {
+            let mut inner = self.inner.lock().await;
+            inner.creds = Some(creds);
+            inner.games.clear();
+            inner.settings.language.clone()
+        };
+        // Warn about the plan's end at sign-in (the shell turns it into a notification).
+        match account.subscription().await {
+            Ok(Some(s)) if s.seconds_left == 0 => {
+                self.emit(AppEvent::Notice(notice(What::PlanExpired, &lang)))
+            }
+            Ok(Some(s)) if s.seconds_left < EXPIRY_WARNING_DAYS * 86_400 => {
+                self.emit(AppEvent::Notice(notice(
+                    What::PlanExpiring {
+                        days: s.seconds_left / 86_400,
+                    },
+                    &lang,
+                )))
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not read the subscription"),
+        }
+        self.emit(AppEvent::Account(Some(view.clone())));
+        Ok(view)
+    }
+
+    async fn sign_out(&self) -> bool {
+        self.disconnect().await;
+        let mut inner = self.inner.lock().await;
+        inner.creds = None;
+        inner.games.clear();
+        inner.route = None;
+        drop(inner);
+        let was = Credentials::remove(&self.dir).unwrap_or(false);
+        self.emit(AppEvent::Account(None));
+        was
+    }
+
+    /// The catalog (fetched once per login), filtered, with a `running` flag per game.
+    async fn games(&self, q: Search) -> Result<Value, CmdError> {
+        let account = self.account().await?;
+        let mut inner = self.inner.lock().await;
+        if inner.games.is_empty() {
+            inner.games = account.games().await?;
+        }
+        let list: Vec<Value> = account::filter_games(&inner.games, &q.search, &q.category)
+            .into_iter()
+            .map(|g| {
+                let mut v = json!(g);
+                v["running"] = json!(inner.detected.contains(&g.slug));
+                v
+            })
+            .collect();
+        let mut categories: Vec<&str> = inner
+            .games
+            .iter()
+            .filter_map(|g| g.category.as_deref())
+            .collect();
+        categories.sort_unstable();
+        categories.dedup();
+        Ok(json!({ "games": list, "categories": categories }))
+    }
+
+    /// Asks billing for a ticket for `game` and shows where it would go.
+    async fn route(&self, a: GameArg) -> Result<RouteView, CmdError> {
+        let account = self.account().await?;
+        let mut inner = self.inner.lock().await;
+        let fresh = inner
+            .route
+            .as_ref()
+            .is_some_and(|g| g.game.slug == a.game && g.expires_at > unix_now() + 60);
+        if !fresh {
+            if let Some(old) = inner.route.take() {
+                let _ = account.stop_session(&old.session_id).await;
+            }
+            let c = inner.creds.as_ref().ok_or_else(CmdError::not_signed_in)?;
+            let billing = BillingClient::new(&c.billing_url).with_token(c.access_token.clone());
+            inner.route = Some(billing.request_session(&a.game).await?);
+        }
+        let g = inner.route.as_ref().expect("set above");
+        Ok(RouteView {
+            game: g.game.slug.clone(),
+            game_name: g.game.name.clone(),
+            destinations: g.destinations.clone(),
+            nodes: g
+                .nodes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| RouteNode {
+                    id: n.id.clone(),
+                    region: n.region.clone(),
+                    control_addr: n.control_addr.clone(),
+                    recommended: i == 0,
+                })
+                .collect(),
+            expires_at: g.expires_at,
+            paths: inner.settings.paths,
+            redundancy: inner.settings.redundancy.clone(),
+            measurable: g.game.slug == ECHO_GAME,
+        })
+    }
+
+    /// Connects to `game` (through `node` if given), using the route's ticket if fresh.
+    async fn connect(&self, a: GameArg) -> Result<SessionInfo, CmdError> {
+        if a.game.is_empty() {
+            return Err(CmdError::new("no_game", "pick a game first"));
+        }
+        let mut inner = self.inner.lock().await;
+        if let Some(s) = &inner.session {
+            if !s.finished() {
+                return Err(CmdError::new(
+                    "already_connected",
+                    format!(
+                        "already connected to {}; disconnect first",
+                        s.info.game_name
+                    ),
+                ));
+            }
+            inner.session = None;
+        }
+        let c = inner.creds.clone().ok_or_else(CmdError::not_signed_in)?;
+        if c.expires_at <= unix_now() {
+            return Err(CmdError::new(
+                "login_expired",
+                "your login expired; sign in again",
+            ));
+        }
+        let grant = match inner.route.take() {
+            Some(g) if g.game.slug == a.game && g.expires_at > unix_now() + 60 => g,
+            _ => {
+                BillingClient::new(&c.billing_url)
+                    .with_token(c.access_token.clone())
+                    .request_session(&a.game)
+                    .await?
+            }
+        };
+        let opened = plg_client::open_granted(&grant, &c.mesh_ca_pem, a.node.as_deref()).await;
+        let (node, tunnel) = match opened {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = Account::new(&c.billing_url, &c.access_token)
+                    .stop_session(&grant.session_id)
+                    .await;
+                return Err(e.into());
+            }
+        };
+        let session = Session::start(
+            session::Start {
+                grant: &grant,
+                node,
+                tunnel,
+                ca_pem: &c.mesh_ca_pem,
+                billing_url: &c.billing_url,
+                settings: &inner.settings,
+                probe: grant.game.slug == ECHO_GAME,
+            },
+            self.events.clone(),
+        )
+        .await?;
+        let info = session.info.clone();
+        inner.session = Some(session);
+        if inner.settings.last_game != a.game {
+            inner.settings.last_game = a.game.clone();
+            if let Err(e) = inner.settings.save(&self.dir) {
+                tracing::warn!(error = %e, "could not save settings");
+            }
+        }
+        drop(inner);
+        tracing::info!(session = %info.session_id, game = %info.game, node = %info.node.id, "connected");
+        self.emit(AppEvent::Connected(info.clone()));
+        Ok(info)
+    }
+
+    /// Stops the session (if any); its summary.
+    async fn disconnect(&self) -> Option<Summary> {
+        let (session, creds) = {
+            let mut inner = self.inner.lock().await;
+            (inner.session.take(), inner.creds.clone())
+        };
+        let session = session?;
+        let id = session.info.session_id.clone();
+        let summary = session.stop().await;
+        if let Some(c) = creds {
+            // Frees the plan's session slot now rather than at ticket expiry.
+            if let Err(e) = Account::new(&c.billing_url, &c.access_token)
+                .stop_session(&id)
+                .await
+            {
+                tracing::warn!(error = %e, "billing did not record the session's end");
+            }
+        }
+        tracing::info!(session = %id, secs = summary.duration_secs, "disconnected");
+        Some(summary)
+    }
+
+    async fn save_settings(&self, s: Settings) -> Result<Settings, CmdError> {
+        s.validate().map_err(|e| CmdError::new("bad_settings", e))?;
+        s.save(&self.dir).map_err(|e| {
+            CmdError::new(
+                "save_failed",
+                format!("cannot save settings in {}: {e}", self.dir.display()),
+            )
+        })?;
+        self.inner.lock().await.settings = s.clone();
+        self.emit(AppEvent::Settings(s.clone()));
+        Ok(s)
+    }
+
+    /// Checks every `every` which catalog games are running; tells the frontend when the set
+    /// changes, with a notice for each newly started game while no session runs. Runs forever.
+    pub async fn watch_games(self: Arc<Self>, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            let (creds, mut games) = {
+                let inner = self.inner.lock().await;
+                (inner.creds.clone(), inner.games.clone())
+            };
+            let Some(c) = creds else { continue };
+            if games.is_empty() {
+                // Fetched without holding the lock: billing may be slow or down.
+                match Account::new(&c.billing_url, &c.access_token).games().await {
+                    Ok(g) => {
+                        self.inner.lock().await.games = g.clone();
+                        games = g;
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "catalog not available for detection");
+                        continue;
+                    }
+                }
+            }
+            let running = match tokio::task::spawn_blocking(detect::running_processes).await {
+                Ok(r) => r,
+                Err(_) => continue,
+            };
+            let now = detect::matching(&games, &running);
+            let mut inner = self.inner.lock().await;
+            if now == inner.detected {
+                continue;
+            }
+            let idle = inner.session.is_none();
+            let lang = inner.settings.language.clone();
+            for slug in now.iter().filter(|s| !inner.detected.contains(s)) {
+                if idle && let Some(g) = games.iter().find(|g| &g.slug == slug) {
+                    self.emit(AppEvent::Notice(notice(
+                        What::GameDetected { name: &g.name },
+                        &lang,
+                    )));
+                }
+            }
+            inner.detected = now.clone();
+            drop(inner);
+            self.emit(AppEvent::Detected(now));
+        }
+    }
+
+    /// A one-line status for the tray.
+    pub async fn status_line(&self) -> String {
+        let inner = self.inner.lock().await;
+        let ru = inner.settings.language == "ru";
+        match (&inner.session, &inner.creds) {
+            (Some(s), _) if !s.finished() => {
+                if ru {
+                    format!("Подключено: {} через {}", s.info.game_name, s.info.node.id)
+                } else {
+                    format!("Connected: {} via {}", s.info.game_name, s.info.node.id)
+                }
+            }
+            (_, None) => if ru {
+                "Вход не выполнен"
+            } else {
+                "Not signed in"
+            }
+            .to_owned(),
+            _ => if ru {
+                "Не подключено"
+            } else {
+                "Not connected"
+            }
+            .to_owned(),
+        }
+    }
+}
+
+fn capture_modes() -> Vec<&'static str> {
+    let mut m = vec!["proxy"];
+    if cfg!(target_os = "linux") {
+        m.push("tun");
+    }
+    if cfg!(windows) {
+        m.push("windivert");
+    }
+    m
+}

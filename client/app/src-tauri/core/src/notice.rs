@@ -1,0 +1,216 @@
+//! Things the gamer is told about, in their language: shown in the window and, by the desktop
+//! shell, as system notifications.
+
+use serde::Serialize;
+
+/// A message for the gamer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Notice {
+    /// Stable kind: `failover`, `node_lost`, `primary_changed`, `destination_refused`,
+    /// `too_many_flows`, `ticket_expired`, `plan_expiring`, `plan_expired`, `game_detected`.
+    pub kind: &'static str,
+    /// Whether it deserves a system notification (not only a line in the window).
+    pub notify: bool,
+    /// Short title.
+    pub title: String,
+    /// One sentence.
+    pub body: String,
+}
+
+/// What happened, with its details.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum What<'a> {
+    /// The session moved to node `to` after `gap_ms` without replies.
+    Failover { to: &'a str, gap_ms: u128 },
+    /// Every path went silent and no node took the session.
+    NodeLost { reason: &'a str },
+    /// The primary path changed.
+    PrimaryChanged { from: u8, to: u8 },
+    /// The node refused a destination.
+    DestinationRefused { addr: String, game: &'a str },
+    /// The game opened more flows than one session carries.
+    TooManyFlows,
+    /// The ticket expired; the session stopped.
+    TicketExpired,
+    /// The plan ends in `days` days.
+    PlanExpiring { days: i64 },
+    /// The plan has ended.
+    PlanExpired,
+    /// A catalog game is running.
+    GameDetected { name: &'a str },
+}
+
+/// The notice for `what` in `lang` (`ru`, otherwise English).
+pub fn notice(what: What<'_>, lang: &str) -> Notice {
+    let ru = lang == "ru";
+    let (kind, notify, title, body) = match what {
+        What::Failover { to, gap_ms } => (
+            "failover",
+            true,
+            if ru {
+                "Маршрут переключён"
+            } else {
+                "Route switched"
+            }
+            .to_owned(),
+            if ru {
+                format!("Сессия перенесена на узел {to} после {gap_ms} мс без ответа")
+            } else {
+                format!("The session moved to node {to} after {gap_ms} ms without replies")
+            },
+        ),
+        What::NodeLost { reason } => (
+            "node_lost",
+            true,
+            if ru {
+                "Узел не отвечает"
+            } else {
+                "Node not answering"
+            }
+            .to_owned(),
+            if ru {
+                format!("Ни один другой узел не принял сессию ({reason}); повторяем")
+            } else {
+                format!("No other node took the session ({reason}); retrying")
+            },
+        ),
+        What::PrimaryChanged { from, to } => (
+            "primary_changed",
+            false,
+            if ru {
+                "Основной путь сменился"
+            } else {
+                "Primary path changed"
+            }
+            .to_owned(),
+            if ru {
+                format!("Путь {from} → путь {to}")
+            } else {
+                format!("Path {from} → path {to}")
+            },
+        ),
+        What::DestinationRefused { addr, game } => (
+            "destination_refused",
+            true,
+            if ru {
+                "Адрес не разрешён"
+            } else {
+                "Destination refused"
+            }
+            .to_owned(),
+            if ru {
+                format!("Узел отказался пересылать на {addr}: билет для {game} его не разрешает")
+            } else {
+                format!("The node refused {addr}: the ticket for {game} does not allow it")
+            },
+        ),
+        What::TooManyFlows => (
+            "too_many_flows",
+            false,
+            if ru {
+                "Слишком много потоков"
+            } else {
+                "Too many flows"
+            }
+            .to_owned(),
+            if ru {
+                "Игра открыла больше потоков, чем несёт одна сессия".to_owned()
+            } else {
+                "The game opened more flows than one session carries".to_owned()
+            },
+        ),
+        What::TicketExpired => (
+            "ticket_expired",
+            true,
+            if ru {
+                "Сессия завершена"
+            } else {
+                "Session ended"
+            }
+            .to_owned(),
+            if ru {
+                "Билет сессии истёк; подключитесь снова".to_owned()
+            } else {
+                "The session ticket expired; connect again".to_owned()
+            },
+        ),
+        What::PlanExpiring { days } => (
+            "plan_expiring",
+            true,
+            if ru {
+                "Подписка заканчивается"
+            } else {
+                "Plan ending soon"
+            }
+            .to_owned(),
+            if ru {
+                format!("Подписка закончится через {days} дн.; продлите её на экране «Подписка»")
+            } else {
+                format!("Your plan ends in {days} day(s); renew it on the Subscription screen")
+            },
+        ),
+        What::PlanExpired => (
+            "plan_expired",
+            true,
+            if ru {
+                "Подписка закончилась"
+            } else {
+                "Plan ended"
+            }
+            .to_owned(),
+            if ru {
+                "Оплатите план или введите промокод, чтобы играть через PLG".to_owned()
+            } else {
+                "Pay for a plan or redeem a promo code to play through PLG".to_owned()
+            },
+        ),
+        What::GameDetected { name } => (
+            "game_detected",
+            true,
+            if ru {
+                "Игра запущена"
+            } else {
+                "Game detected"
+            }
+            .to_owned(),
+            if ru {
+                format!("{name} запущена — ускорить?")
+            } else {
+                format!("{name} is running — accelerate it?")
+            },
+        ),
+    };
+    Notice {
+        kind,
+        notify,
+        title,
+        body,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_languages() {
+        let en = notice(
+            What::Failover {
+                to: "node-2",
+                gap_ms: 1200,
+            },
+            "en",
+        );
+        let ru = notice(
+            What::Failover {
+                to: "node-2",
+                gap_ms: 1200,
+            },
+            "ru",
+        );
+        assert_eq!(en.kind, ru.kind);
+        assert!(en.body.contains("node-2") && en.body.contains("1200"));
+        assert!(ru.body.contains("node-2") && ru.title.contains("Маршрут"));
+        assert!(!notice(What::PrimaryChanged { from: 0, to: 1 }, "en").notify);
+    }
+}

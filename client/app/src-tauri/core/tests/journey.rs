@@ -1,0 +1,180 @@
+//! The gamer's journey through the app's handlers against a real local mesh (billing on
+//! SQLite, two relay nodes, an echo game server; all on loopback): sign up with the trial,
+//! browse games, see the route, connect, receive live numbers, disconnect with a summary.
+
+use std::time::Duration;
+
+use plg_app_core::{App, AppEvent};
+use plg_sim::local_mesh::LocalMesh;
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Waits (bounded) for the first event `pick` accepts.
+async fn next<T>(
+    rx: &mut broadcast::Receiver<AppEvent>,
+    mut pick: impl FnMut(&AppEvent) -> Option<T>,
+) -> T {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match rx.recv().await {
+                Ok(ev) => {
+                    if let Some(t) = pick(&ev) {
+                        return t;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(e) => panic!("event channel: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("event within the time limit")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_up_connect_live_numbers_disconnect() {
+    let mut mesh = LocalMesh::start().await.unwrap();
+    mesh.add_node("node-2").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::new(dir.path().to_owned(), &mesh.billing_url);
+    let mut events = app.subscribe();
+    let url = mesh.billing_url.clone();
+
+    let e = app.dispatch("games", Value::Null).await.unwrap_err();
+    assert_eq!(e.code, "not_signed_in");
+    let e = app
+        .dispatch(
+            "sign_in",
+            json!({"billing_url": url, "email": "ghost@demo.plg", "password": "wrong password"}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, "invalid_credentials", "{e:?}");
+    assert!(
+        !e.message.contains("wrong password"),
+        "the password never shows in errors"
+    );
+    let e = app.dispatch("nope", Value::Null).await.unwrap_err();
+    assert_eq!(e.code, "unknown_command");
+
+    let email = "journey@demo.plg";
+    app.dispatch(
+        "sign_in",
+        json!({"billing_url": url, "email": email, "password": "correct horse battery staple", "register": true, "trial": true}),
+    )
+    .await
+    .unwrap();
+    let state = app.dispatch("state", Value::Null).await.unwrap();
+    assert_eq!(state["account"]["email"], email);
+    let me = app.dispatch("me", Value::Null).await.unwrap();
+    assert_eq!(me["subscription"]["plan"], "trial");
+    assert_eq!(me["subscription"]["status"], "active");
+
+    let all = app.dispatch("games", json!({})).await.unwrap();
+    assert!(all["games"].as_array().unwrap().len() > 10);
+    assert!(!all["categories"].as_array().unwrap().is_empty());
+    let demo = app
+        .dispatch("games", json!({"search": "DEMO"}))
+        .await
+        .unwrap();
+    let list = demo["games"].as_array().unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["slug"], "demo");
+    assert_eq!(list[0]["running"], false);
+
+    let route = app
+        .dispatch("route", json!({"game": "demo"}))
+        .await
+        .unwrap();
+    let nodes = route["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 2, "{route}");
+    assert_eq!(nodes[0]["recommended"], true);
+    assert_eq!(nodes[1]["recommended"], false);
+    assert_eq!(route["measurable"], true);
+
+    let info = app
+        .dispatch("connect", json!({"game": "demo"}))
+        .await
+        .unwrap();
+    assert_eq!(info["game"], "demo");
+    assert_eq!(info["probing"], true);
+    assert_eq!(info["paths"], 2);
+    let e = app
+        .dispatch("connect", json!({"game": "demo"}))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, "already_connected");
+
+    // Live numbers: echo probes answered through the session, both paths answering.
+    let tick = next(&mut events, |ev| match ev {
+        AppEvent::Tick(t)
+            if t.accelerated
+                .is_some_and(|a| a.probes > 0 && a.loss_pct < 100.0)
+                && t.packets_down > 0
+                && t.paths.iter().filter(|p| p.state == "up").count() == 2 =>
+        {
+            Some(t.clone())
+        }
+        _ => None,
+    })
+    .await;
+    assert!(tick.direct.is_some());
+    assert!(tick.node_rtt_ms.is_some());
+    let later = next(&mut events, |ev| match ev {
+        AppEvent::Tick(t) if t.packets_up > tick.packets_up => Some(t.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(later.secs > tick.secs);
+
+    let summary = app.dispatch("disconnect", Value::Null).await.unwrap();
+    assert!(summary["packets_up"].as_u64().unwrap() > 0, "{summary}");
+    assert!(
+        summary["after"]["samples"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
+    assert!(
+        summary["before"]["samples"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
+    assert_eq!(summary["ended_by"], "user");
+    next(&mut events, |ev| {
+        matches!(ev, AppEvent::Ended(_)).then_some(())
+    })
+    .await;
+    assert_eq!(
+        app.dispatch("disconnect", Value::Null).await.unwrap(),
+        Value::Null
+    );
+    // The route's ticket was the one connected with: billing saw one session, now ended.
+    let usage = &app.dispatch("me", Value::Null).await.unwrap()["usage"];
+    assert_eq!(usage["sessions_total"], 1, "{usage}");
+    assert_eq!(usage["sessions_open"], 0, "{usage}");
+
+    // Settings: validated, saved, and seen by a new instance with the same login.
+    let mut s = app.settings().await;
+    s.paths = 9;
+    assert_eq!(
+        app.dispatch("save_settings", json!(s))
+            .await
+            .unwrap_err()
+            .code,
+        "bad_settings"
+    );
+    s.paths = 1;
+    s.language = "ru".into();
+    app.dispatch("save_settings", json!(s)).await.unwrap();
+    assert_eq!(app.settings().await.last_game, "demo");
+    let again = App::new(dir.path().to_owned(), "http://unused");
+    let st = again.dispatch("state", Value::Null).await.unwrap();
+    assert_eq!(st["settings"]["language"], "ru");
+    assert_eq!(st["settings"]["paths"], 1);
+    assert_eq!(st["account"]["email"], email);
+    assert_eq!(again.status_line().await, "Не подключено");
+
+    app.dispatch("sign_out", Value::Null).await.unwrap();
+    assert!(app.dispatch("state", Value::Null).await.unwrap()["account"].is_null());
+    mesh.stop().await;
+}

@@ -1,0 +1,241 @@
+//! PLG Booster desktop app: the window (frontend in `../src`) over `plg_app_core`, plus the
+//! desktop behaviour — tray with status and connect/disconnect, close-to-tray, notifications,
+//! single instance, start with the system.
+
+// No console window behind the app on Windows.
+#![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use plg_app_core::{App, AppEvent, CmdError};
+use serde_json::{Value, json};
+use tauri::menu::{Menu, MenuItem};
+use tauri::tray::TrayIconBuilder;
+use tauri::{AppHandle, Emitter, Manager, WindowEvent};
+use tauri_plugin_autostart::{MacosLauncher, ManagerExt};
+use tauri_plugin_notification::NotificationExt;
+
+/// Started by the system at login: stay in the tray.
+const MINIMISED: &str = "--minimised";
+
+/// Every window command goes through here to the shared handlers.
+#[tauri::command]
+async fn call(
+    cmd: String,
+    args: Option<Value>,
+    app: tauri::State<'_, Arc<App>>,
+) -> Result<Value, CmdError> {
+    app.dispatch(&cmd, args.unwrap_or(Value::Null)).await
+}
+
+/// The tray menu's labels: connect, disconnect, show, quit.
+fn tray_labels(lang: &str) -> [&'static str; 4] {
+    if lang == "ru" {
+        ["Подключить", "Отключить", "Показать окно", "Выход"]
+    } else {
+        ["Connect", "Disconnect", "Show window", "Quit"]
+    }
+}
+
+fn show_main(app: &AppHandle) {
+    if let Some(w) = app.get_webview_window("main") {
+        let _ = w.unminimize();
+        let _ = w.show();
+        let _ = w.set_focus();
+    }
+}
+
+fn logging(dir: &std::path::Path) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("PLG_LOG").unwrap_or_else(|_| "info".into());
+    let file = std::fs::create_dir_all(dir).and_then(|()| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("plg-app.log"))
+    });
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false);
+    match file {
+        Ok(f) => b.with_writer(std::sync::Mutex::new(f)).init(),
+        Err(_) => b.with_writer(std::io::stderr).init(),
+    }
+}
+
+fn main() {
+    let dir = match plg_app_core::config_dir() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("{e:#}");
+            std::process::exit(1);
+        }
+    };
+    let billing =
+        std::env::var("PLG_BILLING_URL").unwrap_or_else(|_| "http://127.0.0.1:8080".into());
+    let core = App::new(dir, &billing);
+    logging(&core.logs_dir());
+    let minimise_to_tray = Arc::new(AtomicBool::new(true));
+
+    let close_flag = minimise_to_tray.clone();
+    let setup_core = core.clone();
+    let result = tauri::Builder::default()
+        .plugin(tauri_plugin_single_instance::init(|app, _argv, _cwd| {
+            show_main(app)
+        }))
+        .plugin(tauri_plugin_autostart::init(
+            MacosLauncher::LaunchAgent,
+            Some(vec![MINIMISED]),
+        ))
+        .plugin(tauri_plugin_notification::init())
+        .manage(core.clone())
+        .invoke_handler(tauri::generate_handler![call])
+        .setup(move |app| {
+            let core = setup_core;
+            let status = MenuItem::with_id(app, "status", "PLG Booster", false, None::<&str>)?;
+            let connect = MenuItem::with_id(app, "connect", "Connect", true, None::<&str>)?;
+            let disconnect =
+                MenuItem::with_id(app, "disconnect", "Disconnect", true, None::<&str>)?;
+            let show = MenuItem::with_id(app, "show", "Show window", true, None::<&str>)?;
+            let quit = MenuItem::with_id(app, "quit", "Quit", true, None::<&str>)?;
+            let menu = Menu::with_items(app, &[&status, &connect, &disconnect, &show, &quit])?;
+            let items = [
+                connect.clone(),
+                disconnect.clone(),
+                show.clone(),
+                quit.clone(),
+            ];
+            let tray_core = core.clone();
+            let mut tray = TrayIconBuilder::with_id("main")
+                .tooltip("PLG Booster")
+                .menu(&menu)
+                .on_menu_event(move |app, ev| {
+                    let core = tray_core.clone();
+                    let app = app.clone();
+                    match ev.id.as_ref() {
+                        "show" => show_main(&app),
+                        "quit" => {
+                            tauri::async_runtime::spawn(async move {
+                                let _ = core.dispatch("disconnect", Value::Null).await;
+                                app.exit(0);
+                            });
+                        }
+                        "connect" => {
+                            tauri::async_runtime::spawn(async move {
+                                let game = core.settings().await.last_game;
+                                if let Err(e) =
+                                    core.dispatch("connect", json!({ "game": game })).await
+                                {
+                                    show_main(&app);
+                                    let _ = app
+                                        .notification()
+                                        .builder()
+                                        .title("PLG Booster")
+                                        .body(e.message)
+                                        .show();
+                                }
+                            });
+                        }
+                        "disconnect" => {
+                            tauri::async_runtime::spawn(async move {
+                                let _ = core.dispatch("disconnect", Value::Null).await;
+                            });
+                        }
+                        _ => {}
+                    }
+                });
+            if let Some(icon) = app.default_window_icon() {
+                tray = tray.icon(icon.clone());
+            }
+            let tray = tray.build(app)?;
+
+            if std::env::args().any(|a| a == MINIMISED)
+                && let Some(w) = app.get_webview_window("main")
+            {
+                let _ = w.hide();
+            }
+
+            // Events to the window, the tray and the system's notifications.
+            let handle = app.handle().clone();
+            let flag = minimise_to_tray.clone();
+            let events_core = core.clone();
+            tauri::async_runtime::spawn(async move {
+                let core = events_core;
+                let mut settings = core.settings().await;
+                flag.store(settings.minimise_to_tray, Ordering::Relaxed);
+                apply_autostart(&handle, settings.autostart);
+                let mut rx = core.subscribe();
+                let refresh = |core: Arc<App>| async move { core.status_line().await };
+                let line = refresh(core.clone()).await;
+                let _ = status.set_text(&line);
+                for (item, label) in items.iter().zip(tray_labels(&settings.language)) {
+                    let _ = item.set_text(label);
+                }
+                loop {
+                    let ev = match rx.recv().await {
+                        Ok(ev) => ev,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                    };
+                    let _ = handle.emit("plg-event", &ev);
+                    match &ev {
+                        AppEvent::Notice(n) if n.notify && settings.notifications => {
+                            let _ = handle
+                                .notification()
+                                .builder()
+                                .title(&n.title)
+                                .body(&n.body)
+                                .show();
+                        }
+                        AppEvent::Settings(s) => {
+                            if s.autostart != settings.autostart {
+                                apply_autostart(&handle, s.autostart);
+                            }
+                            flag.store(s.minimise_to_tray, Ordering::Relaxed);
+                            if s.language != settings.language {
+                                let labels = tray_labels(&s.language);
+                                for (item, label) in items.iter().zip(labels) {
+                                    let _ = item.set_text(label);
+                                }
+                                let line = refresh(core.clone()).await;
+                                let _ = status.set_text(&line);
+                            }
+                            settings = s.clone();
+                        }
+                        AppEvent::Connected(_) | AppEvent::Ended(_) | AppEvent::Account(_) => {
+                            let line = refresh(core.clone()).await;
+                            let _ = status.set_text(&line);
+                            let _ = tray.set_tooltip(Some(format!("PLG Booster — {line}")));
+                        }
+                        _ => {}
+                    }
+                }
+            });
+            tauri::async_runtime::spawn(core.watch_games(Duration::from_secs(5)));
+            Ok(())
+        })
+        .on_window_event(move |window, event| {
+            if let WindowEvent::CloseRequested { api, .. } = event
+                && close_flag.load(Ordering::Relaxed)
+            {
+                api.prevent_close();
+                let _ = window.hide();
+            }
+        })
+        .run(tauri::generate_context!());
+    if let Err(e) = result {
+        tracing::error!(error = %e, "the app stopped");
+        eprintln!("PLG Booster could not start: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn apply_autostart(app: &AppHandle, on: bool) {
+    let al = app.autolaunch();
+    let r = if on { al.enable() } else { al.disable() };
+    if let Err(e) = r {
+        tracing::warn!(error = %e, on, "could not change start-with-the-system");
+    }
+}
