@@ -93,8 +93,12 @@ pub struct PathConfig {
     pub probe_timeout: Duration,
     /// Switch primary only if the other path's RTT is lower by at least this much...
     pub switch_min_gain: Duration,
-    /// ...or by at least this fraction of the primary's RTT.
+    /// ...or by at least this fraction of the primary's RTT, and then by at least
+    /// [`PathConfig::switch_floor`] (so sub-millisecond noise between two near-equal paths
+    /// never flips the primary).
     pub switch_min_ratio: f64,
+    /// Smallest gain the ratio rule acts on.
+    pub switch_floor: Duration,
 }
 
 impl Default for PathConfig {
@@ -105,6 +109,7 @@ impl Default for PathConfig {
             probe_timeout: Duration::from_millis(500),
             switch_min_gain: Duration::from_millis(10),
             switch_min_ratio: 1.0 / 3.0,
+            switch_floor: Duration::from_millis(2),
         }
     }
 }
@@ -319,7 +324,8 @@ impl PathScheduler {
         };
         if a > b
             && (a - b >= self.cfg.switch_min_gain
-                || (a - b).as_secs_f64() >= a.as_secs_f64() * self.cfg.switch_min_ratio)
+                || (a - b >= self.cfg.switch_floor
+                    && (a - b).as_secs_f64() >= a.as_secs_f64() * self.cfg.switch_min_ratio))
         {
             self.primary = best;
         }
@@ -520,6 +526,23 @@ mod tests {
         // 5 ms vs 20 ms: clearly better.
         run(&mut s, now, ms(3000), &[Some(ms(5)), Some(ms(20))]);
         assert_eq!(s.primary(), 0);
+    }
+
+    #[test]
+    fn sub_millisecond_noise_between_equal_paths_never_flips_the_primary() {
+        // Two paths to the same node on loopback: 0.3 ms vs 0.5 ms is 40 % better, but a
+        // fraction of a millisecond; the primary stays.
+        let t0 = Instant::now();
+        let mut s = PathScheduler::new(2, Redundancy::Single, PathConfig::default(), t0);
+        let now = run(&mut s, t0, ms(1000), &[Some(Duration::from_micros(500)), None]);
+        assert_eq!(s.primary(), 0);
+        run(
+            &mut s,
+            now,
+            ms(3000),
+            &[Some(Duration::from_micros(500)), Some(Duration::from_micros(300))],
+        );
+        assert_eq!(s.primary(), 0, "no switch for a 0.2 ms gain");
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub enum What<'a> {
     NodeLost { reason: &'a str },
     /// The primary path changed.
     PrimaryChanged { from: u8, to: u8 },
+    /// Frames started (`on`) or stopped travelling as QUIC datagrams on the control
+    /// connection because the node's UDP data port does not answer.
+    ProtectedMode { on: bool, reason: &'a str },
     /// The node refused a destination.
     DestinationRefused { addr: String, game: &'a str },
     /// The game opened more flows than one session carries.
@@ -87,6 +90,24 @@ pub fn notice(what: What<'_>, lang: &str) -> Notice {
                 format!("Путь {from} → путь {to}")
             } else {
                 format!("Path {from} → path {to}")
+            },
+        ),
+        What::ProtectedMode { on, reason } => (
+            "protected_mode",
+            on,
+            match (ru, on) {
+                (true, true) => "Защищённый режим включён",
+                (true, false) => "Защищённый режим выключен",
+                (false, true) => "Protected mode on",
+                (false, false) => "Protected mode off",
+            }
+            .to_owned(),
+            if ru && on {
+                "UDP-порт узла не отвечает: трафик идёт через QUIC-соединение".to_owned()
+            } else if ru {
+                "UDP снова работает".to_owned()
+            } else {
+                reason.to_owned()
             },
         ),
         What::DestinationRefused { addr, game } => (

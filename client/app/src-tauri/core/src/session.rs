@@ -417,6 +417,7 @@ async fn run(
                     ProxyEvent::PrimaryChanged { from, to } => What::PrimaryChanged { from: *from, to: *to },
                     ProxyEvent::DestinationRefused(d) => What::DestinationRefused { addr: d.to_string(), game: &info.game_name },
                     ProxyEvent::TooManyFlows => What::TooManyFlows,
+                    ProxyEvent::ProtectedMode { on, reason } => What::ProtectedMode { on: *on, reason },
                     ProxyEvent::FlowError { flow, code } => {
                         tracing::warn!(flow, ?code, "flow error from the node");
                         continue;
