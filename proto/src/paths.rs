@@ -534,13 +534,21 @@ mod tests {
         // fraction of a millisecond; the primary stays.
         let t0 = Instant::now();
         let mut s = PathScheduler::new(2, Redundancy::Single, PathConfig::default(), t0);
-        let now = run(&mut s, t0, ms(1000), &[Some(Duration::from_micros(500)), None]);
+        let now = run(
+            &mut s,
+            t0,
+            ms(1000),
+            &[Some(Duration::from_micros(500)), None],
+        );
         assert_eq!(s.primary(), 0);
         run(
             &mut s,
             now,
             ms(3000),
-            &[Some(Duration::from_micros(500)), Some(Duration::from_micros(300))],
+            &[
+                Some(Duration::from_micros(500)),
+                Some(Duration::from_micros(300)),
+            ],
         );
         assert_eq!(s.primary(), 0, "no switch for a 0.2 ms gain");
     }
