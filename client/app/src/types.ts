@@ -126,7 +126,7 @@ export interface RouteView {
   game: string;
   game_name: string;
   destinations: string[];
-  nodes: { id: string; region: string; control_addr: string; recommended: boolean }[];
+  nodes: { id: string; region: string; control_addr: string; recommended: boolean; ping_ms: number | null; loss_percent: number | null }[];
   expires_at: number;
   paths: number;
   redundancy: string;

@@ -19,7 +19,7 @@ export function route(ctx: Ctx): HTMLElement {
       connect.textContent = t("route.connecting");
       error.textContent = "";
       try {
-        ctx.model.session = await ctx.bridge.call<SessionInfo>("connect", { game: r.game });
+        ctx.model.session = await ctx.bridge.call<SessionInfo>("connect", { game: r.game, node: r.nodes[0]?.id });
         ctx.model.ticks = [];
         ctx.model.summary = null;
         ctx.model.route = null;
@@ -50,7 +50,9 @@ export function route(ctx: Ctx): HTMLElement {
                   h("td", {}, h("b", {}, n.id)),
                   h("td", {}, n.region || "—"),
                   h("td", { class: "mono small" }, n.control_addr),
-                  h("td", { class: "muted", title: t("route.ping.pending") }, connected && connected.node.id === n.id ? t("route.ping.live") : "—"),
+                  n.ping_ms == null
+                    ? h("td", { class: "muted", title: t("route.ping.pending") }, "—")
+                    : h("td", { "data-testid": "node-ping" }, `${n.ping_ms.toFixed(1)} ms${n.loss_percent ? ` · ${n.loss_percent.toFixed(0)} %` : ""}`),
                   h("td", {}, h("span", { class: `badge ${n.recommended ? "live" : ""}` }, n.recommended ? t("route.exit") : t("route.backup"))),
                 ),
               ),

@@ -99,7 +99,8 @@ pub struct RouteView {
     pub game_name: String,
     /// Where the ticket lets traffic go.
     pub destinations: Vec<String>,
-    /// Candidate nodes, best first (billing's order); the first is the recommended exit.
+    /// Candidate nodes, best first by live probes (`plg_client::route`); the first is the
+    /// recommended exit.
     pub nodes: Vec<RouteNode>,
     /// Unix seconds when the ticket expires.
     pub expires_at: u64,
@@ -120,8 +121,12 @@ pub struct RouteNode {
     pub region: String,
     /// Control address.
     pub control_addr: String,
-    /// Billing ranks it first.
+    /// Ranked first: the recommended exit.
     pub recommended: bool,
+    /// Median RTT of QUIC handshakes to its control port, if any answered.
+    pub ping_ms: Option<f64>,
+    /// Share of probes without an answer.
+    pub loss_percent: Option<f64>,
 }
 
 #[derive(Debug, Default)]
@@ -409,25 +414,36 @@ impl App {
             let billing = BillingClient::new(&c.billing_url).with_token(c.access_token.clone());
             inner.route = Some(billing.request_session(&a.game).await?);
         }
-        let g = inner.route.as_ref().expect("set above");
+        let g = inner.route.clone().expect("set above");
+        let ca_pem = inner
+            .creds
+            .as_ref()
+            .map(|c| c.mesh_ca_pem.clone())
+            .unwrap_or_default();
+        let (paths, redundancy) = (inner.settings.paths, inner.settings.redundancy.clone());
+        // Probe without holding the lock (up to a second per silent node).
+        drop(inner);
+        let ranked =
+            plg_client::route::probe_nodes(&g.nodes, &ca_pem, plg_client::route::PROBES).await;
         Ok(RouteView {
             game: g.game.slug.clone(),
             game_name: g.game.name.clone(),
             destinations: g.destinations.clone(),
-            nodes: g
-                .nodes
+            nodes: ranked
                 .iter()
                 .enumerate()
-                .map(|(i, n)| RouteNode {
-                    id: n.id.clone(),
-                    region: n.region.clone(),
-                    control_addr: n.control_addr.clone(),
+                .map(|(i, c)| RouteNode {
+                    id: c.node.id.clone(),
+                    region: c.node.region.clone(),
+                    control_addr: c.node.control_addr.clone(),
                     recommended: i == 0,
+                    ping_ms: c.probe.median().map(|d| d.as_secs_f64() * 1000.0),
+                    loss_percent: (c.probe.sent > 0).then(|| c.probe.loss_percent()),
                 })
                 .collect(),
             expires_at: g.expires_at,
-            paths: inner.settings.paths,
-            redundancy: inner.settings.redundancy.clone(),
+            paths,
+            redundancy,
             measurable: g.game.slug == ECHO_GAME,
         })
     }

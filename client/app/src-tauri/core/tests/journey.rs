@@ -92,6 +92,13 @@ async fn sign_up_connect_live_numbers_disconnect() {
     assert_eq!(nodes.len(), 2, "{route}");
     assert_eq!(nodes[0]["recommended"], true);
     assert_eq!(nodes[1]["recommended"], false);
+    // Both demo nodes answered the route screen's live probes.
+    assert!(
+        nodes
+            .iter()
+            .all(|n| n["ping_ms"].as_f64().is_some_and(|p| p > 0.0)),
+        "{route}"
+    );
     assert_eq!(route["measurable"], true);
 
     let info = app
@@ -112,6 +119,7 @@ async fn sign_up_connect_live_numbers_disconnect() {
         AppEvent::Tick(t)
             if t.accelerated
                 .is_some_and(|a| a.probes > 0 && a.loss_pct < 100.0)
+                && t.direct.is_some()
                 && t.packets_down > 0
                 && t.paths.iter().filter(|p| p.state == "up").count() == 2 =>
         {
@@ -120,7 +128,6 @@ async fn sign_up_connect_live_numbers_disconnect() {
         _ => None,
     })
     .await;
-    assert!(tick.direct.is_some());
     assert!(tick.node_rtt_ms.is_some());
     let later = next(&mut events, |ev| match ev {
         AppEvent::Tick(t) if t.packets_up > tick.packets_up => Some(t.clone()),
