@@ -671,7 +671,7 @@ impl State {
         if !self.sessions.contains_key(&header.session_id) {
             return self.relay_up(data, from, header.session_id);
         }
-        self.on_client_frame(data, Peer::Direct(from), now);
+        self.on_client_frame(data, header, Peer::Direct(from), now);
     }
 
     /// A frame for a session this node does not serve: if the mesh says another live node
@@ -753,6 +753,7 @@ impl State {
                 match Header::decode(data) {
                     Ok(h) if self.sessions.contains_key(&h.session_id) => self.on_client_frame(
                         data,
+                        h,
                         Peer::Via {
                             relay: from,
                             client,
@@ -839,12 +840,9 @@ impl State {
     }
 
     /// An authenticated-or-not client frame for a session this node serves.
-    fn on_client_frame(&mut self, data: &mut [u8], from: Peer, now: Instant) {
+    /// `header` is `data`'s header, already decoded by the caller.
+    fn on_client_frame(&mut self, data: &mut [u8], header: Header, from: Peer, now: Instant) {
         let m = &*self.metrics;
-        let header = match Header::decode(data) {
-            Ok(h) => h,
-            Err(_) => return inc(&m.dropped_malformed),
-        };
         let Some(entry) = self.sessions.get_mut(&header.session_id) else {
             return inc(&m.dropped_unknown_session);
         };

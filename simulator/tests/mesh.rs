@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Proc, bin, field, run};
+use common::{Proc, bin, run, start_billing};
 use plg_client::capture::ProxyCapture;
 use plg_client::{BillingClient, Failover, NodeInfo, Proxy, ProxyEvent, Redundancy, Tunnel};
 use plg_sim::echo::EchoServer;
@@ -40,28 +40,7 @@ async fn next_failover(proxy: &mut Proxy) -> (String, Duration) {
 async fn three_node_processes_hand_a_playing_session_to_its_backup() {
     let dir = tempfile::tempdir().unwrap();
     let game = EchoServer::start(loopback()).await.unwrap();
-    let billing_dir = dir.path().join("billing");
-    let config = dir.path().join("billing.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:0\"\n[[extra_games]]\nslug = \"demo\"\nname = \"Demo\"\ndestinations = [\"127.0.0.1/32:{}\"]\n",
-            game.addr.port()
-        ),
-    )
-    .unwrap();
-    let billing = Proc::spawn(
-        "plg-billing serve",
-        Command::new(bin("plg-billing"))
-            .args(["--log-json", "serve", "--config"])
-            .arg(&config)
-            .arg("--data-dir")
-            .arg(&billing_dir),
-    );
-    let url = format!(
-        "http://{}",
-        field(&billing.wait_for("billing API listening"), "listen")
-    );
+    let (_billing, url, billing_dir) = start_billing(dir.path(), game.addr.port());
 
     // One command per node: join with a token, then serve and gossip.
     let mut nodes = Vec::new();

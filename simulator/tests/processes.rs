@@ -12,7 +12,7 @@ use plg_sim::traffic::{self, TrafficSpec};
 
 mod common;
 
-use common::{Proc, bin, field, run};
+use common::{Proc, bin, run, start_billing};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_real_binaries_carry_a_game_session() {
@@ -20,29 +20,7 @@ async fn the_real_binaries_carry_a_game_session() {
     let game = EchoServer::start("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
-    let billing_dir = dir.path().join("billing");
-    let config = dir.path().join("billing.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:0\"\n[[extra_games]]\nslug = \"demo\"\nname = \"Demo\"\ndestinations = [\"127.0.0.1/32:{}\"]\n",
-            game.addr.port()
-        ),
-    )
-    .unwrap();
-
-    let billing = Proc::spawn(
-        "plg-billing serve",
-        Command::new(bin("plg-billing"))
-            .args(["--log-json", "serve", "--config"])
-            .arg(&config)
-            .arg("--data-dir")
-            .arg(&billing_dir),
-    );
-    let url = format!(
-        "http://{}",
-        field(&billing.wait_for("billing API listening"), "listen")
-    );
+    let (billing, url, billing_dir) = start_billing(dir.path(), game.addr.port());
 
     let token = run(Command::new(bin("plg-billing"))
         .args(["join-token", "create", "--data-dir"])

@@ -130,3 +130,31 @@ pub fn run(cmd: &mut Command) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// A `plg-billing serve` process on a free loopback port, its data dir under `dir`, whose
+/// catalog adds the game `demo` → `127.0.0.1:<game_port>`. Returns the process, its URL and
+/// its data dir (for `plg-billing join-token create --data-dir`).
+pub fn start_billing(dir: &std::path::Path, game_port: u16) -> (Proc, String, PathBuf) {
+    let billing_dir = dir.join("billing");
+    let config = dir.join("billing.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\n[[extra_games]]\nslug = \"demo\"\nname = \"Demo\"\ndestinations = [\"127.0.0.1/32:{game_port}\"]\n"
+        ),
+    )
+    .unwrap();
+    let billing = Proc::spawn(
+        "plg-billing serve",
+        Command::new(bin("plg-billing"))
+            .args(["--log-json", "serve", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(&billing_dir),
+    );
+    let url = format!(
+        "http://{}",
+        field(&billing.wait_for("billing API listening"), "listen")
+    );
+    (billing, url, billing_dir)
+}
