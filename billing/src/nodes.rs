@@ -31,13 +31,18 @@ fn random_secret() -> String {
     crate::random_token()
 }
 
+/// What every join token starts with.
+pub(crate) const JOIN_TOKEN_PREFIX: &str = "plgjoin_";
+
 /// Creates a single-use join token valid for `ttl`; only its hash is stored.
 pub(crate) async fn create_join_token(
     db: &Pool,
     ttl: Duration,
     note: Option<&str>,
 ) -> anyhow::Result<(i64, String, i64)> {
-    let token = random_secret();
+    // Operators paste it after `--token`: a fixed prefix keeps it from ever starting with
+    // '-' (base64url's alphabet has one), which a command line would take for a flag.
+    let token = format!("{JOIN_TOKEN_PREFIX}{}", random_secret());
     let now = now_secs();
     let expires_at = now.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
     let (id,): (i64,) = sqlx::query_as(

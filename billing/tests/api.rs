@@ -354,6 +354,8 @@ async fn join_tokens_are_single_use_and_expire(db: Db) {
         .create_join_token(Duration::from_secs(600))
         .await
         .unwrap();
+    // Safe to paste after `--token`: never mistaken for a flag.
+    assert!(token.starts_with("plgjoin_") && token.len() > 40, "{token}");
 
     // A bad key is refused without burning the token.
     let (status, body) = join(

@@ -1,4 +1,5 @@
-//! Talking to billing: sign up, log in, fetch the mesh CA, request a session ticket.
+//! Talking to billing: sign up, log in, fetch the mesh CA, request a session ticket, and the
+//! account's side (plan, plans, trial, promo codes, payments) that the desktop app shows.
 
 use std::time::Duration;
 
@@ -89,9 +90,28 @@ pub struct GameInfo {
     pub slug: String,
     /// Display name.
     pub name: String,
+    /// Category label (`shooter`, `moba`, …), if the catalog has one.
+    #[serde(default)]
+    pub category: Option<String>,
+    /// Regions the game's servers are in.
+    #[serde(default)]
+    pub regions: Vec<String>,
     /// Executable names used for auto-detection.
     #[serde(default)]
     pub process_names: Vec<String>,
+}
+
+/// A subscription as billing shows it to its owner (`GET /v1/subscription`).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub struct Subscription {
+    /// `trial`, `monthly`, `quarterly`, `yearly`.
+    pub plan: String,
+    /// `active`, `cancelled` (runs to `period_end`) or `expired`.
+    pub status: String,
+    /// Unix seconds.
+    pub period_end: i64,
+    /// Seconds until `period_end` (0 once expired).
+    pub seconds_left: i64,
 }
 
 #[derive(Deserialize)]
@@ -255,6 +275,65 @@ impl BillingClient {
     pub async fn renew_session(&self, session_id: &str) -> Result<SessionGrant, BillingError> {
         let url = format!("{}/v1/sessions/{session_id}/renew", self.base);
         self.call(self.http.post(&url), &url).await
+    }
+
+    async fn get_json(&self, path: &str) -> Result<serde_json::Value, BillingError> {
+        let url = format!("{}{path}", self.base);
+        self.call(self.http.get(&url), &url).await
+    }
+
+    async fn post_json(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+    ) -> Result<serde_json::Value, BillingError> {
+        let url = format!("{}{path}", self.base);
+        self.call(self.http.post(&url).json(&body), &url).await
+    }
+
+    /// `GET /v1/me`: email, subscription, trial availability, usage (as billing sends it).
+    pub async fn me(&self) -> Result<serde_json::Value, BillingError> {
+        self.get_json("/v1/me").await
+    }
+
+    /// The current subscription, if any.
+    pub async fn subscription(&self) -> Result<Option<Subscription>, BillingError> {
+        let v = self.get_json("/v1/subscription").await?;
+        serde_json::from_value(v).map_err(|e| BillingError::Protocol(e.to_string()))
+    }
+
+    /// `GET /v1/plans`: the plans on sale.
+    pub async fn plans(&self) -> Result<serde_json::Value, BillingError> {
+        self.get_json("/v1/plans").await
+    }
+
+    /// `GET /v1/payments`: payment history, newest first.
+    pub async fn payments(&self) -> Result<serde_json::Value, BillingError> {
+        self.get_json("/v1/payments").await
+    }
+
+    /// `POST /v1/payments`: a pending payment for `plan` and how to pay it.
+    pub async fn pay(&self, plan: &str) -> Result<serde_json::Value, BillingError> {
+        self.post_json("/v1/payments", serde_json::json!({ "plan": plan }))
+            .await
+    }
+
+    /// `POST /v1/promo/redeem`.
+    pub async fn redeem(&self, code: &str) -> Result<serde_json::Value, BillingError> {
+        self.post_json("/v1/promo/redeem", serde_json::json!({ "code": code }))
+            .await
+    }
+
+    /// `POST /v1/subscriptions/trial` (once per account).
+    pub async fn start_trial(&self) -> Result<serde_json::Value, BillingError> {
+        self.post_json("/v1/subscriptions/trial", serde_json::json!({}))
+            .await
+    }
+
+    /// `POST /v1/subscriptions/cancel` (the plan runs to its end).
+    pub async fn cancel_subscription(&self) -> Result<serde_json::Value, BillingError> {
+        self.post_json("/v1/subscriptions/cancel", serde_json::json!({}))
+            .await
     }
 
     /// Asks for a session ticket for `game`.

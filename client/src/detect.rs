@@ -188,6 +188,8 @@ mod tests {
         GameInfo {
             slug: slug.into(),
             name: slug.to_uppercase(),
+            category: None,
+            regions: Vec::new(),
             process_names: names.iter().map(|s| s.to_string()).collect(),
         }
     }

@@ -106,9 +106,10 @@ enum Command {
         /// (single while clean, duplicate when loss is seen).
         #[arg(long, default_value = "adaptive", value_parser = parse_redundancy)]
         redundancy: Redundancy,
-        /// Number of paths to the node (each its own UDP socket; more paths help only on
-        /// multi-homed hosts until relay paths arrive).
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=8))]
+        /// Number of paths: the first straight to the exit node, each further one through
+        /// another node that answered its probes (the mesh carries it to the exit); direct
+        /// again when there are fewer such nodes. Capped by the plan's path limit.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=8))]
         paths: u8,
         /// Protected mode: auto (QUIC datagrams on the control connection when the node's UDP
         /// port does not answer), always, or never.
@@ -547,7 +548,26 @@ async fn run(command: Command) -> Result<()> {
                 }
             };
             let tunnel = tunnel.with_protection(protected);
-            let path_addrs = vec![tunnel.data_addr; paths as usize];
+            let allowed = tunnel.accept.max_paths.max(1);
+            if paths > allowed {
+                println!("your plan allows {allowed} path(s) per session: using {allowed}");
+            }
+            let plan = route::plan_paths(
+                &node,
+                tunnel.data_addr,
+                &route::answering(&ranked),
+                paths.min(allowed) as usize,
+            );
+            for (i, p) in plan.iter().enumerate() {
+                match &p.relay {
+                    None => println!("path {i}: straight to node {} ({})", node.id, p.addr),
+                    Some(r) => println!(
+                        "path {i}: through node {} ({}) to node {}",
+                        r.id, p.addr, node.id
+                    ),
+                }
+            }
+            let path_addrs: Vec<SocketAddr> = plan.iter().map(|p| p.addr).collect();
             // If the node goes silent, the same ticket moves the session to the next node.
             let failover = Failover {
                 ticket: ticket.clone(),
@@ -558,12 +578,18 @@ async fn run(command: Command) -> Result<()> {
                     .map(|c| c.node.clone())
                     .collect(),
                 after: Duration::from_secs(1),
+                relays: plan
+                    .iter()
+                    .map(|p| p.relay.as_ref().map(|r| r.id.clone()))
+                    .collect(),
             };
-            // Our own traffic (node, billing) must never be captured into the tunnel.
+            // Our own traffic (nodes, relays, billing) must never be captured into the tunnel.
             let mut own: Vec<std::net::IpAddr> = vec![tunnel.data_addr.ip()];
             for c in &ranked {
-                if let Ok(a) = c.node.control_addr.parse::<SocketAddr>() {
-                    own.push(a.ip());
+                for a in [&c.node.control_addr, &c.node.data_addr] {
+                    if let Ok(a) = a.parse::<SocketAddr>() {
+                        own.push(a.ip());
+                    }
                 }
             }
             if let Some(host) = creds

@@ -156,6 +156,10 @@ pub struct Failover {
     pub candidates: Vec<NodeInfo>,
     /// How long every path must be silent before failing over.
     pub after: Duration,
+    /// For each path, the id of the node relaying it (`None` or missing: straight to the
+    /// exit). A relayed path keeps its relay through a failover — the relay finds the
+    /// session's new exit in the mesh — and a direct path moves to the new exit.
+    pub relays: Vec<Option<String>>,
 }
 
 /// A running accelerated session with its capture backend.
@@ -895,7 +899,19 @@ impl<C: Capture> Driver<C> {
             }
         };
         let n = self.sockets.len();
-        let paths = vec![tunnel.data_addr; n];
+        let relays = self
+            .failover
+            .as_ref()
+            .map(|f| f.relays.clone())
+            .unwrap_or_default();
+        let paths: Vec<SocketAddr> = (0..n)
+            .map(|i| match relays.get(i) {
+                Some(Some(r)) if *r != node.id => {
+                    self.sockets[i].peer_addr().unwrap_or(tunnel.data_addr)
+                }
+                _ => tunnel.data_addr,
+            })
+            .collect();
         let (sockets, readers) = match open_paths(&paths, &self.rx_tx).await {
             Ok(x) => x,
             Err(e) => {
@@ -940,6 +956,12 @@ impl<C: Capture> Driver<C> {
         self.last_heard = Instant::now();
         if let Some(f) = &mut self.failover {
             f.candidates.retain(|c| c.id != node.id);
+            // A path relayed by the new exit now reaches it directly.
+            for r in &mut f.relays {
+                if r.as_deref() == Some(node.id.as_str()) {
+                    *r = None;
+                }
+            }
         }
         // The new node knows nothing of our flows: open them again.
         let all = self.all_paths();

@@ -77,6 +77,53 @@ pub async fn probe_nodes(nodes: &[NodeInfo], ca_pem: &str, count: u32) -> Vec<Ca
     rank(out.into_iter().map(|(_, c)| c).collect())
 }
 
+/// One path of a session: where its frames go, and the node relaying them (`None`: straight
+/// to the exit node's data port).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedPath {
+    /// Where the path's socket sends.
+    pub addr: SocketAddr,
+    /// The relay node, which carries the frames to the exit through the mesh.
+    pub relay: Option<NodeInfo>,
+}
+
+/// The `n` paths of a session on `exit` (whose data port is `exit_data`): path 0 goes
+/// straight to the exit; path `i` goes through `relays[i - 1]` (best first, the exit itself
+/// skipped), so that two paths share as little of the route as the mesh allows. With fewer
+/// relays than paths the rest go straight to the exit too, each from its own socket.
+pub fn plan_paths(
+    exit: &NodeInfo,
+    exit_data: SocketAddr,
+    relays: &[NodeInfo],
+    n: usize,
+) -> Vec<PlannedPath> {
+    let mut relays = relays.iter().filter(|r| r.id != exit.id).filter_map(|r| {
+        let addr: SocketAddr = r.data_addr.parse().ok()?;
+        (addr != exit_data).then(|| PlannedPath {
+            addr,
+            relay: Some(r.clone()),
+        })
+    });
+    (0..n.max(1))
+        .map(|i| {
+            let relayed = if i == 0 { None } else { relays.next() };
+            relayed.unwrap_or(PlannedPath {
+                addr: exit_data,
+                relay: None,
+            })
+        })
+        .collect()
+}
+
+/// The nodes that answered their probes, best first: the ones worth relaying through.
+pub fn answering(ranked: &[Candidate]) -> Vec<NodeInfo> {
+    ranked
+        .iter()
+        .filter(|c| c.probe.score().is_some())
+        .map(|c| c.node.clone())
+        .collect()
+}
+
 /// Orders candidates best first (stable: ties keep billing's order).
 pub fn rank(mut candidates: Vec<Candidate>) -> Vec<Candidate> {
     candidates.sort_by_key(|c| c.probe.score().unwrap_or(Duration::MAX));
@@ -150,6 +197,51 @@ mod tests {
                 rtts: rtts.iter().map(|m| Duration::from_millis(*m)).collect(),
             },
         }
+    }
+
+    #[test]
+    fn second_and_later_paths_go_through_other_answering_nodes() {
+        let node = |id: &str, data: &str| {
+            let mut c = cand(id, 4, &[10; 4]);
+            c.node.data_addr = data.into();
+            c
+        };
+        let exit = node("a", "127.0.0.1:10");
+        let exit_data: SocketAddr = "127.0.0.1:10".parse().unwrap();
+        let ranked = vec![
+            exit.clone(),
+            cand("silent", 4, &[]),
+            node("b", "127.0.0.1:11"),
+            node("bad", "not an address"),
+            node("c", "127.0.0.1:12"),
+        ];
+        let relays = answering(&ranked);
+        let plan = plan_paths(&exit.node, exit_data, &relays, 4);
+        let via: Vec<Option<&str>> = plan
+            .iter()
+            .map(|p| p.relay.as_ref().map(|r| r.id.as_str()))
+            .collect();
+        // The exit itself, silent nodes and unusable addresses never relay; when relays run
+        // out, the last path goes straight to the exit again.
+        assert_eq!(via, [None, Some("b"), Some("c"), None]);
+        let addrs: Vec<String> = plan.iter().map(|p| p.addr.to_string()).collect();
+        assert_eq!(
+            addrs,
+            [
+                "127.0.0.1:10",
+                "127.0.0.1:11",
+                "127.0.0.1:12",
+                "127.0.0.1:10"
+            ]
+        );
+        // One path, or no relay at all: straight to the exit.
+        assert_eq!(plan_paths(&exit.node, exit_data, &relays, 1).len(), 1);
+        let alone = plan_paths(&exit.node, exit_data, &[], 2);
+        assert!(
+            alone
+                .iter()
+                .all(|p| p.relay.is_none() && p.addr == exit_data)
+        );
     }
 
     #[test]

@@ -31,6 +31,8 @@ struct Options {
     process_names: Vec<String>,
     ticket_ttl_secs: Option<u64>,
     trial_on_signup: bool,
+    /// The nodes gossip (they must, to relay each other's sessions).
+    mesh: bool,
 }
 
 impl Default for Options {
@@ -40,6 +42,7 @@ impl Default for Options {
             process_names: vec![],
             ticket_ttl_secs: None,
             trial_on_signup: true,
+            mesh: false,
         }
     }
 }
@@ -98,6 +101,7 @@ impl Mesh {
                     control_listen: "127.0.0.1:0".parse().unwrap(),
                     data_listen: "127.0.0.1:0".parse().unwrap(),
                     allow_private_destinations: true,
+                    gossip_listen: opts.mesh.then(|| "127.0.0.1:0".parse().unwrap()),
                     ..plg_node::NodeConfig::default()
                 },
             )
@@ -361,6 +365,72 @@ async fn auto_waits_for_the_game_process_then_connects_and_launches() {
     connect.wait_for("disconnected", WAIT).await;
     assert!(connect.wait_exit().await);
     let _ = game.child.kill();
+    mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_second_path_goes_through_another_node_of_the_mesh() {
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = Mesh::start(Options {
+        nodes: 2,
+        mesh: true,
+        ..Options::default()
+    })
+    .await;
+    let config = login(&mesh, dir.path(), "relay@example.com");
+    let mut connect = Proc::spawn(plg(&config).args([
+        "connect",
+        "demo",
+        "--proxy",
+        "127.0.0.1:0",
+        "--to",
+        &mesh.game.to_string(),
+        "--redundancy",
+        "duplicate",
+        "--plain",
+    ]));
+    connect.wait_for("path 0: straight to node", WAIT).await;
+    let line = connect.wait_for("path 1: through node", WAIT).await;
+    // "path 1: through node RELAY (ADDR) to node EXIT"
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let (relay, exit) = (words[4], words[words.len() - 1]);
+    assert_ne!(relay, exit, "{line}");
+    let relay = mesh.nodes.iter().find(|n| n.node_id == relay).unwrap();
+    let proxy = proxy_addr(&connect.wait_for("point the game at", WAIT).await);
+
+    // Every packet goes both ways on both paths (duplicate): once the relay has learned the
+    // session from gossip, its counters move in both directions.
+    let counts = || {
+        use std::sync::atomic::Ordering::Relaxed;
+        let m = &relay.metrics;
+        (m.relayed_up.load(Relaxed), m.relayed_down.load(Relaxed))
+    };
+    let game = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut answered = 0;
+    while counts().1 < 10 && tokio::time::Instant::now() < deadline {
+        game.send_to(b"over two paths", proxy).await.unwrap();
+        let mut buf = [0u8; 64];
+        if let Ok(Ok((n, _))) =
+            tokio::time::timeout(Duration::from_millis(100), game.recv_from(&mut buf)).await
+        {
+            answered += u32::from(&buf[..n] == b"over two paths");
+        }
+    }
+    let (up, down) = counts();
+    println!(
+        "relay {}: {up} up, {down} down; {answered} echoes",
+        relay.node_id
+    );
+    assert!(
+        up >= 10 && down >= 10,
+        "relay carried {up} up / {down} down"
+    );
+    assert!(answered > 0);
+
+    connect.interrupt();
+    connect.wait_for("disconnected", WAIT).await;
+    assert!(connect.wait_exit().await);
     mesh.stop().await;
 }
 

@@ -246,6 +246,15 @@ impl Harness {
             ca_pem: mesh.ca_pem.clone(),
             candidates,
             after: Duration::from_secs_f64(s.topology.failover_after),
+            // A path through a relay node keeps it across a failover.
+            relays: s
+                .session_paths()
+                .iter()
+                .map(|&i| {
+                    let via = s.paths[i].via.first()?;
+                    self.nodes.get(*via).map(|n| n.id.clone())
+                })
+                .collect(),
         });
         // Relays learn where the session lives through gossip: wait for it (bounded), or
         // the first packets on a relay path would be dropped as an unknown session.

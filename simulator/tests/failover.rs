@@ -44,6 +44,7 @@ async fn killed_exit_node_moves_the_session_to_the_next_node() {
         ca_pem: mesh.ca_pem.clone(),
         candidates: vec![second.clone()],
         after: Duration::from_millis(500),
+        relays: Vec::new(),
     };
     let data = tunnel.data_addr;
     let mut proxy = Proxy::start_with(

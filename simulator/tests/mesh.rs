@@ -141,6 +141,7 @@ async fn three_node_processes_hand_a_playing_session_to_its_backup() {
             ca_pem: ca_pem.clone(),
             candidates,
             after: Duration::from_millis(500),
+            relays: Vec::new(),
         }),
     )
     .await

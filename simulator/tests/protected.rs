@@ -355,6 +355,7 @@ async fn a_protected_session_still_fails_over_when_its_node_dies() {
         ca_pem: mesh.ca_pem.clone(),
         candidates: vec![second.clone()],
         after: Duration::from_millis(500),
+        relays: Vec::new(),
     };
     let mut proxy = Proxy::start_with(
         tunnel,
