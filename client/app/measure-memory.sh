@@ -2,6 +2,8 @@
 # Idle memory of the release app under Xvfb, signed in and showing the games screen:
 # proportional set size (PSS) of the app's own process and of WebKitGTK's helper processes.
 #   client/app/measure-memory.sh [path/to/plg-app] [path/to/plg]
+# The baseline, an empty Tauri app with the same Tauri build (client/app/baseline), the same way:
+#   client/app/measure-memory.sh path/to/plg-app-baseline [path/to/plg]
 # Needs: xvfb-run, a release build (npx tauri build), the bridge (for the demo mesh) and the
 # `plg` CLI (to sign in beforehand).
 set -euo pipefail
@@ -32,11 +34,19 @@ if [[ -n "${SHOT:-}" ]]; then
 fi
 pss() { awk '/^Pss:/ {print $2}' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0; }
 anon() { awk '/^Pss_Anon:/ {print $2}' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0; }
-main=$(pgrep -n -x -P "$xpid" plg-app || pgrep -n -x plg-app)
+# Unique set size: pages only this process maps (what desktop task managers call private memory).
+uss() { awk '/^Private_(Clean|Dirty):/ {s += $2} END {print s + 0}' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0; }
+exe=$(basename "$app" | cut -c1-15)
+main=$(pgrep -n -x -P "$xpid" "$exe" || pgrep -n -x "$exe")
 total=0
-printf '%-28s %8s %14s\n' process "PSS MiB" "of it anon MiB"
+printf '%-20s %8s %14s %9s\n' process "PSS MiB" "of it anon MiB" "USS MiB"
 for pid in $main $(pgrep -P "$main"); do
   kb=$(pss "$pid"); total=$((total + kb))
-  printf '%-28s %8.1f %14.1f\n' "$(cat /proc/$pid/comm)" "$(echo "$kb/1024" | bc -l)" "$(echo "$(anon "$pid")/1024" | bc -l)"
+  printf '%-20s %8.1f %14.1f %9.1f\n' "$(cat /proc/$pid/comm)" "$(echo "$kb/1024" | bc -l)" "$(echo "$(anon "$pid")/1024" | bc -l)" "$(echo "$(uss "$pid")/1024" | bc -l)"
 done
-printf '%-28s %8.1f\n' total "$(echo "$total/1024" | bc -l)"
+printf '%-20s %8.1f\n' total "$(echo "$total/1024" | bc -l)"
+# DETAIL=1: where the app process's PSS goes, by mapped file (anonymous memory as "[anon]").
+if [[ -n "${DETAIL:-}" ]]; then
+  awk '/^[0-9a-f]+-[0-9a-f]+ / {name = ($6 == "" ? "[anon]" : $6)} /^Pss:/ {pss[name] += $2}
+       END {for (n in pss) printf "%8.1f MiB  %s\n", pss[n]/1024, n}' "/proc/$main/smaps" | sort -rn | head -25
+fi

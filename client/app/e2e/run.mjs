@@ -122,6 +122,8 @@ try {
     await rows.first().waitFor();
     check((await rows.count()) >= 2, "two nodes offered");
     check((await rows.first().innerText()).includes("Recommended exit"), "first node recommended");
+    const planned = await page.getByTestId("route-paths").innerText();
+    check(/Path 0: straight to/.test(planned) && /Path 1: through node-/.test(planned), `second path through another node (${planned.replace(/\n/g, " / ")})`);
     await shot(page, "route");
   });
 
@@ -143,6 +145,7 @@ try {
     await page.waitForTimeout(12_000);
     const paths = await page.getByTestId("paths").innerText();
     check(/Path 0/.test(paths) && /Path 1/.test(paths), "both paths listed");
+    check(/straight to the exit/.test(paths) && /through node-/.test(paths), "path 1 relayed by another node");
     await page.setViewportSize({ width: 1280, height: 1000 });
     await shot(page, "dashboard");
     await page.setViewportSize({ width: 1280, height: 800 });

@@ -35,6 +35,8 @@ export interface SessionInfo {
   capture: string;
   local_addr: string | null;
   paths: number;
+  /** For each path, the node relaying it to the exit (null: straight to the exit). */
+  relays: (string | null)[];
   redundancy: string;
   started_at: number;
   expires_at: number;
@@ -129,6 +131,8 @@ export interface RouteView {
   nodes: { id: string; region: string; control_addr: string; recommended: boolean; ping_ms: number | null; loss_percent: number | null }[];
   expires_at: number;
   paths: number;
+  /** For each planned path, the node relaying it to the exit (null: straight to the exit). */
+  relays: (string | null)[];
   redundancy: string;
   measurable: boolean;
 }

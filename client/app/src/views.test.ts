@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import { HISTORY, pushTick } from "./context";
 import { activeRoutes, slots } from "./views/dashboard";
 import { categoryLabel, hue, initials } from "./views/games";
+import { relayNames } from "./views/route";
 import type { Tick } from "./types";
 
 const tick = (secs: number, states: ("up" | "suspect" | "waiting")[] = []): Tick => ({
@@ -21,6 +22,11 @@ const tick = (secs: number, states: ("up" | "suspect" | "waiting")[] = []): Tick
 });
 
 describe("views", () => {
+  it("names each relay of a route once, skipping direct paths", () => {
+    expect(relayNames({ relays: [null, "node-2", "node-3", "node-2"] })).toEqual(["node-2", "node-3"]);
+    expect(relayNames({ relays: [null, null] })).toEqual([]);
+  });
+
   it("keeps the last HISTORY ticks", () => {
     let ticks: Tick[] = [];
     for (let i = 0; i < HISTORY + 10; i++) ticks = pushTick(ticks, tick(i));

@@ -65,7 +65,35 @@ fn logging(dir: &std::path::Path) {
     }
 }
 
+/// The async runtime the app (and its game traffic) runs on. Tokio's default is one worker per
+/// core plus up to 512 blocking threads; a gamer's 16-core PC would get 16 workers, each with
+/// its own stack and malloc arena, for an app that forwards a few hundred packets a second.
+/// Two workers keep one free while the other serialises an event; `TOKIO_WORKER_THREADS`
+/// still overrides.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        b.worker_threads(2);
+    }
+    b.max_blocking_threads(8)
+        .thread_keep_alive(Duration::from_secs(5))
+        .thread_name("plg-app-rt")
+        .enable_all()
+        .build()
+}
+
 fn main() {
+    #[cfg(target_os = "linux")]
+    without_opengl();
+    // Kept alive until the app exits; Tauri's tasks and the session's run on it.
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("PLG Booster could not start its runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    tauri::async_runtime::set(rt.handle().clone());
     let dir = match plg_app_core::config_dir() {
         Ok(d) => d,
         Err(e) => {
@@ -229,6 +257,29 @@ fn main() {
         tracing::error!(error = %e, "the app stopped");
         eprintln!("PLG Booster could not start: {e}");
         std::process::exit(1);
+    }
+}
+
+/// A few screens of text and small charts need no OpenGL: without it GTK loads no GL driver
+/// into the app (on a machine without a GPU that is Mesa's software rasteriser with LLVM, ~25
+/// MiB) and WebKitGTK's web process paints without a compositor (~110 MiB less under
+/// software rendering). `PLG_APP_GPU=1` keeps the toolkits' defaults. See docs/app.md
+/// "Memory".
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn without_opengl() {
+    if std::env::var("PLG_APP_GPU").is_ok_and(|v| v == "1") {
+        return;
+    }
+    for (key, value) in [
+        ("GDK_GL", "disable"),
+        ("WEBKIT_DISABLE_COMPOSITING_MODE", "1"),
+    ] {
+        if std::env::var_os(key).is_none() {
+            // SAFETY: called first thing in `main`, before any thread exists, so nothing
+            // reads or writes the environment at the same time.
+            unsafe { std::env::set_var(key, value) };
+        }
     }
 }
 

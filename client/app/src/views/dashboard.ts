@@ -119,6 +119,7 @@ export function dashboard(ctx: Ctx): HTMLElement {
               h("span", { class: `dot ${p.state === "up" ? "live" : p.state === "suspect" ? "warn" : ""}` }),
               h("b", {}, t("dash.path", { n: p.id })),
               p.id === last!.primary ? h("span", { class: "badge live" }, t("dash.primary")) : null,
+              h("span", { class: "small", "data-testid": "path-route" }, s.relays?.[p.id] ? t("dash.path.via", { relay: s.relays[p.id]! }) : t("dash.path.direct")),
               h("span", { class: "muted small" }, t(`dash.state.${p.state}`)),
               h("span", { class: "mono" }, ms(p.rtt_ms)),
               h("span", { class: "mono muted small" }, `${pct(p.loss_pct)} · ${t("dash.probes", { a: p.probes_answered, s: p.probes_sent })}`),

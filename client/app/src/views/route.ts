@@ -5,6 +5,11 @@ import { date } from "../format";
 import { lang, t } from "../i18n";
 import type { RouteView, SessionInfo } from "../types";
 
+/** The nodes relaying a route's paths, each once. */
+export function relayNames(r: Pick<RouteView, "relays">): string[] {
+  return [...new Set(r.relays.filter((x): x is string => x !== null))];
+}
+
 /** Candidate nodes, the recommended exit, the relay paths and what improvement to expect. */
 export function route(ctx: Ctx): HTMLElement {
   const picked = ctx.model.picked ?? (ctx.model.session ? { slug: ctx.model.session.game, name: ctx.model.session.game_name } : null);
@@ -34,7 +39,7 @@ export function route(ctx: Ctx): HTMLElement {
       body,
       h("div", { class: "route-map card" },
         h("div", { class: "hop" }, h("div", { class: "hop-icon" }, "▣"), h("div", { class: "small" }, "PC")),
-        h("div", { class: `wire${r.paths > 1 ? " double" : ""}` }, h("span", { class: "small muted" }, t("route.paths.text", { n: r.paths, policy: r.redundancy }).split(";")[0])),
+        h("div", { class: `wire${r.paths > 1 ? " double" : ""}` }, h("span", { class: "small muted" }, relayNames(r).length ? `⇄ ${relayNames(r).join(", ")}` : `${r.paths} × ⇄`)),
         h("div", { class: "hop exit" }, h("div", { class: "hop-icon" }, "⬢"), h("div", { class: "small" }, r.nodes[0]?.id ?? "—")),
         h("div", { class: "wire" }),
         h("div", { class: "hop" }, h("div", { class: "hop-icon" }, "◎"), h("div", { class: "small" }, r.game_name)),
@@ -63,6 +68,12 @@ export function route(ctx: Ctx): HTMLElement {
         h("section", { class: "card" },
           h("h2", {}, t("route.paths")),
           h("p", {}, t("route.paths.text", { n: r.paths, policy: r.redundancy })),
+          h("ul", { class: "plain", "data-testid": "route-paths" },
+            r.relays.map((relay, n) => {
+              const exit = r.nodes[0]?.id ?? "—";
+              return h("li", {}, relay ? t("route.path.via", { n, relay, exit }) : t("route.path.direct", { n, exit }));
+            }),
+          ),
           h("h2", {}, t("route.improvement")),
           h("p", { class: r.measurable ? "" : "note" }, r.measurable ? t("route.improvement.measured") : t("route.improvement.pending")),
           h("h2", {}, t("route.destinations")),

@@ -5,7 +5,6 @@
 //! [`AppEvent`]s on a broadcast channel that each face forwards to the frontend.
 
 pub mod account;
-pub mod detect;
 pub mod error;
 pub mod notice;
 pub mod probe;
@@ -17,14 +16,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use plg_client::credentials::Credentials;
-use plg_client::{BillingClient, SessionGrant};
+use plg_client::{BillingClient, NodeInfo, SessionGrant, detect};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, broadcast};
 
-pub use account::{Account, Game};
 pub use error::CmdError;
 pub use notice::Notice;
+pub use plg_client::billing::{GameInfo, Subscription};
 pub use plg_client::credentials::config_dir;
 pub use session::{SessionInfo, Summary, Tick};
 pub use settings::Settings;
@@ -104,8 +103,10 @@ pub struct RouteView {
     pub nodes: Vec<RouteNode>,
     /// Unix seconds when the ticket expires.
     pub expires_at: u64,
-    /// Paths the session will open to the exit node (settings, capped by the plan on connect).
+    /// Paths the session will open (settings, capped by the plan on connect).
     pub paths: u8,
+    /// For each path, the node relaying it to the exit (`None`: straight to the exit).
+    pub relays: Vec<Option<String>>,
     /// Redundancy policy.
     pub redundancy: String,
     /// Whether direct vs accelerated will be measured (echo game only).
@@ -133,9 +134,11 @@ pub struct RouteNode {
 struct Inner {
     creds: Option<Credentials>,
     settings: Settings,
-    games: Vec<Game>,
+    games: Vec<GameInfo>,
     /// A grant fetched for the route screen and not used yet.
     route: Option<SessionGrant>,
+    /// The route screen's nodes that answered their probes, best first (relay candidates).
+    route_relays: Vec<NodeInfo>,
     session: Option<Session>,
     detected: Vec<String>,
 }
@@ -257,7 +260,7 @@ impl App {
                 self.account().await?.redeem(&code).await?
             }
             "start_trial" => self.account().await?.start_trial().await?,
-            "cancel_plan" => self.account().await?.cancel().await?,
+            "cancel_plan" => self.account().await?.cancel_subscription().await?,
             "games" => json!(self.games(args(a)?).await?),
             "route" => json!(self.route(args(a)?).await?),
             "connect" => json!(self.connect(args(a)?).await?),
@@ -295,10 +298,10 @@ impl App {
         }
     }
 
-    async fn account(&self) -> Result<Account, CmdError> {
+    async fn account(&self) -> Result<BillingClient, CmdError> {
         let inner = self.inner.lock().await;
         let c = inner.creds.as_ref().ok_or_else(CmdError::not_signed_in)?;
-        Ok(Account::new(&c.billing_url, &c.access_token))
+        Ok(billing(c))
     }
 
     async fn sign_in(&self, a: SignIn) -> Result<AccountView, CmdError> {
@@ -323,7 +326,7 @@ impl App {
             mesh_ca_pem: mesh.ca_cert_pem,
         };
         creds.save(&self.dir)?;
-        let account = Account::new(&url, &creds.access_token);
+        let account = billing(&creds);
         if a.trial {
             let me = account.me().await?;
             let has_plan = me["subscription"]["status"].as_str() == Some("active");
@@ -378,7 +381,7 @@ impl App {
         let account = self.account().await?;
         let mut inner = self.inner.lock().await;
         if inner.games.is_empty() {
-            inner.games = account.games().await?;
+            inner.games = account.games(None).await?;
         }
         let list: Vec<Value> = account::filter_games(&inner.games, &q.search, &q.category)
             .into_iter()
@@ -410,9 +413,7 @@ impl App {
             if let Some(old) = inner.route.take() {
                 let _ = account.stop_session(&old.session_id).await;
             }
-            let c = inner.creds.as_ref().ok_or_else(CmdError::not_signed_in)?;
-            let billing = BillingClient::new(&c.billing_url).with_token(c.access_token.clone());
-            inner.route = Some(billing.request_session(&a.game).await?);
+            inner.route = Some(account.request_session(&a.game).await?);
         }
         let g = inner.route.clone().expect("set above");
         let ca_pem = inner
@@ -425,6 +426,15 @@ impl App {
         drop(inner);
         let ranked =
             plg_client::route::probe_nodes(&g.nodes, &ca_pem, plg_client::route::PROBES).await;
+        let relays = plg_client::route::answering(&ranked);
+        let plan = ranked
+            .first()
+            .and_then(|exit| Some((exit, exit.node.data_addr.parse().ok()?)))
+            .map(|(exit, data)| {
+                plg_client::route::plan_paths(&exit.node, data, &relays, paths as usize)
+            })
+            .unwrap_or_default();
+        self.inner.lock().await.route_relays = relays;
         Ok(RouteView {
             game: g.game.slug.clone(),
             game_name: g.game.name.clone(),
@@ -443,6 +453,10 @@ impl App {
                 .collect(),
             expires_at: g.expires_at,
             paths,
+            relays: plan
+                .iter()
+                .map(|p| p.relay.as_ref().map(|r| r.id.clone()))
+                .collect(),
             redundancy,
             measurable: g.game.slug == ECHO_GAME,
         })
@@ -473,22 +487,21 @@ impl App {
                 "your login expired; sign in again",
             ));
         }
-        let grant = match inner.route.take() {
-            Some(g) if g.game.slug == a.game && g.expires_at > unix_now() + 60 => g,
+        // Relays: the nodes the route screen saw answer, else billing's order.
+        let probed = std::mem::take(&mut inner.route_relays);
+        let (grant, relays) = match inner.route.take() {
+            Some(g) if g.game.slug == a.game && g.expires_at > unix_now() + 60 => (g, probed),
             _ => {
-                BillingClient::new(&c.billing_url)
-                    .with_token(c.access_token.clone())
-                    .request_session(&a.game)
-                    .await?
+                let g = billing(&c).request_session(&a.game).await?;
+                let nodes = g.nodes.clone();
+                (g, nodes)
             }
         };
         let opened = plg_client::open_granted(&grant, &c.mesh_ca_pem, a.node.as_deref()).await;
         let (node, tunnel) = match opened {
             Ok(x) => x,
             Err(e) => {
-                let _ = Account::new(&c.billing_url, &c.access_token)
-                    .stop_session(&grant.session_id)
-                    .await;
+                let _ = billing(&c).stop_session(&grant.session_id).await;
                 return Err(e.into());
             }
         };
@@ -499,6 +512,7 @@ impl App {
                 tunnel,
                 ca_pem: &c.mesh_ca_pem,
                 billing_url: &c.billing_url,
+                relays: &relays,
                 settings: &inner.settings,
                 probe: grant.game.slug == ECHO_GAME,
             },
@@ -530,10 +544,7 @@ impl App {
         let summary = session.stop().await;
         if let Some(c) = creds {
             // Frees the plan's session slot now rather than at ticket expiry.
-            if let Err(e) = Account::new(&c.billing_url, &c.access_token)
-                .stop_session(&id)
-                .await
-            {
+            if let Err(e) = billing(&c).stop_session(&id).await {
                 tracing::warn!(error = %e, "billing did not record the session's end");
             }
         }
@@ -567,7 +578,7 @@ impl App {
             let Some(c) = creds else { continue };
             if games.is_empty() {
                 // Fetched without holding the lock: billing may be slow or down.
-                match Account::new(&c.billing_url, &c.access_token).games().await {
+                match billing(&c).games(None).await {
                     Ok(g) => {
                         self.inner.lock().await.games = g.clone();
                         games = g;
@@ -582,7 +593,10 @@ impl App {
                 Ok(r) => r,
                 Err(_) => continue,
             };
-            let now = detect::matching(&games, &running);
+            let now: Vec<String> = detect::detect(&games, &running)
+                .into_iter()
+                .map(|d| d.slug)
+                .collect();
             let mut inner = self.inner.lock().await;
             if now == inner.detected {
                 continue;
@@ -629,6 +643,11 @@ impl App {
             .to_owned(),
         }
     }
+}
+
+/// A billing client for the signed-in account.
+fn billing(c: &Credentials) -> BillingClient {
+    BillingClient::new(&c.billing_url).with_token(c.access_token.clone())
 }
 
 fn capture_modes() -> Vec<&'static str> {

@@ -35,6 +35,8 @@ pub struct SessionInfo {
     pub local_addr: Option<String>,
     /// Paths to the node.
     pub paths: u8,
+    /// For each path, the node relaying it to the exit (`None`: straight to the exit).
+    pub relays: Vec<Option<String>>,
     /// Redundancy policy.
     pub redundancy: String,
     /// Unix seconds.
@@ -165,6 +167,8 @@ pub struct Start<'a> {
     pub ca_pem: &'a str,
     /// Billing base URL (never captured).
     pub billing_url: &'a str,
+    /// Nodes to relay paths after the first through, best first.
+    pub relays: &'a [NodeInfo],
     /// Settings in force.
     pub settings: &'a Settings,
     /// Probe direct vs accelerated with echo packets (the demo game's server echoes).
@@ -207,6 +211,7 @@ impl Session {
             tunnel,
             ca_pem,
             billing_url,
+            relays,
             settings,
             probe,
         } = s;
@@ -215,7 +220,12 @@ impl Session {
             .parse()
             .map_err(|e: String| CmdError::new("bad_settings", e))?;
         let n = settings.paths.clamp(1, tunnel.accept.max_paths.max(1));
-        let path_addrs = vec![tunnel.data_addr; n as usize];
+        let plan = plg_client::route::plan_paths(&node, tunnel.data_addr, relays, n as usize);
+        let path_addrs: Vec<SocketAddr> = plan.iter().map(|p| p.addr).collect();
+        let relay_ids: Vec<Option<String>> = plan
+            .iter()
+            .map(|p| p.relay.as_ref().map(|r| r.id.clone()))
+            .collect();
         let failover = Failover {
             ticket: grant.ticket_bytes()?,
             ca_pem: ca_pem.to_owned(),
@@ -226,10 +236,16 @@ impl Session {
                 .cloned()
                 .collect(),
             after: Duration::from_secs(1),
+            relays: relay_ids.clone(),
         };
+        // Our own traffic (nodes, relays, billing) must never be captured into the tunnel.
         let mut own: Vec<std::net::IpAddr> = vec![tunnel.data_addr.ip()];
-        if let Ok(a) = node.control_addr.parse::<SocketAddr>() {
-            own.push(a.ip());
+        for n in grant.nodes.iter().chain(relays) {
+            for a in [&n.control_addr, &n.data_addr] {
+                if let Ok(a) = a.parse::<SocketAddr>() {
+                    own.push(a.ip());
+                }
+            }
         }
         if let Some(host) = billing_url
             .split("//")
@@ -314,6 +330,7 @@ impl Session {
             capture: proxy.capture.clone(),
             local_addr,
             paths: n,
+            relays: relay_ids,
             redundancy: settings.redundancy.clone(),
             started_at: unix_now(),
             expires_at: grant.expires_at,

@@ -100,6 +100,10 @@ async fn sign_up_connect_live_numbers_disconnect() {
         "{route}"
     );
     assert_eq!(route["measurable"], true);
+    // Two paths: the first straight to the exit, the second through the other node.
+    let exit = nodes[0]["id"].as_str().unwrap();
+    let relay = nodes[1]["id"].as_str().unwrap();
+    assert_eq!(route["relays"], json!([null, relay]), "{route}");
 
     let info = app
         .dispatch("connect", json!({"game": "demo"}))
@@ -108,6 +112,8 @@ async fn sign_up_connect_live_numbers_disconnect() {
     assert_eq!(info["game"], "demo");
     assert_eq!(info["probing"], true);
     assert_eq!(info["paths"], 2);
+    assert_eq!(info["node"]["id"], exit);
+    assert_eq!(info["relays"], json!([null, relay]), "{info}");
     let e = app
         .dispatch("connect", json!({"game": "demo"}))
         .await
@@ -129,6 +135,20 @@ async fn sign_up_connect_live_numbers_disconnect() {
     })
     .await;
     assert!(tick.node_rtt_ms.is_some());
+    // The second path's frames crossed the relay node, both ways.
+    let relayed = std::iter::once(&mesh.node)
+        .chain(&mesh.extra_nodes)
+        .find(|n| n.node_id == relay)
+        .map(|n| {
+            let m = &n.metrics;
+            use std::sync::atomic::Ordering::Relaxed;
+            (m.relayed_up.load(Relaxed), m.relayed_down.load(Relaxed))
+        })
+        .unwrap();
+    assert!(
+        relayed.0 > 0 && relayed.1 > 0,
+        "relay {relay} carried {relayed:?}"
+    );
     let later = next(&mut events, |ev| match ev {
         AppEvent::Tick(t) if t.packets_up > tick.packets_up => Some(t.clone()),
         _ => None,
