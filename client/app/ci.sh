@@ -18,7 +18,8 @@ step() { printf '\n== app: %s\n' "$*"; }
 step "system packages"
 need=()
 for p in libwebkit2gtk-4.1-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev libssl-dev \
-         build-essential pkg-config file chromium fonts-dejavu-core xvfb xauth gcc-mingw-w64-x86-64; do
+         build-essential pkg-config file chromium fonts-dejavu-core xvfb xauth gcc-mingw-w64-x86-64 \
+         dbus-bin dbus-daemon xdotool python3-xlib; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if ((${#need[@]})); then
@@ -48,6 +49,9 @@ cd ..
 
 step "end-to-end (headless Chromium, local demo mesh)"
 BRIDGE_BIN="$CARGO_TARGET_DIR/debug/plg-app-bridge" SCREENSHOTS="${SCREENSHOTS:-}" node e2e/run.mjs
+
+step "desktop behaviour (the real app under Xvfb): close to the tray, single instance"
+bash e2e/tray.sh "$CARGO_TARGET_DIR/debug/plg-app"
 
 if [[ "${PLG_APP_BUNDLE:-}" == 1 ]]; then
   step "bundle: tauri build --bundles deb"

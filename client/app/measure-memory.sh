@@ -4,6 +4,7 @@
 #   client/app/measure-memory.sh [path/to/plg-app] [path/to/plg]
 # The baseline, an empty Tauri app with the same Tauri build (client/app/baseline), the same way:
 #   client/app/measure-memory.sh path/to/plg-app-baseline [path/to/plg]
+# TRAY=1 closes the window to the tray first (close-window.py; Debian's python3-xlib).
 # Needs: xvfb-run, a release build (npx tauri build), the bridge (for the demo mesh) and the
 # `plg` CLI (to sign in beforehand).
 set -euo pipefail
@@ -25,9 +26,14 @@ cleanup() {
 trap cleanup EXIT
 for _ in $(seq 1 120); do url=$(sed -n 's/^billing \(http[^ ]*\).*/\1/p' "$log"); [[ -n "$url" ]] && break; sleep 0.5; done
 PLG_CONFIG_DIR="$cfg" PLG_PASSWORD="correct horse battery staple" "$plg" login --register --billing "$url" --email idle@demo.plg >/dev/null
-PLG_CONFIG_DIR="$cfg" PLG_BILLING_URL="$url" setsid xvfb-run -n "${XDISPLAY:-97}" -f "$cfg/xauth" -s "-screen 0 1280x800x24" "$app" &
+PLG_CONFIG_DIR="$cfg" PLG_BILLING_URL="$url" setsid xvfb-run -n "${XDISPLAY:-97}" -f "$cfg/xauth" -s "-screen 0 1280x800x24" "$app" ${APP_ARGS:-} &
 xpid=$!
 sleep "${SETTLE:-30}"
+# TRAY=1: then close the window as a user would (to the tray) and measure 10 s later.
+if [[ -n "${TRAY:-}" ]]; then
+  DISPLAY=":${XDISPLAY:-97}" XAUTHORITY="$cfg/xauth" /usr/bin/python3 close-window.py "${TITLE:-PLG Booster}"
+  sleep 10
+fi
 # SHOT=file.png: a picture of the screen, to see what the app was showing.
 if [[ -n "${SHOT:-}" ]]; then
   DISPLAY=":${XDISPLAY:-97}" XAUTHORITY="$cfg/xauth" import -window root "$SHOT" || echo "no screenshot"

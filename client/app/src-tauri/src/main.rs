@@ -13,7 +13,7 @@ use plg_app_core::{App, AppEvent, CmdError};
 use serde_json::{Value, json};
 use tauri::menu::{Menu, MenuItem};
 use tauri::tray::TrayIconBuilder;
-use tauri::{AppHandle, Emitter, Manager, WindowEvent};
+use tauri::{AppHandle, Emitter, Manager};
 use tauri_plugin_autostart::{MacosLauncher, ManagerExt};
 use tauri_plugin_notification::NotificationExt;
 
@@ -39,11 +39,20 @@ fn tray_labels(lang: &str) -> [&'static str; 4] {
     }
 }
 
+/// Shows the window, building it (and its WebView) again if it was closed to the tray.
 fn show_main(app: &AppHandle) {
     if let Some(w) = app.get_webview_window("main") {
         let _ = w.unminimize();
         let _ = w.show();
         let _ = w.set_focus();
+        return;
+    }
+    let Some(config) = app.config().app.windows.iter().find(|w| w.label == "main") else {
+        tracing::error!("no window named main in tauri.conf.json");
+        return;
+    };
+    if let Err(e) = tauri::WebviewWindowBuilder::from_config(app, config).and_then(|b| b.build()) {
+        tracing::error!(error = %e, "could not open the window");
     }
 }
 
@@ -179,10 +188,10 @@ fn main() {
             }
             let tray = tray.build(app)?;
 
-            if std::env::args().any(|a| a == MINIMISED)
-                && let Some(w) = app.get_webview_window("main")
-            {
-                let _ = w.hide();
+            // The window (`"create": false` in tauri.conf.json) opens now unless the system
+            // started the app at login: then it waits in the tray.
+            if !std::env::args().any(|a| a == MINIMISED) {
+                show_main(app.handle());
             }
 
             // Events to the window, the tray and the system's notifications.
@@ -244,27 +253,34 @@ fn main() {
             tauri::async_runtime::spawn(core.watch_games(Duration::from_secs(5)));
             Ok(())
         })
-        .on_window_event(move |window, event| {
-            if let WindowEvent::CloseRequested { api, .. } = event
-                && close_flag.load(Ordering::Relaxed)
-            {
-                api.prevent_close();
-                let _ = window.hide();
-            }
-        })
-        .run(tauri::generate_context!());
-    if let Err(e) = result {
-        tracing::error!(error = %e, "the app stopped");
-        eprintln!("PLG Booster could not start: {e}");
-        std::process::exit(1);
-    }
+        .build(tauri::generate_context!());
+    let app = match result {
+        Ok(app) => app,
+        Err(e) => {
+            tracing::error!(error = %e, "the app did not start");
+            eprintln!("PLG Booster could not start: {e}");
+            std::process::exit(1);
+        }
+    };
+    // Closing the window to the tray destroys it, WebView and all (WebKitGTK's web and network
+    // processes exit): ~135 MiB less while the game plays (docs/app.md "Memory"). The session
+    // runs on in this process; `show_main` builds the window again. Only Quit ends the app.
+    app.run(move |_app, event| {
+        if let tauri::RunEvent::ExitRequested {
+            code: None, api, ..
+        } = event
+            && close_flag.load(Ordering::Relaxed)
+        {
+            api.prevent_exit();
+        }
+    });
 }
 
-/// A few screens of text and small charts need no OpenGL: without it GTK loads no GL driver
-/// into the app (on a machine without a GPU that is Mesa's software rasteriser with LLVM, ~25
-/// MiB) and WebKitGTK's web process paints without a compositor (~110 MiB less under
-/// software rendering). `PLG_APP_GPU=1` keeps the toolkits' defaults. See docs/app.md
-/// "Memory".
+/// A few screens of text and small charts need no OpenGL. Without GPU compositing WebKitGTK's
+/// web process paints into shared memory, which under Mesa's software rasteriser (no GPU)
+/// halves its memory (220 → 107 MiB PSS), and without GTK's GL probe the app process keeps
+/// ~2 MiB less (docs/app.md "Memory"). `PLG_APP_GPU=1` keeps the toolkits' defaults; a value
+/// the user set for either variable is kept.
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
 fn without_opengl() {
@@ -272,8 +288,8 @@ fn without_opengl() {
         return;
     }
     for (key, value) in [
-        ("GDK_GL", "disable"),
         ("WEBKIT_DISABLE_COMPOSITING_MODE", "1"),
+        ("GDK_GL", "disable"),
     ] {
         if std::env::var_os(key).is_none() {
             // SAFETY: called first thing in `main`, before any thread exists, so nothing
