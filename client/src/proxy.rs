@@ -34,6 +34,9 @@ const HOUSEKEEPING: Duration = Duration::from_millis(250);
 /// Automatic protected mode starts after UDP has been silent this long (or the failover
 /// delay, if shorter) while the control connection is alive.
 const PROTECT_AFTER: Duration = Duration::from_secs(1);
+/// A relayed path silent this long, while the session answers on another path, has lost its
+/// relay: it moves to another node.
+const RELAY_SILENT: Duration = Duration::from_secs(3);
 /// How often protected mode re-probes UDP.
 const REPROBE_EVERY: Duration = Duration::from_secs(2);
 /// Ping ids with this bit set are UDP re-probes, not the path scheduler's probes.
@@ -277,6 +280,8 @@ impl Proxy {
             quic_heard: Instant::now(),
             quic_rx: 0,
             control_tx,
+            path_since: vec![Instant::now(); paths.len()],
+            retired: Vec::new(),
         };
         let task = tokio::spawn(driver.run(rx, stop_rx, switch_rx, renewed_rx));
         let local_addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
@@ -330,21 +335,28 @@ async fn open_paths(
     let mut sockets = Vec::new();
     let mut readers = Vec::new();
     for (i, addr) in paths.iter().enumerate() {
-        let bind: SocketAddr = if addr.is_ipv4() {
-            (Ipv4Addr::UNSPECIFIED, 0).into()
-        } else {
-            (Ipv6Addr::UNSPECIFIED, 0).into()
-        };
-        let s = Arc::new(UdpSocket::bind(bind).await?);
-        s.connect(addr).await?;
-        readers.push(Reader(tokio::spawn(read_path(
-            s.clone(),
-            i as u8,
-            tx.clone(),
-        ))));
+        let (s, r) = open_path(i as u8, *addr, tx).await?;
         sockets.push(s);
+        readers.push(r);
     }
     Ok((sockets, readers))
+}
+
+/// Path `path`'s socket, sending to `addr`, and the task reading it.
+async fn open_path(
+    path: u8,
+    addr: SocketAddr,
+    tx: &mpsc::Sender<(Via, Vec<u8>)>,
+) -> std::io::Result<(Arc<UdpSocket>, Reader)> {
+    let bind: SocketAddr = if addr.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let s = Arc::new(UdpSocket::bind(bind).await?);
+    s.connect(addr).await?;
+    let reader = Reader(tokio::spawn(read_path(s.clone(), path, tx.clone())));
+    Ok((s, reader))
 }
 
 /// A path reader task, stopped when dropped.
@@ -446,6 +458,10 @@ struct Driver<C> {
     quic_rx: u64,
     /// Publishes the current control connection to [`Proxy::renew_in_place`].
     control_tx: watch::Sender<quinn::Connection>,
+    /// When each path got its current address (a relay gets [`RELAY_SILENT`] to answer).
+    path_since: Vec<Instant>,
+    /// Relay nodes given up on for this session.
+    retired: Vec<String>,
 }
 
 impl<C: Capture> Driver<C> {
@@ -929,6 +945,7 @@ impl<C: Capture> Driver<C> {
         let _ = self.control_tx.send(self.tunnel.connection.clone());
         self.sockets = sockets;
         self.readers = readers;
+        self.path_since = vec![Instant::now(); n];
         self.quic_reader = Reader(tokio::spawn(read_quic(
             self.tunnel.connection.clone(),
             self.rx_tx.clone(),
@@ -987,6 +1004,7 @@ impl<C: Capture> Driver<C> {
 
     async fn on_housekeeping(&mut self) {
         self.repeat_control().await;
+        self.replace_silent_relays().await;
         let now = Instant::now().into_std();
         let view = PathsView {
             primary: self.sched.primary(),
@@ -1001,6 +1019,58 @@ impl<C: Capture> Driver<C> {
             *v = view;
             changed
         });
+    }
+
+    /// A relayed path silent for [`RELAY_SILENT`] while the session answers on another path
+    /// has lost its relay (crashed, draining, cut off): it moves to a failover candidate that
+    /// no path uses and that was not given up on before. The exit is fine, so no failover.
+    async fn replace_silent_relays(&mut self) {
+        if self.protected
+            || self.failing_over.is_some()
+            || self.last_heard.elapsed() >= RELAY_SILENT
+        {
+            return;
+        }
+        let now = Instant::now();
+        for i in 0..self.sockets.len() {
+            let Some(f) = &self.failover else { return };
+            let Some(Some(relay)) = f.relays.get(i).cloned() else {
+                continue;
+            };
+            if self.sched.silent_for(i as u8, now.into_std()) < RELAY_SILENT
+                || now.duration_since(self.path_since[i]) < RELAY_SILENT
+            {
+                continue;
+            }
+            if !self.retired.contains(&relay) {
+                self.retired.push(relay.clone());
+            }
+            let spare = f
+                .candidates
+                .iter()
+                .filter(|c| !self.retired.contains(&c.id))
+                .filter(|c| !f.relays.iter().flatten().any(|r| *r == c.id))
+                .find_map(|c| Some((c.id.clone(), c.data_addr.parse::<SocketAddr>().ok()?)));
+            let Some((id, addr)) = spare else { continue };
+            match open_path(i as u8, addr, &self.rx_tx).await {
+                Ok((socket, reader)) => {
+                    tracing::info!(path = i, from = %relay, to = %id, "relay silent; path moved to another node");
+                    self.sockets[i] = socket;
+                    self.readers[i] = reader;
+                    self.path_since[i] = now;
+                    if let Some(f) = &mut self.failover {
+                        f.relays[i] = Some(id);
+                    }
+                    // Tell the exit where the path now answers.
+                    let live = self.all_paths();
+                    let down = self.downstream(now.into_std());
+                    self.send(live, &Frame::Paths { downstream: down.0 }).await;
+                }
+                Err(e) => {
+                    tracing::warn!(path = i, error = %e, "cannot open a socket for the new relay");
+                }
+            }
+        }
     }
 
     /// PATHS and FLOW_OPEN travel unreliably (UDP or QUIC datagrams) and can be lost: repeat

@@ -398,6 +398,14 @@ impl PathScheduler {
         self.pick_primary();
     }
 
+    /// How long `path` has gone without an authenticated frame (since the scheduler started,
+    /// if it never had one).
+    pub fn silent_for(&self, path: u8, now: Instant) -> Duration {
+        self.paths.get(path as usize).map_or(Duration::ZERO, |p| {
+            now.saturating_duration_since(p.last_heard)
+        })
+    }
+
     /// Any authenticated frame arrived on `path`.
     pub fn on_heard(&mut self, now: Instant, path: u8) {
         if let Some(p) = self.paths.get_mut(path as usize) {

@@ -358,3 +358,148 @@ async fn a_relay_node_carries_a_session_to_its_exit() {
     );
     mesh.stop().await;
 }
+
+/// Sends a datagram to `to` every 20 ms and counts the echoes until told to stop.
+fn echo_load(
+    to: SocketAddr,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<(u32, u32)> {
+    tokio::spawn(async move {
+        let s = tokio::net::UdpSocket::bind(loopback()).await.unwrap();
+        let (mut sent, mut back) = (0u32, 0u32);
+        let mut buf = [0u8; 64];
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        while !*stop.borrow() {
+            tick.tick().await;
+            s.send_to(b"keep playing", to).await.unwrap();
+            sent += 1;
+            // Late echoes are counted by a later round.
+            while let Ok(Ok((n, _))) =
+                tokio::time::timeout(Duration::from_millis(15), s.recv_from(&mut buf)).await
+            {
+                back += u32::from(&buf[..n] == b"keep playing");
+                if back >= sent {
+                    break;
+                }
+            }
+        }
+        (sent, back)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_whose_relay_dies_moves_to_another_relay() {
+    let mut mesh = LocalMesh::start().await.unwrap();
+    mesh.add_node("relay-a").await.unwrap();
+    mesh.add_node("relay-b").await.unwrap();
+    let billing = mesh.gamer("reroute@example.com").await.unwrap();
+    let grant = billing.request_session(DEMO_GAME).await.unwrap();
+    let info = |id: &str| grant.nodes.iter().find(|n| n.id == id).unwrap().clone();
+    let exit = info(&mesh.node.node_id);
+    let relay_a = info(&mesh.extra_nodes[0].node_id);
+    let relay_b = info(&mesh.extra_nodes[1].node_id);
+    let ticket = grant.ticket_bytes().unwrap();
+    let tunnel = Tunnel::open(
+        exit.control_addr.parse().unwrap(),
+        &exit.server_name,
+        &mesh.ca_pem,
+        &ticket,
+    )
+    .await
+    .unwrap();
+    let session_id = tunnel.accept.session_id;
+    // Both would-be relays learn the session from gossip (bounded wait).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for node in &mesh.extra_nodes {
+        let m = node.mesh.clone().expect("in the mesh");
+        while m
+            .lookup_session(session_id)
+            .is_none_or(|r| r.exit.as_str() != exit.id || !r.exit_alive)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "a relay never learned the session"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    // Path 0 straight to the exit, path 1 through relay A; node B is a spare.
+    let capture = ProxyCapture::bind(loopback(), mesh.game.addr)
+        .await
+        .unwrap();
+    let local = capture.local_addr().unwrap();
+    let proxy = Proxy::start_with(
+        tunnel,
+        capture,
+        vec![
+            exit.data_addr.parse().unwrap(),
+            relay_a.data_addr.parse().unwrap(),
+        ],
+        Redundancy::Duplicate,
+        Some(Failover {
+            ticket,
+            ca_pem: mesh.ca_pem.clone(),
+            candidates: vec![relay_a.clone(), relay_b.clone()],
+            after: Duration::from_secs(1),
+            relays: vec![None, Some(relay_a.id.clone())],
+        }),
+    )
+    .await
+    .unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let load = echo_load(local, stop_rx);
+    let relayed = |mesh: &LocalMesh, id: &str| {
+        let n = mesh.extra_nodes.iter().find(|n| n.node_id == id).unwrap();
+        let m = n.metrics.snapshot();
+        (m.relayed_up, m.relayed_down)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while relayed(&mesh, &relay_a.id).1 < 10 {
+        assert!(Instant::now() < deadline, "relay A never carried path 1");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Relay A dies (no goodbye). The exit answers on path 0 all along, so there is no
+    // failover: path 1 moves to node B and comes back.
+    assert!(mesh.kill_node(relay_a.control_addr.parse().unwrap()).await);
+    let killed = Instant::now();
+    let deadline = killed + Duration::from_secs(15);
+    while relayed(&mesh, &relay_b.id).1 < 10 {
+        assert!(Instant::now() < deadline, "relay B never carried path 1");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let moved = killed.elapsed();
+    // Path 1 answers its probes again.
+    let answered = proxy.paths.borrow().paths[1].probes_answered;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while proxy.paths.borrow().paths[1].probes_answered <= answered {
+        assert!(
+            Instant::now() < deadline,
+            "path 1 never answered through relay B"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop_tx.send(true).unwrap();
+    let (sent, back) = load.await.unwrap();
+    let b = relayed(&mesh, &relay_b.id);
+    println!(
+        "path 1 moved to relay B {} ms after relay A died; B carried {} up / {} down; {back}/{sent} echoes",
+        moved.as_millis(),
+        b.0,
+        b.1
+    );
+    assert!(b.0 >= 10 && b.1 >= 10, "{b:?}");
+    // The game never noticed: path 0 carried everything meanwhile (at most a few echoes were
+    // in flight at the kill).
+    assert!(back + 5 >= sent, "{back}/{sent} echoes");
+    let mut proxy = proxy;
+    while let Ok(ev) = proxy.events.try_recv() {
+        assert!(
+            !matches!(ev, ProxyEvent::Failover { .. }),
+            "no failover: the exit never went silent ({ev:?})"
+        );
+    }
+    proxy.stop().await;
+    mesh.stop().await;
+}
