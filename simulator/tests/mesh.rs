@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Proc, bin, run, start_billing};
+use common::{Proc, bin, eventually, run, start_billing};
 use plg_client::capture::ProxyCapture;
 use plg_client::{BillingClient, Failover, NodeInfo, Proxy, ProxyEvent, Redundancy, Tunnel};
 use plg_sim::echo::EchoServer;
@@ -273,21 +273,7 @@ async fn a_relay_node_carries_a_session_to_its_exit() {
 
     // The relay learns where the session lives, and that its exit is alive, through gossip
     // (bounded wait).
-    let relay_mesh = mesh.extra_nodes[0]
-        .mesh
-        .clone()
-        .expect("relay is in the mesh");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while relay_mesh
-        .lookup_session(session_id)
-        .is_none_or(|r| r.exit.as_str() != exit.id || !r.exit_alive)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the relay never learned the session"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    relay_knows(&mesh.extra_nodes[0], session_id, &exit.id).await;
 
     // Every frame goes client → relay → exit → game server and back the same way.
     let proxy = Proxy::start_multipath(
@@ -359,6 +345,21 @@ async fn a_relay_node_carries_a_session_to_its_exit() {
     mesh.stop().await;
 }
 
+/// Waits (bounded) until `node` has learned from gossip that `session` lives on the live
+/// node `exit`: only then does it relay the session's frames.
+async fn relay_knows(node: &plg_node::RunningNode, session: u64, exit: &str) {
+    let m = node.mesh.clone().expect("in the mesh");
+    eventually(
+        Duration::from_secs(10),
+        "the relay learns the session",
+        || {
+            m.lookup_session(session)
+                .is_some_and(|r| r.exit.as_str() == exit && r.exit_alive)
+        },
+    )
+    .await;
+}
+
 /// Sends a datagram to `to` every 20 ms and counts the echoes until told to stop.
 fn echo_load(
     to: SocketAddr,
@@ -409,19 +410,8 @@ async fn a_path_whose_relay_dies_moves_to_another_relay() {
     .unwrap();
     let session_id = tunnel.accept.session_id;
     // Both would-be relays learn the session from gossip (bounded wait).
-    let deadline = Instant::now() + Duration::from_secs(10);
     for node in &mesh.extra_nodes {
-        let m = node.mesh.clone().expect("in the mesh");
-        while m
-            .lookup_session(session_id)
-            .is_none_or(|r| r.exit.as_str() != exit.id || !r.exit_alive)
-        {
-            assert!(
-                Instant::now() < deadline,
-                "a relay never learned the session"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        relay_knows(node, session_id, &exit.id).await;
     }
 
     // Path 0 straight to the exit, path 1 through relay A; node B is a spare.
@@ -454,32 +444,28 @@ async fn a_path_whose_relay_dies_moves_to_another_relay() {
         let m = n.metrics.snapshot();
         (m.relayed_up, m.relayed_down)
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while relayed(&mesh, &relay_a.id).1 < 10 {
-        assert!(Instant::now() < deadline, "relay A never carried path 1");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(Duration::from_secs(10), "relay A carries path 1", || {
+        relayed(&mesh, &relay_a.id).1 >= 10
+    })
+    .await;
 
     // Relay A dies (no goodbye). The exit answers on path 0 all along, so there is no
     // failover: path 1 moves to node B and comes back.
     assert!(mesh.kill_node(relay_a.control_addr.parse().unwrap()).await);
     let killed = Instant::now();
-    let deadline = killed + Duration::from_secs(15);
-    while relayed(&mesh, &relay_b.id).1 < 10 {
-        assert!(Instant::now() < deadline, "relay B never carried path 1");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(Duration::from_secs(15), "relay B carries path 1", || {
+        relayed(&mesh, &relay_b.id).1 >= 10
+    })
+    .await;
     let moved = killed.elapsed();
     // Path 1 answers its probes again.
     let answered = proxy.paths.borrow().paths[1].probes_answered;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while proxy.paths.borrow().paths[1].probes_answered <= answered {
-        assert!(
-            Instant::now() < deadline,
-            "path 1 never answered through relay B"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        Duration::from_secs(5),
+        "path 1 answers through relay B",
+        || proxy.paths.borrow().paths[1].probes_answered > answered,
+    )
+    .await;
     stop_tx.send(true).unwrap();
     let (sent, back) = load.await.unwrap();
     let b = relayed(&mesh, &relay_b.id);

@@ -158,3 +158,12 @@ pub fn start_billing(dir: &std::path::Path, game_port: u16) -> (Proc, String, Pa
     );
     (billing, url, billing_dir)
 }
+
+/// Polls `done` every 50 ms until it holds; fails the test with `what` after `limit`.
+pub async fn eventually(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
