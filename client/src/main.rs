@@ -584,30 +584,10 @@ async fn run(command: Command) -> Result<()> {
                     .collect(),
             };
             // Our own traffic (nodes, relays, billing) must never be captured into the tunnel.
-            let mut own: Vec<std::net::IpAddr> = vec![tunnel.data_addr.ip()];
-            for c in &ranked {
-                for a in [&c.node.control_addr, &c.node.data_addr] {
-                    if let Ok(a) = a.parse::<SocketAddr>() {
-                        own.push(a.ip());
-                    }
-                }
-            }
-            if let Some(host) = creds
-                .billing_url
-                .split("//")
-                .nth(1)
-                .and_then(|h| h.split('/').next())
-            {
-                let host = if host.contains(':') {
-                    host.to_string()
-                } else {
-                    format!("{host}:443")
-                };
-                if let Ok(addrs) = tokio::net::lookup_host(host).await {
-                    own.extend(addrs.map(|a| a.ip()));
-                }
-            }
-            let targets = Targets::parse(&grant.destinations)?.exclude(own);
+            let targets = Targets::parse(&grant.destinations)?
+                .exclude([tunnel.data_addr.ip()])
+                .exclude_own(ranked.iter().map(|c| &c.node), &creds.billing_url)
+                .await;
             let p = match mode {
                 Mode::Proxy => {
                     let to = to.context("--to is required in proxy mode")?;

@@ -12,6 +12,8 @@ use std::net::{IpAddr, SocketAddr};
 use ipnet::IpNet;
 use plg_proto::ticket::{Destination, DestinationParseError};
 
+use crate::billing::NodeInfo;
+
 /// The game destinations to capture and the addresses never to capture.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Targets {
@@ -58,6 +60,38 @@ impl Targets {
             }
         }
         self
+    }
+
+    /// [`Targets::exclude`]s what the session itself talks to: every given node (control and
+    /// data ports) and billing (its host resolved; port 443 when the URL names none).
+    pub async fn exclude_own<'a>(
+        self,
+        nodes: impl IntoIterator<Item = &'a NodeInfo>,
+        billing_url: &str,
+    ) -> Targets {
+        let mut own = Vec::new();
+        for n in nodes {
+            for a in [&n.control_addr, &n.data_addr] {
+                if let Ok(a) = a.parse::<SocketAddr>() {
+                    own.push(a.ip());
+                }
+            }
+        }
+        if let Some(host) = billing_url
+            .split("//")
+            .nth(1)
+            .and_then(|h| h.split('/').next())
+        {
+            let host = if host.contains(':') {
+                host.to_owned()
+            } else {
+                format!("{host}:443")
+            };
+            if let Ok(addrs) = tokio::net::lookup_host(host).await {
+                own.extend(addrs.map(|a| a.ip()));
+            }
+        }
+        self.exclude(own)
     }
 
     /// The destinations captured.

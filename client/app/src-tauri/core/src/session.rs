@@ -239,31 +239,11 @@ impl Session {
             relays: relay_ids.clone(),
         };
         // Our own traffic (nodes, relays, billing) must never be captured into the tunnel.
-        let mut own: Vec<std::net::IpAddr> = vec![tunnel.data_addr.ip()];
-        for n in grant.nodes.iter().chain(relays) {
-            for a in [&n.control_addr, &n.data_addr] {
-                if let Ok(a) = a.parse::<SocketAddr>() {
-                    own.push(a.ip());
-                }
-            }
-        }
-        if let Some(host) = billing_url
-            .split("//")
-            .nth(1)
-            .and_then(|h| h.split('/').next())
-        {
-            let host = if host.contains(':') {
-                host.to_owned()
-            } else {
-                format!("{host}:443")
-            };
-            if let Ok(addrs) = tokio::net::lookup_host(host).await {
-                own.extend(addrs.map(|a| a.ip()));
-            }
-        }
         let targets = Targets::parse(&grant.destinations)
             .context("the ticket's destinations")?
-            .exclude(own);
+            .exclude([tunnel.data_addr.ip()])
+            .exclude_own(grant.nodes.iter().chain(relays), billing_url)
+            .await;
         let mut direct_target = None;
         let proxy = match settings.capture.as_str() {
             "proxy" => {
