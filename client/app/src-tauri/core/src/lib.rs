@@ -497,7 +497,13 @@ impl App {
                 (g, nodes)
             }
         };
-        let opened = plg_client::open_granted(&grant, &c.mesh_ca_pem, a.node.as_deref()).await;
+        // No node named: the first relay candidate — the route screen's best-pinged node
+        // when its grant is used, else billing's first (what `open_granted` would try first).
+        let exit = a
+            .node
+            .clone()
+            .or_else(|| relays.first().map(|n| n.id.clone()));
+        let opened = plg_client::open_granted(&grant, &c.mesh_ca_pem, exit.as_deref()).await;
         let (node, tunnel) = match opened {
             Ok(x) => x,
             Err(e) => {
