@@ -570,6 +570,14 @@ pub(crate) fn routes() -> Vec<Route> {
         ),
         r(
             "get",
+            "/v1/routes/{game}",
+            "sessions",
+            User,
+            "Preview a session: the game's destinations and the live nodes, without a ticket or a session slot.",
+            get(sessions::preview),
+        ),
+        r(
+            "get",
             "/v1/games",
             "games",
             Public,

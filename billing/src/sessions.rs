@@ -43,6 +43,35 @@ pub(crate) struct SessionCreated {
     plan: String,
 }
 
+/// What a session for a game would look like, without a ticket: `GET /v1/routes/{game}`.
+#[derive(Serialize)]
+pub(crate) struct RoutePreview {
+    game: GameRef,
+    destinations: Vec<Destination>,
+    nodes: Vec<NodeView>,
+}
+
+/// `GET /v1/routes/{game}`: the game's destinations and the live nodes a session would be
+/// offered — for route screens and `plg nodes`. Issues no ticket and takes no session slot.
+pub(crate) async fn preview(
+    State(billing): State<Billing>,
+    _auth: AuthAccount,
+    Path(slug): Path<String>,
+) -> Result<Json<RoutePreview>, ApiError> {
+    let game = crate::games::find(billing.db(), slug.trim())
+        .await?
+        .ok_or(ApiError::UnknownGame)?;
+    let nodes = crate::nodes::live_nodes(billing.db()).await?;
+    Ok(Json(RoutePreview {
+        game: GameRef {
+            slug: game.slug,
+            name: game.name,
+        },
+        destinations: game.destinations,
+        nodes,
+    }))
+}
+
 /// Random nonzero session id.
 fn new_session_id() -> u64 {
     loop {
@@ -112,7 +141,7 @@ pub(crate) async fn create(
         return Err(ApiError::conflict(
             "session_limit_reached",
             format!(
-                "your plan allows {} sessions at once: stop one (POST /v1/sessions/{{id}}/stop) first",
+                "your plan allows {} sessions at once and all are in use: end one (quit `plg connect` or the app elsewhere); a session whose client vanished ends when its ticket expires",
                 terms.max_sessions
             ),
         ));

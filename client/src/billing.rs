@@ -83,6 +83,17 @@ impl SessionGrant {
     }
 }
 
+/// Where a session for a game would go, without a ticket (`GET /v1/routes/{game}`).
+#[derive(Clone, Debug, Deserialize)]
+pub struct RoutePreview {
+    /// The game.
+    pub game: GameRef,
+    /// Allowed destinations, `CIDR:PORTS`.
+    pub destinations: Vec<String>,
+    /// Live nodes, in billing's order.
+    pub nodes: Vec<NodeInfo>,
+}
+
 /// A catalog entry as `GET /v1/games` lists it.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 pub struct GameInfo {
@@ -334,6 +345,25 @@ impl BillingClient {
     pub async fn cancel_subscription(&self) -> Result<serde_json::Value, BillingError> {
         self.post_json("/v1/subscriptions/cancel", serde_json::json!({}))
             .await
+    }
+
+    /// The nodes and destinations a session for `game` would get; issues no ticket and
+    /// takes no session slot (route screens, `plg nodes`).
+    pub async fn route_preview(&self, game: &str) -> Result<RoutePreview, BillingError> {
+        // Slugs are `[a-z0-9-]`; anything else cannot name a game (and must not reach the path).
+        if game.is_empty()
+            || !game
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(BillingError::Api {
+                status: 404,
+                code: "unknown_game".into(),
+                message: format!("no game {game:?} in the catalog"),
+            });
+        }
+        let url = format!("{}/v1/routes/{game}", self.base);
+        self.call(self.http.get(&url), &url).await
     }
 
     /// Asks for a session ticket for `game`.

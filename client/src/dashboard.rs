@@ -102,10 +102,30 @@ pub fn spawn_pinger(
         let mut ever = false;
         let mut silent = 0;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
-        loop {
+        // One socket for the whole session: through the local proxy it is one flow.
+        let bind: std::net::SocketAddr = if target.is_ipv4() {
+            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let socket = match tokio::net::UdpSocket::bind(bind).await {
+            Ok(s) if s.connect(target).await.is_ok() => s,
+            _ => {
+                let _ = tx.send(wrap(None)).await;
+                return;
+            }
+        };
+        for round in 0u64.. {
             tick.tick().await;
-            let r = crate::probe::echo(target, 1, Duration::ZERO, Duration::from_millis(900)).await;
-            let rtt = r.ok().and_then(|p| p.rtts.first().copied());
+            let r = crate::probe::echo_on(
+                &socket,
+                round,
+                1,
+                Duration::ZERO,
+                Duration::from_millis(900),
+            )
+            .await;
+            let rtt = r.rtts.first().copied();
             ever |= rtt.is_some();
             silent = if rtt.is_some() { 0 } else { silent + 1 };
             if tx.send(wrap(rtt)).await.is_err() || (!ever && silent >= give_up) {
@@ -482,6 +502,7 @@ mod tests {
             duplicating: false,
             paths: vec![plg_proto::paths::PathStats::default(); 2],
             protected: false,
+            ..PathsView::default()
         };
         m.sample(&stats, &paths);
         m.ping(Ping::Accelerated(Some(Duration::from_millis(3))));

@@ -4,6 +4,8 @@
 pub mod bench;
 pub mod billing;
 pub mod capture;
+pub mod conn;
+pub mod controller;
 pub mod credentials;
 pub mod dashboard;
 pub mod detect;
@@ -15,6 +17,10 @@ pub mod route;
 pub mod tunnel;
 
 pub use billing::{BillingClient, BillingError, NodeInfo, SessionGrant};
+pub use controller::{
+    CaptureMode, ConnectError, ConnectRequest, Controller, EndReason, Progress, SessionEvent,
+    SessionInfo,
+};
 pub use plg_proto::paths::Redundancy;
 pub use proxy::{Failover, PathsView, Proxy, ProxyEvent, ProxyStats};
 pub use tunnel::{Protection, Tunnel, TunnelError};

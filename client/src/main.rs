@@ -8,17 +8,14 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-#[cfg(windows)]
-use plg_client::capture::WinDivertCapture;
-use plg_client::capture::{ProxyCapture, Targets};
-#[cfg(target_os = "linux")]
-use plg_client::capture::{TunCapture, TunConfig};
+use plg_client::controller::{open_ranked, single_target};
 use plg_client::credentials::{Credentials, config_dir};
 use plg_client::dashboard::{Monitor, Ping, Tui, spawn_pinger};
 use plg_client::route::{self, Candidate};
 use plg_client::{
-    BillingClient, Failover, NodeInfo, Protection, Proxy, ProxyEvent, Redundancy, SessionGrant,
-    Tunnel, TunnelError, bench, detect, explain, probe, renew,
+    BillingClient, CaptureMode, ConnectRequest, Controller, EndReason, NodeInfo, Progress,
+    Protection, Proxy, ProxyEvent, Redundancy, SessionEvent, SessionGrant, bench, detect, explain,
+    probe,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -200,15 +197,6 @@ fn logged_in(dir: &std::path::Path) -> Result<(Credentials, BillingClient)> {
     Ok((creds, billing))
 }
 
-/// The game server's address when the game has exactly one destination host and port (the
-/// local demo's echo server, a private server).
-fn single_target(destinations: &[String]) -> Option<SocketAddr> {
-    let [only] = destinations else { return None };
-    let d: plg_proto::ticket::Destination = only.parse().ok()?;
-    (d.net.prefix_len() == d.net.max_prefix_len() && d.port_lo == d.port_hi)
-        .then(|| SocketAddr::new(d.net.addr(), d.port_lo))
-}
-
 /// Requests a ticket and probes the offered nodes; returns the grant and the candidates best
 /// first (the one named `only`, if given).
 async fn grant_and_rank(
@@ -250,34 +238,6 @@ async fn grant_and_rank(
     let ranked = route::probe_nodes(&nodes, ca_pem, probes).await;
     pb.finish_and_clear();
     Ok((grant, ranked))
-}
-
-/// Opens the session on the first candidate that accepts it.
-async fn open_ranked(
-    ranked: &[Candidate],
-    ca_pem: &str,
-    ticket: &[u8],
-) -> Result<(NodeInfo, Tunnel)> {
-    let mut last = None;
-    for c in ranked {
-        let addr = c.node.control_addr.parse().with_context(|| {
-            format!(
-                "node {} has a bad address {:?}",
-                c.node.id, c.node.control_addr
-            )
-        })?;
-        match Tunnel::open(addr, &c.node.server_name, ca_pem, ticket).await {
-            Ok(t) => return Ok((c.node.clone(), t)),
-            Err(e @ TunnelError::Rejected { .. }) => return Err(e.into()),
-            Err(e) => {
-                tracing::warn!(node = %c.node.id, error = %e, "node unreachable, trying the next");
-                last = Some(e);
-            }
-        }
-    }
-    Err(last
-        .map(anyhow::Error::from)
-        .unwrap_or_else(|| anyhow::anyhow!("no relay node to try")))
 }
 
 /// Waits until a catalog game (or the one named `want`) runs; returns its slug.
@@ -334,7 +294,7 @@ async fn main() -> std::process::ExitCode {
         tracing_subscriber::EnvFilter::try_from_env("PLG_LOG").unwrap_or_else(|_| "warn".into());
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(log_writer);
     if cli.log_json {
         b.json().init()
     } else {
@@ -445,10 +405,23 @@ async fn run(command: Command) -> Result<()> {
                     }
                 }
             };
-            let (grant, ranked) =
-                grant_and_rank(&billing, &creds.mesh_ca_pem, &game, None, probes).await?;
-            // Listing needed a ticket; give the session back at once.
-            let _ = billing.stop_session(&grant.session_id).await;
+            // A preview: no ticket, no session slot taken.
+            let pb = spinner(format!("asking billing for {game}'s nodes…"));
+            let preview = billing.route_preview(&game).await;
+            let preview = match preview {
+                Ok(p) => p,
+                Err(e) => {
+                    pb.finish_and_clear();
+                    return Err(anyhow::Error::new(e).context("listing the nodes"));
+                }
+            };
+            if preview.nodes.is_empty() {
+                pb.finish_and_clear();
+                bail!("billing has no relay node online right now; try again in a minute");
+            }
+            pb.set_message(format!("probing {} relay node(s)…", preview.nodes.len()));
+            let ranked = route::probe_nodes(&preview.nodes, &creds.mesh_ca_pem, probes).await;
+            pb.finish_and_clear();
             println!(
                 "{:<3} {:<20} {:<8} {:<24} {:>8} {:>10} {:>7}",
                 "", "node", "region", "address", "rtt ms", "jitter ms", "loss"
@@ -467,7 +440,7 @@ async fn run(command: Command) -> Result<()> {
                     if best { "  recommended" } else { "" }
                 );
             }
-            let direct = match single_target(&grant.destinations) {
+            let direct = match single_target(&preview.destinations) {
                 Some(t) => probe::echo(t, 3, Duration::from_millis(50), Duration::from_millis(500))
                     .await
                     .ok(),
@@ -514,125 +487,71 @@ async fn run(command: Command) -> Result<()> {
                     "which game? `plg connect <game>` (slugs: `plg games`), or `plg connect --auto` to wait for one"
                 ),
             };
-            let (grant, ranked) = grant_and_rank(
-                &billing,
-                &creds.mesh_ca_pem,
-                &game,
-                node.as_deref(),
-                route::PROBES,
-            )
-            .await?;
-            let issued = unix_now();
-            let ticket = grant.ticket_bytes()?;
-            let direct_target = to.or_else(|| single_target(&grant.destinations));
-            if mode == Mode::Proxy
-                && let Some(t) = direct_target
-            {
-                let direct =
-                    probe::echo(t, 3, Duration::from_millis(50), Duration::from_millis(500))
-                        .await
-                        .ok()
-                        .filter(|p| p.answered() > 0);
-                println!("{}", route::advice(direct.as_ref(), ranked.first()));
-            } else {
-                println!("{}", route::advice(None, ranked.first()));
-            }
-            let pb = spinner("opening the session…");
-            let opened = open_ranked(&ranked, &creds.mesh_ca_pem, &ticket).await;
-            pb.finish_and_clear();
-            let (node, tunnel) = match opened {
-                Ok(x) => x,
-                Err(e) => {
-                    let _ = billing.stop_session(&grant.session_id).await;
-                    return Err(e);
+            let capture = match mode {
+                Mode::Proxy => CaptureMode::Proxy {
+                    listen: proxy,
+                    server: to,
+                },
+                Mode::Tun => CaptureMode::Tun,
+                Mode::Windivert => CaptureMode::WinDivert,
+            };
+            let req = ConnectRequest {
+                node,
+                capture,
+                paths,
+                redundancy,
+                protection: protected,
+                ..ConnectRequest::new(&game)
+            };
+            let pb = spinner(format!("requesting a session ticket for {game}…"));
+            let progress = {
+                let pb = pb.clone();
+                move |p: Progress| match p {
+                    Progress::Ticket => {}
+                    Progress::Probing(n) => pb.set_message(format!("probing {n} relay node(s)…")),
+                    Progress::Advice(text) => pb.suspend(|| println!("{text}")),
+                    Progress::Opening => pb.set_message("opening the session…"),
                 }
             };
-            let tunnel = tunnel.with_protection(protected);
-            let allowed = tunnel.accept.max_paths.max(1);
-            if paths > allowed {
-                println!("your plan allows {allowed} path(s) per session: using {allowed}");
+            // A signal while connecting gives up, and the session billing opened is released.
+            let connected = Controller::connect_until(
+                billing,
+                creds.mesh_ca_pem.clone(),
+                req,
+                progress,
+                shutdown_signal(),
+            )
+            .await;
+            pb.finish_and_clear();
+            let ctl = connected?;
+            let info = ctl.info();
+            if paths as usize > info.relays.len() {
+                println!(
+                    "your plan allows {} path(s) per session: using {}",
+                    info.relays.len(),
+                    info.relays.len()
+                );
             }
-            let plan = route::plan_paths(
-                &node,
-                tunnel.data_addr,
-                &route::answering(&ranked),
-                paths.min(allowed) as usize,
-            );
-            for (i, p) in plan.iter().enumerate() {
-                match &p.relay {
-                    None => println!("path {i}: straight to node {} ({})", node.id, p.addr),
+            for (i, r) in info.relays.iter().enumerate() {
+                match r {
+                    None => println!("path {i}: straight to node {}", info.node.id),
                     Some(r) => println!(
                         "path {i}: through node {} ({}) to node {}",
-                        r.id, p.addr, node.id
+                        r.id, r.data_addr, info.node.id
                     ),
                 }
             }
-            let path_addrs: Vec<SocketAddr> = plan.iter().map(|p| p.addr).collect();
-            // If the node goes silent, the same ticket moves the session to the next node.
-            let failover = Failover {
-                ticket: ticket.clone(),
-                ca_pem: creds.mesh_ca_pem.clone(),
-                candidates: ranked
-                    .iter()
-                    .filter(|c| c.node.id != node.id)
-                    .map(|c| c.node.clone())
-                    .collect(),
-                after: Duration::from_secs(1),
-                relays: plan
-                    .iter()
-                    .map(|p| p.relay.as_ref().map(|r| r.id.clone()))
-                    .collect(),
-            };
-            // Our own traffic (nodes, relays, billing) must never be captured into the tunnel.
-            let targets = Targets::parse(&grant.destinations)?
-                .exclude([tunnel.data_addr.ip()])
-                .exclude_own(ranked.iter().map(|c| &c.node), &creds.billing_url)
-                .await;
-            let p = match mode {
-                Mode::Proxy => {
-                    let to = to.context("--to is required in proxy mode")?;
-                    let capture = ProxyCapture::bind(proxy, to)
-                        .await
-                        .with_context(|| format!("cannot listen on {proxy}"))?;
-                    let local = capture.local_addr()?;
-                    let mut p =
-                        Proxy::start_with(tunnel, capture, path_addrs, redundancy, Some(failover))
-                            .await?;
-                    p.local_addr = local;
-                    p
-                }
-                #[cfg(target_os = "linux")]
-                Mode::Tun => {
-                    let capture = TunCapture::open(TunConfig::new(targets))
-                        .context("cannot set up TUN capture (needs root: try sudo)")?;
-                    Proxy::start_with(tunnel, capture, path_addrs, redundancy, Some(failover))
-                        .await?
-                }
-                #[cfg(windows)]
-                Mode::Windivert => {
-                    let capture = WinDivertCapture::open(targets)
-                        .context("cannot open WinDivert (run as administrator)")?;
-                    Proxy::start_with(tunnel, capture, path_addrs, redundancy, Some(failover))
-                        .await?
-                }
-                #[allow(unreachable_patterns)]
-                other => {
-                    let _ = targets;
-                    bail!("--mode {other:?} is not available on this platform")
-                }
-            };
             println!(
                 "session {} via node {} ({}) for {}",
-                grant.session_id, node.id, node.control_addr, grant.game.name
+                info.session_id, info.node.id, info.node.control_addr, info.game_name
             );
-            match (mode, to) {
-                (Mode::Proxy, Some(to)) => println!(
-                    "point the game at {} — traffic goes to {to}; Ctrl-C to stop",
-                    p.local_addr
-                ),
+            match (info.local_addr, info.server) {
+                (Some(local), Some(to)) => {
+                    println!("point the game at {local} — traffic goes to {to}; Ctrl-C to stop")
+                }
                 _ => println!(
                     "capturing the game's traffic with {}; just play — Ctrl-C to stop",
-                    p.capture
+                    info.capture
                 ),
             }
             if let Some(exe) = &launch {
@@ -645,18 +564,7 @@ async fn run(command: Command) -> Result<()> {
                 }
             }
             let tui = !plain && std::io::stdout().is_terminal();
-            let live = Live {
-                billing,
-                ca_pem: creds.mesh_ca_pem.clone(),
-                game: game.clone(),
-                mode,
-                direct_target,
-                grant,
-                issued,
-                node,
-                ticket,
-            };
-            let outcome = live.run(p, tui).await;
+            let outcome = live(ctl, tui).await;
             println!("disconnected");
             outcome?;
         }
@@ -757,158 +665,183 @@ async fn bench_session(
     Ok(())
 }
 
-/// How often a running session re-probes the nodes to look for a clearly better one.
-const REEVALUATE: Duration = Duration::from_secs(60);
+/// Where log lines go while the full-screen dashboard is up (never over it).
+static DASHBOARD_LOG: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
+
+fn log_writer() -> Box<dyn std::io::Write> {
+    match DASHBOARD_LOG.get() {
+        Some(f) => Box::new(f),
+        None => Box::new(std::io::stderr()),
+    }
+}
+
+/// Sends log lines to `<config dir>/logs/plg.log` from now on; returns the file's path.
+fn log_to_file() -> Option<PathBuf> {
+    let dir = config_dir().ok()?.join("logs");
+    std::fs::create_dir_all(&dir).ok()?;
+    let path = dir.join("plg.log");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .ok()?;
+    DASHBOARD_LOG.set(f).ok()?;
+    Some(path)
+}
+
 /// Unanswered probes (before any answer) after which a pinger gives up.
 const PING_GIVE_UP: u32 = 5;
-/// Wait between failed renewal attempts.
-const RENEW_RETRY: u64 = 30;
 
-/// A running `plg connect`: the dashboard or status lines, ticket renewal, re-evaluation.
-struct Live {
-    billing: BillingClient,
-    ca_pem: String,
-    game: String,
-    mode: Mode,
-    direct_target: Option<SocketAddr>,
-    grant: SessionGrant,
-    issued: u64,
-    node: NodeInfo,
-    ticket: Vec<u8>,
-}
-
-/// What a background job of the session loop finished with.
-enum Job {
-    Renewed(Result<renew::Renewed>),
-    RenewedInPlace((SessionGrant, Vec<u8>)),
-    Better(Option<(NodeInfo, Tunnel, String)>),
-}
-
-impl Live {
-    fn route(&self) -> String {
-        format!("{} ({})", self.node.id, self.node.control_addr)
-    }
-
-    async fn run(mut self, mut p: Proxy, tui: bool) -> Result<()> {
-        let mut m = Monitor::new(
-            format!(
-                "{} — session {}",
-                self.grant.game.name, self.grant.session_id
-            ),
-            self.route(),
-        );
-        let (ping_tx, mut ping_rx) = mpsc::channel(16);
-        let mut pingers: Vec<JoinHandle<()>> = Vec::new();
-        match (self.mode, self.direct_target) {
-            (Mode::Proxy, Some(t)) => {
-                pingers.push(spawn_pinger(t, Ping::Direct, PING_GIVE_UP, ping_tx.clone()));
-                let mut via = p.local_addr;
-                if via.ip().is_unspecified() {
-                    via.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+/// Resolves on Ctrl-C, SIGTERM or SIGHUP (a closed terminal): every way a user or the system
+/// asks `plg` to stop ends the session cleanly.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        async fn on(kind: SignalKind) {
+            match signal(kind) {
+                Ok(mut s) => {
+                    s.recv().await;
                 }
-                pingers.push(spawn_pinger(
-                    via,
-                    Ping::Accelerated,
-                    PING_GIVE_UP,
-                    ping_tx.clone(),
-                ));
-            }
-            (_, Some(t)) => {
-                // Captured modes: a probe to the server is itself captured, so it measures the
-                // accelerated path; the direct one cannot be measured while connected.
-                pingers.push(spawn_pinger(
-                    t,
-                    Ping::Accelerated,
-                    PING_GIVE_UP,
-                    ping_tx.clone(),
-                ));
-                m.direct.note = Some("not measurable while the capture is on".into());
-            }
-            (_, None) => {
-                let why = "the game has several server ranges: no single server to probe";
-                m.direct.note = Some(why.into());
-                m.accelerated.note = Some(format!("{why}; see node ping"));
+                Err(_) => std::future::pending().await,
             }
         }
-        drop(ping_tx);
-        let mut misses = [0u32; 2];
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = on(SignalKind::terminate()) => {}
+            _ = on(SignalKind::hangup()) => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
 
-        let mut screen = if tui {
-            match Tui::start() {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    eprintln!("warning: no dashboard ({e}); printing status lines");
-                    None
-                }
+/// The running `plg connect`: presentation only (dashboard or status lines, direct vs
+/// accelerated pings); the session itself is the [`Controller`]'s.
+async fn live(mut ctl: Controller, tui: bool) -> Result<()> {
+    let info = ctl.info();
+    let route_of = |i: &plg_client::SessionInfo| format!("{} ({})", i.node.id, i.node.control_addr);
+    let mut m = Monitor::new(
+        format!("{} — session {}", info.game_name, info.session_id),
+        route_of(&info),
+    );
+    let (ping_tx, mut ping_rx) = mpsc::channel(16);
+    let mut pingers: Vec<JoinHandle<()>> = Vec::new();
+    match (info.local_addr, info.server) {
+        (Some(mut via), Some(t)) => {
+            pingers.push(spawn_pinger(t, Ping::Direct, PING_GIVE_UP, ping_tx.clone()));
+            if via.ip().is_unspecified() {
+                via.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
             }
+            pingers.push(spawn_pinger(
+                via,
+                Ping::Accelerated,
+                PING_GIVE_UP,
+                ping_tx.clone(),
+            ));
+        }
+        (None, Some(t)) => {
+            // Captured modes: a probe to the server is itself captured, so it measures the
+            // accelerated path; the direct one cannot be measured while connected.
+            pingers.push(spawn_pinger(
+                t,
+                Ping::Accelerated,
+                PING_GIVE_UP,
+                ping_tx.clone(),
+            ));
+            m.direct.note = Some("not measurable while the capture is on".into());
+        }
+        (_, None) => {
+            let why = "the game has several server ranges: no single server to probe";
+            m.direct.note = Some(why.into());
+            m.accelerated.note = Some(format!("{why}; see node ping"));
+        }
+    }
+    drop(ping_tx);
+    let mut misses = [0u32; 2];
+    let mut screen = if tui {
+        match Tui::start() {
+            Ok(t) => {
+                if let Some(path) = log_to_file() {
+                    m.event(format!("logs go to {}", path.display()));
+                }
+                Some(t)
+            }
+            Err(e) => {
+                eprintln!("warning: no dashboard ({e}); printing status lines");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    // With the dashboard up, messages go into its event log (and logs are silenced, see
+    // `main`): nothing is printed over the full-screen view.
+    let say = |m: &mut Monitor, screen: bool, text: String, error: bool| {
+        if screen {
+            m.event(text);
+        } else if error {
+            eprintln!("{text}");
         } else {
-            None
-        };
-        let say = |m: &mut Monitor, screen: bool, text: String, error: bool| {
-            if screen {
-                m.event(text);
-            } else if error {
-                eprintln!("{text}");
-            } else {
-                println!("{text}");
-            }
-        };
-        let mut renew_at = renew::renew_at(self.issued, self.grant.expires_at);
-        let mut reevaluate_at = tokio::time::Instant::now() + REEVALUATE;
-        let mut job: Option<JoinHandle<Job>> = None;
-        let mut switching: Option<String> = None;
-        let mut last_error: Option<String> = None;
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let mut ticks = 0u64;
-        let mut result = Ok(());
-        loop {
-            let has_screen = screen.is_some();
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => break,
-                Some(()) = async {
-                    match screen.as_mut() {
-                        Some(s) => s.quit.recv().await,
-                        None => std::future::pending().await,
-                    }
-                } => break,
-                Some(ping) = ping_rx.recv() => {
-                    let (i, got) = match ping {
-                        Ping::Direct(d) => (0, d.is_some()),
-                        Ping::Accelerated(d) => (1, d.is_some()),
-                    };
-                    misses[i] = if got { u32::MAX } else { misses[i].saturating_add(1).min(u32::MAX - 1) };
-                    m.ping(ping);
-                    if misses[i] == PING_GIVE_UP {
-                        let note = "the game server does not answer probes (most don't); see node ping";
-                        if i == 0 { m.direct.note = Some(note.into()) } else { m.accelerated.note = Some(note.into()) }
-                    }
+            println!("{text}");
+        }
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut ticks = 0u64;
+    let mut result = Ok(());
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let has_screen = screen.is_some();
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(()) = async {
+                match screen.as_mut() {
+                    Some(s) => s.quit.recv().await,
+                    None => std::future::pending().await,
                 }
-                Some(ev) = p.events.recv() => match ev {
-                    ProxyEvent::DestinationRefused(d) => {
+            } => break,
+            Some(ping) = ping_rx.recv() => {
+                let (i, got) = match ping {
+                    Ping::Direct(d) => (0, d.is_some()),
+                    Ping::Accelerated(d) => (1, d.is_some()),
+                };
+                misses[i] = if got { u32::MAX } else { misses[i].saturating_add(1).min(u32::MAX - 1) };
+                m.ping(ping);
+                if misses[i] == PING_GIVE_UP {
+                    let note = "the game server does not answer probes (most don't); see node ping";
+                    if i == 0 { m.direct.note = Some(note.into()) } else { m.accelerated.note = Some(note.into()) }
+                }
+            }
+            ev = ctl.next_event() => {
+                let Some(ev) = ev else { break };
+                m.route = route_of(&ctl.info());
+                match ev {
+                    SessionEvent::Path(ProxyEvent::DestinationRefused(d)) => {
                         result = Err(anyhow::anyhow!(
                             "the node refused {d}: your ticket for {} does not allow it",
-                            self.grant.game.name
+                            info.game_name
                         ));
                         break;
                     }
-                    ProxyEvent::PrimaryChanged { from, to } => {
+                    SessionEvent::Path(ProxyEvent::PrimaryChanged { from, to }) => {
                         say(&mut m, has_screen, format!("route: primary path {from} → {to}"), false)
                     }
-                    ProxyEvent::Failover { to, gap } => {
-                        let text = match switching.take() {
-                            Some(why) => why,
-                            None => format!(
-                                "node lost: session moved to node {to} ({} ms without replies)",
-                                gap.as_millis()
-                            ),
-                        };
-                        if let Some(n) = self.grant.nodes.iter().find(|n| n.id == to) {
-                            self.node = n.clone();
-                        }
-                        m.route = self.route();
-                        say(&mut m, has_screen, text, false);
-                    }
-                    ProxyEvent::NodeLost { reason } => say(
+                    SessionEvent::Path(ProxyEvent::Failover { to, gap }) => say(
+                        &mut m,
+                        has_screen,
+                        format!("session moved to node {to} ({} ms without replies)", gap.as_millis()),
+                        false,
+                    ),
+                    SessionEvent::Path(ProxyEvent::RelayMoved { path, from, to }) => say(
+                        &mut m,
+                        has_screen,
+                        format!("path {path}: relay {from} went silent; now through node {to}"),
+                        false,
+                    ),
+                    SessionEvent::Path(ProxyEvent::NodeLost { reason }) => say(
                         &mut m,
                         has_screen,
                         format!(
@@ -916,157 +849,64 @@ impl Live {
                         ),
                         true,
                     ),
-                    ProxyEvent::ProtectedMode { on, reason } => say(
+                    SessionEvent::Path(ProxyEvent::ProtectedMode { on, reason }) => say(
                         &mut m,
                         has_screen,
                         format!("protected mode {}: {reason}", if on { "on" } else { "off" }),
                         false,
                     ),
-                    other => say(&mut m, has_screen, format!("warning: {other:?}"), true),
-                },
-                r = async { job.as_mut().expect("guarded").await }, if job.is_some() => {
-                    job = None;
-                    match r {
-                        Ok(Job::Renewed(Ok(renewed))) => {
-                            let ticket = match renewed.grant.ticket_bytes() {
-                                Ok(t) => t,
-                                Err(e) => { last_error = Some(e.to_string()); continue; }
-                            };
-                            let text = format!(
-                                "ticket renewed: session {} on node {}, valid for {} min more",
-                                renewed.grant.session_id,
-                                renewed.node.id,
-                                renewed.grant.expires_at.saturating_sub(unix_now()) / 60
-                            );
-                            self.issued = unix_now();
-                            renew_at = renew::renew_at(self.issued, renewed.grant.expires_at);
-                            self.grant = renewed.grant;
-                            self.ticket = ticket.clone();
-                            self.node = renewed.node.clone();
-                            switching = Some(text);
-                            m.title = format!("{} — session {}", self.grant.game.name, self.grant.session_id);
-                            p.switch_tunnel(renewed.node, renewed.tunnel, ticket).await;
-                            last_error = None;
-                        }
-                        Ok(Job::RenewedInPlace((grant, ticket))) => {
-                            say(
-                                &mut m,
-                                has_screen,
-                                format!(
-                                    "ticket renewed in place: session {} continues on node {} for {} more minutes",
-                                    grant.session_id,
-                                    self.node.id,
-                                    grant.expires_at.saturating_sub(unix_now()) / 60
-                                ),
-                                false,
-                            );
-                            self.issued = unix_now();
-                            renew_at = renew::renew_at(self.issued, grant.expires_at);
-                            self.grant = grant;
-                            self.ticket = ticket.clone();
-                            p.set_failover_ticket(ticket).await;
-                            last_error = None;
-                        }
-                        Ok(Job::Renewed(Err(e))) => {
-                            let hint = explain::advice(&e).map(|h| format!(" — {h}")).unwrap_or_default();
-                            say(
-                                &mut m,
-                                has_screen,
-                                format!("ticket renewal failed: {e:#}{hint}; retrying in {RENEW_RETRY} s"),
-                                true,
-                            );
-                            last_error = Some(format!("{e:#}"));
-                            renew_at = unix_now() + RENEW_RETRY;
-                        }
-                        Ok(Job::Better(Some((node, tunnel, why)))) => {
-                            self.node = node.clone();
-                            switching = Some(why);
-                            p.switch_tunnel(node, tunnel, self.ticket.clone()).await;
-                        }
-                        Ok(Job::Better(None)) | Err(_) => {}
+                    SessionEvent::Path(ProxyEvent::TooManyFlows) => say(
+                        &mut m,
+                        has_screen,
+                        format!("warning: the game uses more than {} flows at once; new ones wait for a free slot", plg_client::conn::MAX_FLOWS),
+                        true,
+                    ),
+                    SessionEvent::Path(other) => say(&mut m, has_screen, format!("warning: {other:?}"), true),
+                    SessionEvent::Renewed { session_id, node, expires_at, in_place } => {
+                        m.title = format!("{} — session {session_id}", info.game_name);
+                        let mins = expires_at.saturating_sub(unix_now()) / 60;
+                        let text = if in_place {
+                            format!("ticket renewed in place: session {session_id} continues on node {node} for {mins} more minutes")
+                        } else {
+                            format!("ticket renewed: session {session_id} on node {node}, valid for {mins} min more")
+                        };
+                        say(&mut m, has_screen, text, false);
                     }
-                }
-                _ = tick.tick() => {
-                    ticks += 1;
-                    m.sample(&p.stats, &p.paths.borrow());
-                    match screen.as_mut() {
-                        Some(s) => {
-                            if let Err(e) = s.draw(&m) {
-                                tracing::warn!(error = %e, "dashboard draw failed");
-                            }
-                        }
-                        None if ticks.is_multiple_of(2) => println!("{}", m.line()),
-                        None => {}
-                    }
-                    let now = unix_now();
-                    if now >= self.grant.expires_at {
-                        let why = last_error.clone().unwrap_or_else(|| "no renewal happened".into());
+                    SessionEvent::RenewFailed { error, retry_in } => say(
+                        &mut m,
+                        has_screen,
+                        format!("ticket renewal failed: {error}; retrying in {} s", retry_in.as_secs()),
+                        true,
+                    ),
+                    SessionEvent::Moved { why } => say(&mut m, has_screen, why, false),
+                    SessionEvent::Ended(EndReason::TicketExpired { error }) => {
                         result = Err(anyhow::anyhow!(
-                            "the session ticket expired and could not be renewed ({why}); run `plg connect` again"
+                            "the session ticket expired and could not be renewed ({error}); run `plg connect` again"
                         ));
                         break;
                     }
-                    if job.is_none() && now >= renew_at {
-                        let (billing, ca, game) = (self.billing.clone(), self.ca_pem.clone(), self.game.clone());
-                        let (prefer, old) = (self.node.id.clone(), self.grant.session_id.clone());
-                        say(&mut m, has_screen, "renewing the session ticket…".into(), false);
-                        let control = p.control_connection();
-                        job = Some(tokio::spawn(async move {
-                            match renew::in_place(&billing, &control, &old).await {
-                                Ok(renewed) => Job::RenewedInPlace(renewed),
-                                Err(e) => {
-                                    tracing::info!(error = %format!("{e:#}"), "in-place renewal failed; opening a new session");
-                                    Job::Renewed(renew::renew(&billing, &ca, &game, &prefer, &old).await)
-                                }
-                            }
-                        }));
-                    } else if job.is_none() && tokio::time::Instant::now() >= reevaluate_at {
-                        reevaluate_at = tokio::time::Instant::now() + REEVALUATE;
-                        let (nodes, ca, ticket) = (self.grant.nodes.clone(), self.ca_pem.clone(), self.ticket.clone());
-                        let current = self.node.id.clone();
-                        job = Some(tokio::spawn(async move { Job::Better(better_node(nodes, ca, ticket, current).await) }));
+                    SessionEvent::Ended(EndReason::Stopped) => break,
+                }
+            }
+            _ = tick.tick() => {
+                ticks += 1;
+                m.sample(ctl.stats(), &ctl.paths());
+                match screen.as_mut() {
+                    Some(s) => {
+                        if let Err(e) = s.draw(&m) {
+                            tracing::warn!(error = %e, "dashboard draw failed");
+                        }
                     }
+                    None if ticks.is_multiple_of(2) => println!("{}", m.line()),
+                    None => {}
                 }
             }
         }
-        for t in pingers {
-            t.abort();
-        }
-        drop(screen);
-        let session = self.grant.session_id.clone();
-        p.stop().await;
-        let _ = self.billing.stop_session(&session).await;
-        result
     }
-}
-
-/// Re-probes the nodes; if one is clearly better than `current` (hysteresis in
-/// [`route::clearly_better`]), opens the session there and returns it with a message.
-async fn better_node(
-    nodes: Vec<NodeInfo>,
-    ca: String,
-    ticket: Vec<u8>,
-    current: String,
-) -> Option<(NodeInfo, Tunnel, String)> {
-    let ranked = route::probe_nodes(&nodes, &ca, 3).await;
-    let best = ranked.first()?;
-    if best.node.id == current {
-        return None;
+    for t in pingers {
+        t.abort();
     }
-    let cur = ranked.iter().find(|c| c.node.id == current);
-    let cur_score = cur.and_then(|c| c.probe.score());
-    if !route::clearly_better(cur_score, best.probe.score()) {
-        return None;
-    }
-    let addr = best.node.control_addr.parse().ok()?;
-    let tunnel = Tunnel::open(addr, &best.node.server_name, &ca, &ticket)
-        .await
-        .ok()?;
-    let why = format!(
-        "route: node {} is clearly better ({} ms vs {} ms to node {current}); session moved there",
-        best.node.id,
-        probe::ms(best.probe.median()),
-        probe::ms(cur.and_then(|c| c.probe.median())),
-    );
-    Some((best.node.clone(), tunnel, why))
+    drop(screen);
+    ctl.stop().await;
+    result
 }

@@ -98,6 +98,19 @@ pub async fn echo(
     };
     let socket = UdpSocket::bind(bind).await?;
     socket.connect(target).await?;
+    Ok(echo_on(&socket, 0, count, interval, timeout).await)
+}
+
+/// [`echo`] on an already connected `socket` (a pinger keeps one socket for a whole session,
+/// so a proxy in front of it sees one flow, not one per probe). `round` tells this call's
+/// answers from late ones of earlier calls.
+pub async fn echo_on(
+    socket: &UdpSocket,
+    round: u64,
+    count: u32,
+    interval: Duration,
+    timeout: Duration,
+) -> Probe {
     let start = Instant::now();
     let mut sent_at = Vec::with_capacity(count as usize);
     let mut answered = vec![None; count as usize];
@@ -115,6 +128,7 @@ pub async fn echo(
                 let mut pkt = [0u8; 16];
                 pkt[..4].copy_from_slice(ECHO_MAGIC);
                 pkt[4..8].copy_from_slice(&sent.to_be_bytes());
+                pkt[8..16].copy_from_slice(&round.to_be_bytes());
                 // A refused or unreachable send is a lost probe, not an error.
                 let _ = socket.send(&pkt).await;
                 sent_at.push(Instant::now());
@@ -123,7 +137,7 @@ pub async fn echo(
             }
             r = socket.recv(&mut buf) => {
                 let Ok(n) = r else { continue };
-                if n < 8 || &buf[..4] != ECHO_MAGIC {
+                if n < 16 || &buf[..4] != ECHO_MAGIC || buf[8..16] != round.to_be_bytes() {
                     continue;
                 }
                 let i = u32::from_be_bytes(buf[4..8].try_into().expect("4 bytes")) as usize;
@@ -136,10 +150,10 @@ pub async fn echo(
             }
         }
     }
-    Ok(Probe {
+    Probe {
         sent: sent_at.len() as u32,
         rtts: answered.into_iter().flatten().collect(),
-    })
+    }
 }
 
 /// QUIC client settings for probes: trust only the mesh CA, give up quickly.

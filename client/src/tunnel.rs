@@ -225,6 +225,13 @@ impl Tunnel {
         hello(connection, connection.remote_address(), ticket).await
     }
 
+    /// Moves the session's sealed-frame state out (to the session engine,
+    /// [`crate::conn::ClientConn`]); what stays behind can seal nothing.
+    pub fn take_session(&mut self) -> Session {
+        let dead = Session::new(Role::Client, self.session.id(), &[0u8; KEYING_MATERIAL_LEN]);
+        std::mem::replace(&mut self.session, dead)
+    }
+
     /// Closes the control connection.
     pub async fn close(self) {
         self.connection.close(0u32.into(), b"bye");

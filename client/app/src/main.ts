@@ -125,6 +125,12 @@ function onEvent(ev: AppEvent): void {
       model.summary = null;
       render();
       break;
+    case "session":
+      // The node or relays changed (failover, relay moved, renewal): the header, the paths
+      // and the tray follow; the chart keeps its history.
+      model.session = ev.data;
+      render();
+      break;
     case "ended":
       model.session = null;
       model.summary = ev.data;

@@ -129,7 +129,6 @@ export interface RouteView {
   game_name: string;
   destinations: string[];
   nodes: { id: string; region: string; control_addr: string; recommended: boolean; ping_ms: number | null; loss_percent: number | null }[];
-  expires_at: number;
   paths: number;
   /** For each planned path, the node relaying it to the exit (null: straight to the exit). */
   relays: (string | null)[];
@@ -175,6 +174,7 @@ export interface Payment {
 export type AppEvent =
   | { type: "tick"; data: Tick }
   | { type: "connected"; data: SessionInfo }
+  | { type: "session"; data: SessionInfo }
   | { type: "ended"; data: Summary }
   | { type: "notice"; data: Notice }
   | { type: "detected"; data: string[] }

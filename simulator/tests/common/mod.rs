@@ -135,12 +135,22 @@ pub fn run(cmd: &mut Command) -> String {
 /// catalog adds the game `demo` → `127.0.0.1:<game_port>`. Returns the process, its URL and
 /// its data dir (for `plg-billing join-token create --data-dir`).
 pub fn start_billing(dir: &std::path::Path, game_port: u16) -> (Proc, String, PathBuf) {
+    start_billing_with(dir, game_port, "")
+}
+
+/// [`start_billing`] with more settings: `extra` is TOML put before the game tables (e.g.
+/// `ticket_ttl_secs = 60`), and a second game `multi` with two server ranges is added.
+pub fn start_billing_with(
+    dir: &std::path::Path,
+    game_port: u16,
+    extra: &str,
+) -> (Proc, String, PathBuf) {
     let billing_dir = dir.join("billing");
     let config = dir.join("billing.toml");
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:0\"\n[[extra_games]]\nslug = \"demo\"\nname = \"Demo\"\ndestinations = [\"127.0.0.1/32:{game_port}\"]\n"
+            "listen = \"127.0.0.1:0\"\n{extra}\n[[extra_games]]\nslug = \"demo\"\nname = \"Demo\"\ndestinations = [\"127.0.0.1/32:{game_port}\"]\n[[extra_games]]\nslug = \"multi\"\nname = \"Multi\"\ndestinations = [\"127.0.0.1/32:{game_port}\", \"127.0.0.2/32:{game_port}\"]\n"
         ),
     )
     .unwrap();
@@ -166,4 +176,88 @@ pub async fn eventually(limit: Duration, what: &str, mut done: impl FnMut() -> b
         assert!(std::time::Instant::now() < deadline, "timed out: {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+impl Proc {
+    /// Every line printed since the last `wait_for`/`lines_so_far`, without waiting.
+    pub fn lines_so_far(&self) -> Vec<String> {
+        std::iter::from_fn(|| self.lines.try_recv().ok()).collect()
+    }
+}
+
+/// The game `plg` commands in these tests run against: `plg login` a fresh account at `url`
+/// (with the trial: two sessions at once), its config in `config_dir`.
+pub fn plg_login(url: &str, email: &str, config_dir: &std::path::Path) {
+    use std::io::Write;
+    let mut login = Command::new(bin("plg"))
+        .args([
+            "login",
+            "--billing",
+            url,
+            "--email",
+            email,
+            "--register",
+            "--password-stdin",
+        ])
+        .env("PLG_CONFIG_DIR", config_dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    login
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"a long enough password\n")
+        .unwrap();
+    let out = login.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "plg login: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A joined and running `plg-node` for the billing at `url` (data dir `dir/<name>`).
+pub fn start_node(
+    dir: &std::path::Path,
+    url: &str,
+    billing_dir: &std::path::Path,
+    name: &str,
+) -> Proc {
+    let token = run(Command::new(bin("plg-billing"))
+        .args(["join-token", "create", "--data-dir"])
+        .arg(billing_dir));
+    let node_dir = dir.join(name);
+    run(Command::new(bin("plg-node"))
+        .args([
+            "join",
+            "--billing",
+            url,
+            "--token",
+            token.trim(),
+            "--name",
+            name,
+            "--no-run",
+            "--data-dir",
+        ])
+        .arg(&node_dir));
+    let node = Proc::spawn(
+        "plg-node run",
+        Command::new(bin("plg-node"))
+            .args([
+                "--log-json",
+                "run",
+                "--control",
+                "127.0.0.1:0",
+                "--data",
+                "127.0.0.1:0",
+                "--allow-private-destinations",
+                "--data-dir",
+            ])
+            .arg(&node_dir),
+    );
+    node.wait_for("node running");
+    node
 }

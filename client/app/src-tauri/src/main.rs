@@ -241,7 +241,10 @@ fn main() {
                             }
                             settings = s.clone();
                         }
-                        AppEvent::Connected(_) | AppEvent::Ended(_) | AppEvent::Account(_) => {
+                        AppEvent::Connected(_)
+                        | AppEvent::Session(_)
+                        | AppEvent::Ended(_)
+                        | AppEvent::Account(_) => {
                             let line = refresh(core.clone()).await;
                             let _ = status.set_text(&line);
                             let _ = tray.set_tooltip(Some(format!("PLG Booster — {line}")));

@@ -1,8 +1,7 @@
 import { toCmdError } from "../bridge";
 import type { Ctx } from "../context";
 import { h, mount } from "../dom";
-import { date } from "../format";
-import { lang, t } from "../i18n";
+import { t } from "../i18n";
 import type { RouteView, SessionInfo } from "../types";
 
 /** The nodes relaying a route's paths, each once. */
@@ -78,7 +77,6 @@ export function route(ctx: Ctx): HTMLElement {
           h("p", { class: r.measurable ? "" : "note" }, r.measurable ? t("route.improvement.measured") : t("route.improvement.pending")),
           h("h2", {}, t("route.destinations")),
           h("p", { class: "mono small" }, r.destinations.join("  ")),
-          h("p", { class: "muted small" }, t("route.expires", { t: date(r.expires_at, lang()) })),
         ),
       ),
       h("div", { class: "actions" }, error, connected ? null : connect),

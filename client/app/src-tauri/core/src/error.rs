@@ -44,6 +44,12 @@ impl From<BillingError> for CmdError {
     }
 }
 
+impl From<plg_client::ConnectError> for CmdError {
+    fn from(e: plg_client::ConnectError) -> Self {
+        CmdError::new(e.code(), e.to_string())
+    }
+}
+
 impl From<anyhow::Error> for CmdError {
     fn from(e: anyhow::Error) -> Self {
         let code = match e.downcast_ref::<BillingError>() {

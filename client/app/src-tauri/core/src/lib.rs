@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use plg_client::credentials::Credentials;
-use plg_client::{BillingClient, NodeInfo, SessionGrant, detect};
+use plg_client::{BillingClient, Controller, detect};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, broadcast};
@@ -45,6 +45,9 @@ pub enum AppEvent {
     Tick(Tick),
     /// A session started.
     Connected(SessionInfo),
+    /// The running session changed: another node after a failover, a relay moved, a renewed
+    /// ticket.
+    Session(SessionInfo),
     /// The session ended; its summary.
     Ended(Summary),
     /// A message for the gamer.
@@ -101,8 +104,6 @@ pub struct RouteView {
     /// Candidate nodes, best first by live probes (`plg_client::route`); the first is the
     /// recommended exit.
     pub nodes: Vec<RouteNode>,
-    /// Unix seconds when the ticket expires.
-    pub expires_at: u64,
     /// Paths the session will open (settings, capped by the plan on connect).
     pub paths: u8,
     /// For each path, the node relaying it to the exit (`None`: straight to the exit).
@@ -135,11 +136,9 @@ struct Inner {
     creds: Option<Credentials>,
     settings: Settings,
     games: Vec<GameInfo>,
-    /// A grant fetched for the route screen and not used yet.
-    route: Option<SessionGrant>,
-    /// The route screen's nodes that answered their probes, best first (relay candidates).
-    route_relays: Vec<NodeInfo>,
     session: Option<Session>,
+    /// A connect is under way (no lock is held while it talks to the network).
+    connecting: bool,
     detected: Vec<String>,
 }
 
@@ -289,7 +288,7 @@ impl App {
             }),
             default_billing_url: self.default_billing.clone(),
             settings: inner.settings.clone(),
-            session: inner.session.as_ref().map(|s| s.info.clone()),
+            session: inner.session.as_ref().map(Session::info),
             detected: inner.detected.clone(),
             config_dir: self.dir.display().to_string(),
             logs_dir: self.logs_dir().display().to_string(),
@@ -369,7 +368,6 @@ impl App {
         let mut inner = self.inner.lock().await;
         inner.creds = None;
         inner.games.clear();
-        inner.route = None;
         drop(inner);
         let was = Credentials::remove(&self.dir).unwrap_or(false);
         self.emit(AppEvent::Account(None));
@@ -401,29 +399,24 @@ impl App {
         Ok(json!({ "games": list, "categories": categories }))
     }
 
-    /// Asks billing for a ticket for `game` and shows where it would go.
+    /// Shows where a session for `game` would go: billing's live nodes, probed. A preview:
+    /// no ticket is issued and no session slot is taken.
     async fn route(&self, a: GameArg) -> Result<RouteView, CmdError> {
         let account = self.account().await?;
-        let mut inner = self.inner.lock().await;
-        let fresh = inner
-            .route
-            .as_ref()
-            .is_some_and(|g| g.game.slug == a.game && g.expires_at > unix_now() + 60);
-        if !fresh {
-            if let Some(old) = inner.route.take() {
-                let _ = account.stop_session(&old.session_id).await;
-            }
-            inner.route = Some(account.request_session(&a.game).await?);
-        }
-        let g = inner.route.clone().expect("set above");
-        let ca_pem = inner
-            .creds
-            .as_ref()
-            .map(|c| c.mesh_ca_pem.clone())
-            .unwrap_or_default();
-        let (paths, redundancy) = (inner.settings.paths, inner.settings.redundancy.clone());
+        let (ca_pem, paths, redundancy) = {
+            let inner = self.inner.lock().await;
+            (
+                inner
+                    .creds
+                    .as_ref()
+                    .map(|c| c.mesh_ca_pem.clone())
+                    .unwrap_or_default(),
+                inner.settings.paths,
+                inner.settings.redundancy.clone(),
+            )
+        };
+        let g = account.route_preview(&a.game).await?;
         // Probe without holding the lock (up to a second per silent node).
-        drop(inner);
         let ranked =
             plg_client::route::probe_nodes(&g.nodes, &ca_pem, plg_client::route::PROBES).await;
         let relays = plg_client::route::answering(&ranked);
@@ -434,7 +427,6 @@ impl App {
                 plg_client::route::plan_paths(&exit.node, data, &relays, paths as usize)
             })
             .unwrap_or_default();
-        self.inner.lock().await.route_relays = relays;
         Ok(RouteView {
             game: g.game.slug.clone(),
             game_name: g.game.name.clone(),
@@ -451,7 +443,6 @@ impl App {
                     loss_percent: (c.probe.sent > 0).then(|| c.probe.loss_percent()),
                 })
                 .collect(),
-            expires_at: g.expires_at,
             paths,
             relays: plan
                 .iter()
@@ -462,70 +453,54 @@ impl App {
         })
     }
 
-    /// Connects to `game` (through `node` if given), using the route's ticket if fresh.
+    /// Connects to `game` (through `node` if given) with the shared session controller. No
+    /// lock is held while it talks to billing and the nodes: the tray, `state` and
+    /// `disconnect` answer meanwhile.
     async fn connect(&self, a: GameArg) -> Result<SessionInfo, CmdError> {
         if a.game.is_empty() {
             return Err(CmdError::new("no_game", "pick a game first"));
         }
-        let mut inner = self.inner.lock().await;
-        if let Some(s) = &inner.session {
-            if !s.finished() {
+        let (c, settings) = {
+            let mut inner = self.inner.lock().await;
+            if let Some(s) = &inner.session {
+                if !s.finished() {
+                    return Err(CmdError::new(
+                        "already_connected",
+                        format!(
+                            "already connected to {}; disconnect first",
+                            s.info().game_name
+                        ),
+                    ));
+                }
+                inner.session = None;
+            }
+            if inner.connecting {
                 return Err(CmdError::new(
-                    "already_connected",
-                    format!(
-                        "already connected to {}; disconnect first",
-                        s.info.game_name
-                    ),
+                    "already_connecting",
+                    "a connection is already being set up",
                 ));
             }
-            inner.session = None;
-        }
-        let c = inner.creds.clone().ok_or_else(CmdError::not_signed_in)?;
-        if c.expires_at <= unix_now() {
-            return Err(CmdError::new(
-                "login_expired",
-                "your login expired; sign in again",
-            ));
-        }
-        // Relays: the nodes the route screen saw answer, else billing's order.
-        let probed = std::mem::take(&mut inner.route_relays);
-        let (grant, relays) = match inner.route.take() {
-            Some(g) if g.game.slug == a.game && g.expires_at > unix_now() + 60 => (g, probed),
-            _ => {
-                let g = billing(&c).request_session(&a.game).await?;
-                let nodes = g.nodes.clone();
-                (g, nodes)
+            let c = inner.creds.clone().ok_or_else(CmdError::not_signed_in)?;
+            if c.expires_at <= unix_now() {
+                return Err(CmdError::new(
+                    "login_expired",
+                    "your login expired; sign in again",
+                ));
             }
+            inner.connecting = true;
+            (c, inner.settings.clone())
         };
-        // No node named: the first relay candidate — the route screen's best-pinged node
-        // when its grant is used, else billing's first (what `open_granted` would try first).
-        let exit = a
-            .node
-            .clone()
-            .or_else(|| relays.first().map(|n| n.id.clone()));
-        let opened = plg_client::open_granted(&grant, &c.mesh_ca_pem, exit.as_deref()).await;
-        let (node, tunnel) = match opened {
-            Ok(x) => x,
-            Err(e) => {
-                let _ = billing(&c).stop_session(&grant.session_id).await;
-                return Err(e.into());
-            }
-        };
-        let session = Session::start(
-            session::Start {
-                grant: &grant,
-                node,
-                tunnel,
-                ca_pem: &c.mesh_ca_pem,
-                billing_url: &c.billing_url,
-                relays: &relays,
-                settings: &inner.settings,
-                probe: grant.game.slug == ECHO_GAME,
-            },
-            self.events.clone(),
-        )
-        .await?;
-        let info = session.info.clone();
+        let result = async {
+            let req = session::request(&a.game, a.node.clone(), &settings)?;
+            let ctl = Controller::connect(billing(&c), c.mesh_ca_pem.clone(), req, |_| {}).await?;
+            let probe = ctl.info().game == ECHO_GAME;
+            Session::start(ctl, &settings, probe, self.events.clone()).await
+        }
+        .await;
+        let mut inner = self.inner.lock().await;
+        inner.connecting = false;
+        let session = result?;
+        let info = session.info();
         inner.session = Some(session);
         if inner.settings.last_game != a.game {
             inner.settings.last_game = a.game.clone();
@@ -539,21 +514,12 @@ impl App {
         Ok(info)
     }
 
-    /// Stops the session (if any); its summary.
+    /// Stops the session (if any): CLOSE to the node and billing's slot released by the
+    /// controller; its summary.
     async fn disconnect(&self) -> Option<Summary> {
-        let (session, creds) = {
-            let mut inner = self.inner.lock().await;
-            (inner.session.take(), inner.creds.clone())
-        };
-        let session = session?;
-        let id = session.info.session_id.clone();
+        let session = self.inner.lock().await.session.take()?;
+        let id = session.info().session_id;
         let summary = session.stop().await;
-        if let Some(c) = creds {
-            // Frees the plan's session slot now rather than at ticket expiry.
-            if let Err(e) = billing(&c).stop_session(&id).await {
-                tracing::warn!(error = %e, "billing did not record the session's end");
-            }
-        }
         tracing::info!(session = %id, secs = summary.duration_secs, "disconnected");
         Some(summary)
     }
@@ -629,10 +595,16 @@ impl App {
         let ru = inner.settings.language == "ru";
         match (&inner.session, &inner.creds) {
             (Some(s), _) if !s.finished() => {
-                if ru {
-                    format!("Подключено: {} через {}", s.info.game_name, s.info.node.id)
+                let i = s.info();
+                let node = if i.node.region.is_empty() {
+                    i.node.id.clone()
                 } else {
-                    format!("Connected: {} via {}", s.info.game_name, s.info.node.id)
+                    format!("{} ({})", i.node.id, i.node.region)
+                };
+                if ru {
+                    format!("Подключено: {} через {node}", i.game_name)
+                } else {
+                    format!("Connected: {} via {node}", i.game_name)
                 }
             }
             (_, None) => if ru {

@@ -7,16 +7,18 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
-use plg_client::capture::{ProxyCapture, Targets};
-use plg_client::{Failover, NodeInfo, Proxy, ProxyEvent, Redundancy, SessionGrant, Tunnel};
+use plg_client::{
+    CaptureMode, ConnectRequest, Controller, EndReason, NodeInfo, ProxyEvent, Redundancy,
+    SessionEvent,
+};
 use serde::Serialize;
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::{broadcast, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::notice::{What, notice};
 use crate::probe::{EchoProbe, Sample};
 use crate::settings::Settings;
-use crate::{AppEvent, CmdError, unix_now};
+use crate::{AppEvent, CmdError};
 
 /// What the dashboard shows about a running session.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -145,187 +147,128 @@ pub struct Summary {
     pub ended_by: String,
 }
 
-/// A running session.
+/// A running session: the shared [`Controller`] (renewal, failover, clean end) plus the
+/// app's presentation — ticks, notices and the summary.
 #[derive(Debug)]
 pub struct Session {
-    /// What it is.
-    pub info: SessionInfo,
+    /// What it is (the node and relays follow failovers; see [`Session::info`]).
+    info: watch::Receiver<SessionInfo>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<Summary>,
 }
 
-/// How to start one.
-#[derive(Debug)]
-pub struct Start<'a> {
-    /// The grant (ticket and candidate nodes).
-    pub grant: &'a SessionGrant,
-    /// The node it was opened with.
-    pub node: NodeInfo,
-    /// The open tunnel.
-    pub tunnel: Tunnel,
-    /// Mesh CA (for failover).
-    pub ca_pem: &'a str,
-    /// Billing base URL (never captured).
-    pub billing_url: &'a str,
-    /// Nodes to relay paths after the first through, best first.
-    pub relays: &'a [NodeInfo],
-    /// Settings in force.
-    pub settings: &'a Settings,
-    /// Probe direct vs accelerated with echo packets (the demo game's server echoes).
-    pub probe: bool,
+/// The game server for proxy mode: the setting, else the grant's only single-address
+/// destination (`None`: the controller says what is missing).
+pub fn proxy_server(settings: &Settings) -> Result<Option<SocketAddr>, CmdError> {
+    if settings.game_server.is_empty() {
+        return Ok(None);
+    }
+    settings
+        .game_server
+        .parse()
+        .map(Some)
+        .map_err(|_| CmdError::new("bad_settings", "the game server address is not IP:PORT"))
 }
 
-/// The game server for proxy mode: the setting, else the grant's only single-address
-/// destination.
-pub fn proxy_target(settings: &Settings, grant: &SessionGrant) -> Result<SocketAddr, CmdError> {
-    if !settings.game_server.is_empty() {
-        return settings
-            .game_server
-            .parse()
-            .map_err(|_| CmdError::new("bad_settings", "the game server address is not IP:PORT"));
-    }
-    // `1.2.3.4/32:27015` names exactly one server.
-    for d in &grant.destinations {
-        if let Some((net, port)) = d.rsplit_once(':')
-            && let Some(ip) = net.strip_suffix("/32")
-            && let (Ok(ip), Ok(port)) = (ip.parse::<std::net::Ipv4Addr>(), port.parse::<u16>())
-        {
-            return Ok(SocketAddr::from((ip, port)));
+/// The controller's request for `game` under `settings`.
+pub fn request(
+    game: &str,
+    node: Option<String>,
+    settings: &Settings,
+) -> Result<ConnectRequest, CmdError> {
+    let redundancy: Redundancy = settings
+        .redundancy
+        .parse()
+        .map_err(|e: String| CmdError::new("bad_settings", e))?;
+    let capture = match settings.capture.as_str() {
+        "proxy" => CaptureMode::Proxy {
+            listen: settings
+                .proxy_listen
+                .parse()
+                .map_err(|_| CmdError::new("bad_settings", "proxy address is not IP:PORT"))?,
+            server: proxy_server(settings)?,
+        },
+        "tun" => CaptureMode::Tun,
+        "windivert" => CaptureMode::WinDivert,
+        other => {
+            return Err(CmdError::new(
+                "capture_unavailable",
+                format!("capture mode {other} is not available on this system"),
+            ));
         }
+    };
+    Ok(ConnectRequest {
+        node,
+        capture,
+        paths: settings.paths,
+        redundancy,
+        ..ConnectRequest::new(game)
+    })
+}
+
+fn view(i: &plg_client::SessionInfo, redundancy: &str, probing: bool) -> SessionInfo {
+    SessionInfo {
+        session_id: i.session_id.clone(),
+        game: i.game.clone(),
+        game_name: i.game_name.clone(),
+        node: i.node.clone(),
+        capture: i.capture.clone(),
+        local_addr: i.local_addr.map(|a| a.to_string()),
+        paths: i.relays.len() as u8,
+        relays: i
+            .relays
+            .iter()
+            .map(|r| r.as_ref().map(|n| n.id.clone()))
+            .collect(),
+        redundancy: redundancy.to_owned(),
+        started_at: i.started_at,
+        expires_at: i.expires_at,
+        probing,
     }
-    Err(CmdError::new(
-        "game_server_needed",
-        "proxy mode needs the game server's address: set it in Settings (or use TUN/WinDivert capture)",
-    ))
 }
 
 impl Session {
-    /// Starts the proxy and the ticker.
+    /// Takes over a connected controller: starts the probes (the echo game only) and the
+    /// ticker; `Connected` is emitted by the caller with [`Session::info`].
     pub async fn start(
-        s: Start<'_>,
+        ctl: Controller,
+        settings: &Settings,
+        probe: bool,
         events: broadcast::Sender<AppEvent>,
     ) -> Result<Session, CmdError> {
-        let Start {
-            grant,
-            node,
-            tunnel,
-            ca_pem,
-            billing_url,
-            relays,
-            settings,
-            probe,
-        } = s;
-        let redundancy: Redundancy = settings
-            .redundancy
-            .parse()
-            .map_err(|e: String| CmdError::new("bad_settings", e))?;
-        let n = settings.paths.clamp(1, tunnel.accept.max_paths.max(1));
-        let plan = plg_client::route::plan_paths(&node, tunnel.data_addr, relays, n as usize);
-        let path_addrs: Vec<SocketAddr> = plan.iter().map(|p| p.addr).collect();
-        let relay_ids: Vec<Option<String>> = plan
-            .iter()
-            .map(|p| p.relay.as_ref().map(|r| r.id.clone()))
-            .collect();
-        let failover = Failover {
-            ticket: grant.ticket_bytes()?,
-            ca_pem: ca_pem.to_owned(),
-            candidates: grant
-                .nodes
-                .iter()
-                .filter(|c| c.id != node.id)
-                .cloned()
-                .collect(),
-            after: Duration::from_secs(1),
-            relays: relay_ids.clone(),
-        };
-        // Our own traffic (nodes, relays, billing) must never be captured into the tunnel.
-        let targets = Targets::parse(&grant.destinations)
-            .context("the ticket's destinations")?
-            .exclude([tunnel.data_addr.ip()])
-            .exclude_own(grant.nodes.iter().chain(relays), billing_url)
-            .await;
-        let mut direct_target = None;
-        let proxy = match settings.capture.as_str() {
-            "proxy" => {
-                let to = proxy_target(settings, grant)?;
-                direct_target = Some(to);
-                let listen: SocketAddr = settings
-                    .proxy_listen
-                    .parse()
-                    .map_err(|_| CmdError::new("bad_settings", "proxy address is not IP:PORT"))?;
-                let capture = ProxyCapture::bind(listen, to)
-                    .await
-                    .with_context(|| format!("cannot listen on {listen}"))?;
-                let local = capture.local_addr().context("proxy address")?;
-                let mut p =
-                    Proxy::start_with(tunnel, capture, path_addrs, redundancy, Some(failover))
-                        .await
-                        .context("starting the proxy")?;
-                p.local_addr = local;
-                p
-            }
-            #[cfg(target_os = "linux")]
-            "tun" => {
-                use plg_client::capture::{TunCapture, TunConfig};
-                let capture = TunCapture::open(TunConfig::new(targets))
-                    .context("cannot set up TUN capture (the app needs root for it)")?;
-                Proxy::start_with(tunnel, capture, path_addrs, redundancy, Some(failover))
-                    .await
-                    .context("starting the session")?
-            }
-            #[cfg(windows)]
-            "windivert" => {
-                let capture = plg_client::capture::WinDivertCapture::open(targets)
-                    .context("cannot open WinDivert (run the app as administrator)")?;
-                Proxy::start_with(tunnel, capture, path_addrs, redundancy, Some(failover))
-                    .await
-                    .context("starting the session")?
-            }
-            other => {
-                let _ = targets;
-                tunnel.close().await;
-                return Err(CmdError::new(
-                    "capture_unavailable",
-                    format!("capture mode {other} is not available on this system"),
-                ));
-            }
-        };
-        let local_addr = (settings.capture == "proxy").then(|| proxy.local_addr.to_string());
-        let probes = match (probe, direct_target) {
-            (true, Some(direct)) => Some((
+        let ci = ctl.info();
+        let probes = match (probe, ci.server, ci.local_addr) {
+            (true, Some(direct), Some(local)) => Some((
                 EchoProbe::start(direct)
                     .await
                     .context("starting the direct probe")?,
-                EchoProbe::start(proxy.local_addr)
+                EchoProbe::start(local)
                     .await
                     .context("starting the session probe")?,
             )),
             _ => None,
         };
-        let info = SessionInfo {
-            session_id: grant.session_id.clone(),
-            game: grant.game.slug.clone(),
-            game_name: grant.game.name.clone(),
-            node,
-            capture: proxy.capture.clone(),
-            local_addr,
-            paths: n,
-            relays: relay_ids,
-            redundancy: settings.redundancy.clone(),
-            started_at: unix_now(),
-            expires_at: grant.expires_at,
-            probing: probes.is_some(),
-        };
+        let info = view(&ci, &settings.redundancy, probes.is_some());
+        let (info_tx, info_rx) = watch::channel(info);
         let (stop, stop_rx) = oneshot::channel();
         let task = tokio::spawn(run(
-            proxy,
+            ctl,
             probes,
-            info.clone(),
+            info_tx,
             settings.language.clone(),
             events,
             stop_rx,
         ));
-        Ok(Session { info, stop, task })
+        Ok(Session {
+            info: info_rx,
+            stop,
+            task,
+        })
+    }
+
+    /// What the session is now.
+    pub fn info(&self) -> SessionInfo {
+        self.info.borrow().clone()
     }
 
     /// Whether the session ended by itself (ticket expiry).
@@ -333,16 +276,16 @@ impl Session {
         self.task.is_finished()
     }
 
-    /// Stops the session; returns its summary.
+    /// Stops the session (CLOSE, billing's slot released); returns its summary.
     pub async fn stop(self) -> Summary {
         let _ = self.stop.send(());
         self.task.await.unwrap_or_default()
     }
 }
 
-fn tick(p: &Proxy, secs: f64) -> Tick {
-    let s = &p.stats;
-    let view = p.paths.borrow().clone();
+fn tick(p: &Controller, secs: f64) -> Tick {
+    let s = p.stats();
+    let view = p.paths();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let rtt = s.rtt_us.load(Ordering::Relaxed);
     Tick {
@@ -382,9 +325,9 @@ fn tick(p: &Proxy, secs: f64) -> Tick {
 }
 
 async fn run(
-    mut proxy: Proxy,
+    mut ctl: Controller,
     probes: Option<(EchoProbe, EchoProbe)>,
-    info: SessionInfo,
+    info: watch::Sender<SessionInfo>,
     lang: String,
     events: broadcast::Sender<AppEvent>,
     mut stop: oneshot::Receiver<()>,
@@ -401,22 +344,37 @@ async fn run(
         // No listener (window closed) is fine.
         let _ = events.send(ev);
     };
-    loop {
+    let game_name = info.borrow().game_name.clone();
+    let ended_itself = loop {
         tokio::select! {
-            _ = &mut stop => break,
-            Some(ev) = proxy.events.recv() => {
+            _ = &mut stop => break false,
+            ev = ctl.next_event() => {
+                let Some(ev) = ev else { break true };
+                // The header, the paths and the tray follow the node actually in use.
+                let now = {
+                    let old = info.borrow();
+                    view(&ctl.info(), &old.redundancy, old.probing)
+                };
+                if *info.borrow() != now {
+                    info.send_replace(now.clone());
+                    emit(AppEvent::Session(now));
+                }
                 let what = match &ev {
-                    ProxyEvent::Failover { to, gap } => {
+                    SessionEvent::Path(ProxyEvent::Failover { to, gap }) => {
                         summary.failovers += 1;
                         What::Failover { to, gap_ms: gap.as_millis() }
                     }
-                    ProxyEvent::NodeLost { reason } => What::NodeLost { reason },
-                    ProxyEvent::PrimaryChanged { from, to } => What::PrimaryChanged { from: *from, to: *to },
-                    ProxyEvent::DestinationRefused(d) => What::DestinationRefused { addr: d.to_string(), game: &info.game_name },
-                    ProxyEvent::TooManyFlows => What::TooManyFlows,
-                    ProxyEvent::ProtectedMode { on, reason } => What::ProtectedMode { on: *on, reason },
-                    ProxyEvent::FlowError { flow, code } => {
-                        tracing::warn!(flow, ?code, "flow error from the node");
+                    SessionEvent::Path(ProxyEvent::NodeLost { reason }) => What::NodeLost { reason },
+                    SessionEvent::Path(ProxyEvent::PrimaryChanged { from, to }) => What::PrimaryChanged { from: *from, to: *to },
+                    SessionEvent::Path(ProxyEvent::DestinationRefused(d)) => What::DestinationRefused { addr: d.to_string(), game: &game_name },
+                    SessionEvent::Path(ProxyEvent::TooManyFlows) => What::TooManyFlows,
+                    SessionEvent::Path(ProxyEvent::ProtectedMode { on, reason }) => What::ProtectedMode { on: *on, reason },
+                    SessionEvent::Ended(EndReason::TicketExpired { .. }) => {
+                        summary.ended_by = "ticket_expired".into();
+                        What::TicketExpired
+                    }
+                    other => {
+                        tracing::info!(event = ?other, "session event");
                         continue;
                     }
                 };
@@ -424,7 +382,7 @@ async fn run(
                 emit(AppEvent::Notice(notice(what, &lang)));
             }
             _ = every.tick() => {
-                let mut t = tick(&proxy, started.elapsed().as_secs_f64());
+                let mut t = tick(&ctl, started.elapsed().as_secs_f64());
                 if let Some((d, a)) = &probes {
                     t.direct = *d.samples.borrow();
                     t.accelerated = *a.samples.borrow();
@@ -440,16 +398,13 @@ async fn run(
                 summary.packets_up = t.packets_up;
                 summary.packets_down = t.packets_down;
                 emit(AppEvent::Tick(t));
-                if info.expires_at <= unix_now() {
-                    summary.ended_by = "ticket_expired".into();
-                    emit(AppEvent::Notice(notice(What::TicketExpired, &lang)));
-                    break;
-                }
             }
         }
-    }
+    };
     drop(probes);
-    proxy.stop().await;
+    if !ended_itself {
+        ctl.stop().await;
+    }
     summary.duration_secs = started.elapsed().as_secs_f64();
     summary.node_rtt_ms = (rtt_n > 0).then(|| rtt_sum / f64::from(rtt_n));
     summary.before = (before.samples > 0).then_some(before);
@@ -462,36 +417,25 @@ async fn run(
 mod tests {
     use super::*;
 
-    fn grant(dest: &[&str]) -> SessionGrant {
-        serde_json::from_value(serde_json::json!({
-            "session_id": "1", "ticket": "", "expires_at": 0,
-            "game": {"slug": "g", "name": "G"},
-            "destinations": dest, "nodes": []
-        }))
-        .unwrap()
-    }
-
     #[test]
-    fn proxy_target_from_settings_or_single_destination() {
+    fn requests_follow_the_settings() {
         let s = Settings::default();
-        assert_eq!(
-            proxy_target(&s, &grant(&["10.0.0.0/8:1-2", "1.2.3.4/32:27015"])).unwrap(),
-            "1.2.3.4:27015".parse().unwrap()
-        );
-        assert_eq!(
-            proxy_target(&s, &grant(&["10.0.0.0/8:27015"]))
-                .unwrap_err()
-                .code,
-            "game_server_needed"
-        );
+        let r = request("g", None, &s).unwrap();
+        assert_eq!(r.game, "g");
+        assert!(matches!(r.capture, CaptureMode::Proxy { server: None, .. }));
         let s = Settings {
             game_server: "5.6.7.8:9".into(),
             ..Settings::default()
         };
-        assert_eq!(
-            proxy_target(&s, &grant(&[])).unwrap(),
-            "5.6.7.8:9".parse().unwrap()
-        );
+        assert!(matches!(
+            request("g", None, &s).unwrap().capture,
+            CaptureMode::Proxy { server: Some(a), .. } if a == "5.6.7.8:9".parse().unwrap()
+        ));
+        let s = Settings {
+            game_server: "nope".into(),
+            ..Settings::default()
+        };
+        assert_eq!(request("g", None, &s).unwrap_err().code, "bad_settings");
     }
 
     #[test]

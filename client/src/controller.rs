@@ -1,0 +1,797 @@
+//! One session controller for every front end (the `plg` CLI and the desktop app): connect
+//! (ticket, node ranking, session, paths, capture), then keep the session alive — silent
+//! ticket renewal before expiry (in place, else into a new session the data path switches
+//! to), periodic re-probing for a clearly better node, failover and relay moves reported by
+//! the session engine — and end it cleanly: CLOSE to the node and the slot released at
+//! billing, whatever ends it (the user, a signal, a window closing, an error while
+//! connecting). Everything the user should see comes out as one typed [`SessionEvent`]
+//! stream; [`Controller::info`] always names the node and relays in use.
+//!
+//! Layering: [`crate::conn`] (sans-IO engine) → [`crate::proxy`] (tokio driver) → this →
+//! front ends (`client/src/main.rs`, `client/app`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use plg_proto::paths::Redundancy;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+#[cfg(windows)]
+use crate::capture::WinDivertCapture;
+use crate::capture::{ProxyCapture, Targets};
+#[cfg(target_os = "linux")]
+use crate::capture::{TunCapture, TunConfig};
+use crate::route::{self, Candidate};
+use crate::{
+    BillingClient, BillingError, Failover, NodeInfo, PathsView, Protection, Proxy, ProxyEvent,
+    ProxyStats, SessionGrant, Tunnel, TunnelError, probe, renew,
+};
+
+/// How often a running session re-probes the nodes to look for a clearly better one.
+pub const REEVALUATE: Duration = Duration::from_secs(60);
+/// Wait between failed renewal attempts.
+pub const RENEW_RETRY: Duration = Duration::from_secs(10);
+/// Every path silent this long moves the session to another node.
+pub const FAILOVER_AFTER: Duration = Duration::from_secs(1);
+
+/// How the game's traffic is captured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CaptureMode {
+    /// A local UDP port the game is pointed at, forwarding to `server` (default: the game's
+    /// only destination, when it has exactly one).
+    Proxy {
+        /// Where the game sends.
+        listen: SocketAddr,
+        /// The game server.
+        server: Option<SocketAddr>,
+    },
+    /// A TUN device with routes for the game's server ranges (Linux, root).
+    Tun,
+    /// WinDivert packet capture (Windows, administrator).
+    WinDivert,
+}
+
+/// What to connect.
+#[derive(Clone, Debug)]
+pub struct ConnectRequest {
+    /// Game slug.
+    pub game: String,
+    /// Pin this exit node (it still fails over to the backup its ACCEPT names).
+    pub node: Option<String>,
+    /// Capture.
+    pub capture: CaptureMode,
+    /// Paths wanted (capped by the plan).
+    pub paths: u8,
+    /// Redundancy policy.
+    pub redundancy: Redundancy,
+    /// Protected mode.
+    pub protection: Protection,
+    /// Probes per node when ranking.
+    pub probes: u32,
+    /// Renew and re-probe (false: the session ends at ticket expiry; tests and benches).
+    pub keep_alive: bool,
+}
+
+impl ConnectRequest {
+    /// Defaults for `game`: proxy capture on `127.0.0.1:7777`, two paths, adaptive, auto
+    /// protected mode.
+    pub fn new(game: &str) -> ConnectRequest {
+        ConnectRequest {
+            game: game.to_owned(),
+            node: None,
+            capture: CaptureMode::Proxy {
+                listen: SocketAddr::from(([127, 0, 0, 1], 7777)),
+                server: None,
+            },
+            paths: 2,
+            redundancy: Redundancy::ADAPTIVE,
+            protection: Protection::Auto,
+            probes: route::PROBES,
+            keep_alive: true,
+        }
+    }
+}
+
+/// Why a connect failed; the session billing opened for it, if any, was stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// Billing refused or failed.
+    #[error("requesting a session ticket: {0}")]
+    Billing(#[from] BillingError),
+    /// No node could take the session.
+    #[error("{0}")]
+    NoNode(String),
+    /// A node refused the ticket.
+    #[error(transparent)]
+    Tunnel(#[from] TunnelError),
+    /// Proxy capture needs the game server's address and the game has several.
+    #[error("{0}")]
+    ServerNeeded(String),
+    /// The capture could not start (permissions, a port in use).
+    #[error("{0}")]
+    Capture(String),
+    /// Given up before the session was up.
+    #[error("connecting was cancelled")]
+    Cancelled,
+}
+
+impl ConnectError {
+    /// A stable code for user interfaces to branch on.
+    pub fn code(&self) -> &str {
+        match self {
+            ConnectError::Billing(BillingError::Api { code, .. }) => code,
+            ConnectError::Billing(BillingError::Unreachable { .. }) => "billing_unreachable",
+            ConnectError::Billing(BillingError::Protocol(_)) => "billing_protocol",
+            ConnectError::NoNode(_) => "no_node",
+            ConnectError::Tunnel(TunnelError::Rejected { .. }) => "node_refused",
+            ConnectError::Tunnel(_) => "node_unreachable",
+            ConnectError::ServerNeeded(_) => "game_server_needed",
+            ConnectError::Capture(_) => "capture_failed",
+            ConnectError::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Progress of a connect, for spinners.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Asking billing for a ticket.
+    Ticket,
+    /// Probing this many nodes.
+    Probing(usize),
+    /// The ranking's advice (direct vs the best node), for the user.
+    Advice(String),
+    /// Opening the session with a node.
+    Opening,
+}
+
+/// What the front ends show about a running session.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SessionInfo {
+    /// Billing's session id (changes when a renewal needs a new session).
+    pub session_id: String,
+    /// Game slug.
+    pub game: String,
+    /// Game display name.
+    pub game_name: String,
+    /// The node carrying the session now.
+    pub node: NodeInfo,
+    /// For each path, the node relaying it (`None`: straight to the exit).
+    pub relays: Vec<Option<NodeInfo>>,
+    /// Capture backend, described.
+    pub capture: String,
+    /// Proxy capture: where the game must send its packets.
+    pub local_addr: Option<SocketAddr>,
+    /// The game server when there is exactly one (proxy target or single destination).
+    pub server: Option<SocketAddr>,
+    /// The ticket's destinations.
+    pub destinations: Vec<String>,
+    /// Redundancy policy.
+    pub redundancy: Redundancy,
+    /// Unix seconds the session started.
+    pub started_at: u64,
+    /// Unix seconds the current ticket expires.
+    pub expires_at: u64,
+}
+
+/// Why a session ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EndReason {
+    /// The user (or a signal, or the app closing) stopped it.
+    Stopped,
+    /// The ticket expired and could not be renewed.
+    TicketExpired {
+        /// The last renewal error.
+        error: String,
+    },
+}
+
+/// Everything the user should be told, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// From the data path: failover, protected mode, primary path, refused destinations...
+    Path(ProxyEvent),
+    /// The ticket was renewed; `in_place`: same session and node, else a new session.
+    Renewed {
+        /// The session id now.
+        session_id: String,
+        /// Node carrying it.
+        node: String,
+        /// New expiry (unix seconds).
+        expires_at: u64,
+        /// Renewed on the open connection (nothing moved).
+        in_place: bool,
+    },
+    /// A renewal failed; retried after `retry_in`.
+    RenewFailed {
+        /// What failed (with advice where there is some).
+        error: String,
+        /// Next attempt.
+        retry_in: Duration,
+    },
+    /// The session moved to a clearly better node.
+    Moved {
+        /// Why, for the user.
+        why: String,
+    },
+    /// The session ended (the last event).
+    Ended(EndReason),
+}
+
+/// A running session (see the module docs). Dropping it without [`Controller::stop`] still
+/// ends the session (CLOSE and billing's slot) in the background.
+#[derive(Debug)]
+pub struct Controller {
+    info: watch::Receiver<SessionInfo>,
+    stats: Arc<ProxyStats>,
+    paths: watch::Receiver<PathsView>,
+    events: mpsc::Receiver<SessionEvent>,
+    stop: Option<watch::Sender<bool>>,
+    task: Option<JoinHandle<EndReason>>,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Stops billing's session when dropped unless disarmed: a connect that fails or is
+/// cancelled after the ticket was issued never leaves the plan's slot taken.
+struct SlotGuard {
+    billing: BillingClient,
+    session: Option<String>,
+}
+
+impl SlotGuard {
+    fn disarm(mut self) {
+        self.session = None;
+    }
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        if let Some(id) = self.session.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let billing = self.billing.clone();
+            rt.spawn(async move {
+                if let Err(e) = billing.stop_session(&id).await {
+                    tracing::warn!(session = %id, error = %e, "could not release the session at billing");
+                }
+            });
+        }
+    }
+}
+
+/// The game server when the game has exactly one destination host and port (the local
+/// demo's echo server, a private server).
+pub fn single_target(destinations: &[String]) -> Option<SocketAddr> {
+    let [only] = destinations else { return None };
+    let d: plg_proto::ticket::Destination = only.parse().ok()?;
+    (d.net.prefix_len() == d.net.max_prefix_len() && d.port_lo == d.port_hi)
+        .then(|| SocketAddr::new(d.net.addr(), d.port_lo))
+}
+
+/// Opens the session on the first candidate that accepts it (a refusal ends the search: the
+/// ticket would be refused everywhere).
+pub async fn open_ranked(
+    ranked: &[Candidate],
+    ca_pem: &str,
+    ticket: &[u8],
+) -> Result<(NodeInfo, Tunnel), ConnectError> {
+    let mut errors = Vec::new();
+    for c in ranked {
+        let Ok(addr) = c.node.control_addr.parse() else {
+            errors.push(format!(
+                "node {} has a bad address {:?}",
+                c.node.id, c.node.control_addr
+            ));
+            continue;
+        };
+        match Tunnel::open(addr, &c.node.server_name, ca_pem, ticket).await {
+            Ok(t) => return Ok((c.node.clone(), t)),
+            Err(e @ TunnelError::Rejected { .. }) => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!(node = %c.node.id, error = %e, "node unreachable, trying the next");
+                errors.push(e.to_string());
+            }
+        }
+    }
+    Err(ConnectError::NoNode(if errors.is_empty() {
+        "no relay node to try".into()
+    } else {
+        format!("no relay node accepted the session: {}", errors.join("; "))
+    }))
+}
+
+impl Controller {
+    /// Connects `req` for the logged-in `billing` account (`ca_pem`: the mesh CA). Cancel by
+    /// dropping the future: the session billing opened is stopped either way.
+    pub async fn connect(
+        billing: BillingClient,
+        ca_pem: String,
+        req: ConnectRequest,
+        progress: impl Fn(Progress),
+    ) -> Result<Controller, ConnectError> {
+        Self::connect_until(billing, ca_pem, req, progress, std::future::pending()).await
+    }
+
+    /// [`Controller::connect`], given up when `cancel` resolves (a signal, a Cancel button):
+    /// the session billing opened is stopped before this returns, whatever went wrong.
+    pub async fn connect_until(
+        billing: BillingClient,
+        ca_pem: String,
+        req: ConnectRequest,
+        progress: impl Fn(Progress),
+        cancel: impl std::future::Future<Output = ()>,
+    ) -> Result<Controller, ConnectError> {
+        tokio::pin!(cancel);
+        progress(Progress::Ticket);
+        let grant = tokio::select! {
+            g = billing.request_session(&req.game) => g?,
+            _ = &mut cancel => return Err(ConnectError::Cancelled),
+        };
+        let guard = SlotGuard {
+            billing: billing.clone(),
+            session: Some(grant.session_id.clone()),
+        };
+        let id = grant.session_id.clone();
+        let r = tokio::select! {
+            r = Self::start(billing.clone(), ca_pem, req, grant, progress) => r,
+            _ = &mut cancel => Err(ConnectError::Cancelled),
+        };
+        guard.disarm();
+        if r.is_err() {
+            // Awaited, not left to a background task: a CLI that exits right after an error
+            // must not leave the plan's slot taken.
+            if let Err(e) = billing.stop_session(&id).await {
+                tracing::warn!(session = %id, error = %e, "could not release the session at billing");
+            }
+        }
+        r
+    }
+
+    async fn start(
+        billing: BillingClient,
+        ca_pem: String,
+        req: ConnectRequest,
+        grant: SessionGrant,
+        progress: impl Fn(Progress),
+    ) -> Result<Controller, ConnectError> {
+        let nodes: Vec<NodeInfo> = grant
+            .nodes
+            .iter()
+            .filter(|n| req.node.as_ref().is_none_or(|id| n.id == *id))
+            .cloned()
+            .collect();
+        if nodes.is_empty() {
+            return Err(ConnectError::NoNode(match &req.node {
+                Some(id) => format!(
+                    "node {id} is not among the nodes billing offers for this session (`plg nodes --game {}` lists them)",
+                    req.game
+                ),
+                None => "billing has no relay node online right now; try again in a minute".into(),
+            }));
+        }
+        // Proxy capture needs one server address: checked before any probing.
+        let server = match req.capture {
+            CaptureMode::Proxy { server, .. } => Some(
+                server
+                    .or_else(|| single_target(&grant.destinations))
+                    .ok_or_else(|| ConnectError::ServerNeeded(format!(
+                        "{} has several server ranges: proxy capture needs the game server's address (--to IP:PORT, or the app's settings), or capture with TUN/WinDivert",
+                        grant.game.name
+                    )))?,
+            ),
+            _ => single_target(&grant.destinations),
+        };
+        progress(Progress::Probing(grant.nodes.len()));
+        // Every offered node is probed: a pinned exit still needs relays and a backup.
+        let all = route::probe_nodes(&grant.nodes, &ca_pem, req.probes).await;
+        let ranked: Vec<Candidate> = match &req.node {
+            Some(id) => all.iter().filter(|c| c.node.id == *id).cloned().collect(),
+            None => all.clone(),
+        };
+        let direct = match (req.capture, server) {
+            (CaptureMode::Proxy { .. }, Some(t)) => {
+                probe::echo(t, 3, Duration::from_millis(50), Duration::from_millis(500))
+                    .await
+                    .ok()
+                    .filter(|p| p.answered() > 0)
+            }
+            _ => None,
+        };
+        progress(Progress::Advice(route::advice(
+            direct.as_ref(),
+            ranked.first(),
+        )));
+        progress(Progress::Opening);
+        let ticket = grant.ticket_bytes()?;
+        let (node, tunnel) = open_ranked(&ranked, &ca_pem, &ticket).await?;
+        let tunnel = tunnel.with_protection(req.protection);
+        let allowed = tunnel.accept.max_paths.max(1);
+        let plan = route::plan_paths(
+            &node,
+            tunnel.data_addr,
+            &route::answering(&all),
+            req.paths.clamp(1, allowed) as usize,
+        );
+        let failover = Failover {
+            ticket: ticket.clone(),
+            ca_pem: ca_pem.clone(),
+            // A pinned exit fails over too: every other node, best first (the engine puts
+            // the backup the exit named first).
+            candidates: all
+                .iter()
+                .filter(|c| c.node.id != node.id)
+                .map(|c| c.node.clone())
+                .collect(),
+            after: FAILOVER_AFTER,
+            relays: plan
+                .iter()
+                .map(|p| p.relay.as_ref().map(|r| r.id.clone()))
+                .collect(),
+        };
+        let path_addrs: Vec<SocketAddr> = plan.iter().map(|p| p.addr).collect();
+        let data_ip = tunnel.data_addr.ip();
+        let own = |t: Targets| {
+            // Our own traffic (nodes, relays, billing) must never be captured.
+            t.exclude([data_ip])
+                .exclude_own(grant.nodes.iter(), billing.base())
+        };
+        let capture_err =
+            |e: &dyn std::fmt::Display, what: &str| ConnectError::Capture(format!("{what}: {e}"));
+        let targets = Targets::parse(&grant.destinations)
+            .map_err(|e| capture_err(&e, "the ticket's destinations"))?;
+        let (proxy, local_addr) = match req.capture {
+            CaptureMode::Proxy { listen, .. } => {
+                let to = server.expect("checked above");
+                let _ = targets;
+                let capture = ProxyCapture::bind(listen, to)
+                    .await
+                    .map_err(|e| capture_err(&e, &format!("cannot listen on {listen}")))?;
+                let local = capture
+                    .local_addr()
+                    .map_err(|e| capture_err(&e, "proxy address"))?;
+                let p = Proxy::start_on(
+                    node.clone(),
+                    tunnel,
+                    capture,
+                    path_addrs,
+                    req.redundancy,
+                    Some(failover),
+                )
+                .await
+                .map_err(|e| capture_err(&e, "starting the data path"))?;
+                (p, Some(local))
+            }
+            #[cfg(target_os = "linux")]
+            CaptureMode::Tun => {
+                let targets = own(targets).await;
+                let capture = TunCapture::open(TunConfig::new(targets)).map_err(|e| {
+                    capture_err(
+                        &e,
+                        "cannot set up TUN capture (needs root or CAP_NET_ADMIN)",
+                    )
+                })?;
+                let p = Proxy::start_on(
+                    node.clone(),
+                    tunnel,
+                    capture,
+                    path_addrs,
+                    req.redundancy,
+                    Some(failover),
+                )
+                .await
+                .map_err(|e| capture_err(&e, "starting the data path"))?;
+                (p, None)
+            }
+            #[cfg(windows)]
+            CaptureMode::WinDivert => {
+                let targets = own(targets).await;
+                let capture = WinDivertCapture::open(targets)
+                    .map_err(|e| capture_err(&e, "cannot open WinDivert (run as administrator)"))?;
+                let p = Proxy::start_on(
+                    node.clone(),
+                    tunnel,
+                    capture,
+                    path_addrs,
+                    req.redundancy,
+                    Some(failover),
+                )
+                .await
+                .map_err(|e| capture_err(&e, "starting the data path"))?;
+                (p, None)
+            }
+            #[allow(unreachable_patterns)]
+            other => {
+                let _ = (targets, own, tunnel);
+                return Err(ConnectError::Capture(format!(
+                    "capture mode {other:?} is not available on this system"
+                )));
+            }
+        };
+        let info = SessionInfo {
+            session_id: grant.session_id.clone(),
+            game: grant.game.slug.clone(),
+            game_name: grant.game.name.clone(),
+            node: node.clone(),
+            relays: plan.iter().map(|p| p.relay.clone()).collect(),
+            capture: proxy.capture.clone(),
+            local_addr,
+            server,
+            destinations: grant.destinations.clone(),
+            redundancy: req.redundancy,
+            started_at: unix_now(),
+            expires_at: grant.expires_at,
+        };
+        let (info_tx, info_rx) = watch::channel(info);
+        let (events_tx, events) = mpsc::channel(64);
+        let (stop, stop_rx) = watch::channel(false);
+        let stats = proxy.stats.clone();
+        let paths = proxy.paths.clone();
+        let runner = Runner {
+            billing,
+            ca_pem,
+            game: req.game.clone(),
+            keep_alive: req.keep_alive,
+            grant,
+            issued: unix_now(),
+            ticket,
+            info: info_tx,
+            events: events_tx,
+        };
+        let task = tokio::spawn(runner.run(proxy, stop_rx));
+        Ok(Controller {
+            info: info_rx,
+            stats,
+            paths,
+            events,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// The session as it stands (node and relays follow failovers and renewals).
+    pub fn info(&self) -> SessionInfo {
+        self.info.borrow().clone()
+    }
+
+    /// Watch the session info.
+    pub fn watch_info(&self) -> watch::Receiver<SessionInfo> {
+        self.info.clone()
+    }
+
+    /// Live counters.
+    pub fn stats(&self) -> &Arc<ProxyStats> {
+        &self.stats
+    }
+
+    /// Path health.
+    pub fn paths(&self) -> PathsView {
+        self.paths.borrow().clone()
+    }
+
+    /// The next event; `None` once the session has ended and every event was read.
+    pub async fn next_event(&mut self) -> Option<SessionEvent> {
+        self.events.recv().await
+    }
+
+    /// Whether the session ended by itself.
+    pub fn is_finished(&self) -> bool {
+        self.task.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Ends the session: CLOSE to the node, billing's slot released. Returns why it ended
+    /// (`Stopped`, unless it had ended by itself before).
+    pub async fn stop(mut self) -> EndReason {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(true);
+        }
+        match self.task.take() {
+            Some(t) => t.await.unwrap_or(EndReason::Stopped),
+            None => EndReason::Stopped,
+        }
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        // The runner ends the session when its stop channel closes.
+        self.stop.take();
+    }
+}
+
+/// The background half of a [`Controller`]: renewal, re-probing, events, the end.
+struct Runner {
+    billing: BillingClient,
+    ca_pem: String,
+    game: String,
+    keep_alive: bool,
+    grant: SessionGrant,
+    issued: u64,
+    ticket: Vec<u8>,
+    info: watch::Sender<SessionInfo>,
+    events: mpsc::Sender<SessionEvent>,
+}
+
+/// What a background job of the session loop finished with.
+enum Job {
+    Renewed(anyhow::Result<renew::Renewed>),
+    RenewedInPlace((SessionGrant, Vec<u8>)),
+    Better(Option<(NodeInfo, Tunnel, String)>),
+}
+
+impl Runner {
+    async fn emit(&self, ev: SessionEvent) {
+        // A slow or absent reader must not stall the session: events are dropped when the
+        // front end lags by 64.
+        let _ = self.events.try_send(ev);
+    }
+
+    fn node_by_id(&self, id: &str) -> Option<NodeInfo> {
+        self.grant.nodes.iter().find(|n| n.id == id).cloned()
+    }
+
+    async fn run(mut self, mut p: Proxy, mut stop: watch::Receiver<bool>) -> EndReason {
+        let mut renew_at = renew::renew_at(self.issued, self.grant.expires_at);
+        let mut reevaluate_at = tokio::time::Instant::now() + REEVALUATE;
+        let mut job: Option<JoinHandle<Job>> = None;
+        let mut last_error: Option<String> = None;
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let reason = loop {
+            tokio::select! {
+                r = stop.changed() => {
+                    // Stopped, or the controller was dropped.
+                    let _ = r;
+                    break EndReason::Stopped;
+                }
+                Some(ev) = p.events.recv() => {
+                    match &ev {
+                        ProxyEvent::Failover { to, .. } => {
+                            let node = self.node_by_id(to);
+                            self.info.send_modify(|i| if let Some(n) = node { i.node = n });
+                        }
+                        ProxyEvent::RelayMoved { path, to, .. } => {
+                            let node = self.node_by_id(to);
+                            self.info.send_modify(|i| if let Some(r) = i.relays.get_mut(*path as usize) { *r = node });
+                        }
+                        _ => {}
+                    }
+                    self.emit(SessionEvent::Path(ev)).await;
+                }
+                r = async { job.as_mut().expect("guarded").await }, if job.is_some() => {
+                    job = None;
+                    match r {
+                        Ok(Job::RenewedInPlace((grant, ticket))) => {
+                            self.issued = unix_now();
+                            renew_at = renew::renew_at(self.issued, grant.expires_at);
+                            self.info.send_modify(|i| i.expires_at = grant.expires_at);
+                            let node = self.info.borrow().node.id.clone();
+                            self.emit(SessionEvent::Renewed {
+                                session_id: grant.session_id.clone(),
+                                node,
+                                expires_at: grant.expires_at,
+                                in_place: true,
+                            }).await;
+                            self.grant = grant;
+                            self.ticket = ticket.clone();
+                            p.set_failover_ticket(ticket).await;
+                            last_error = None;
+                        }
+                        Ok(Job::Renewed(Ok(renewed))) => {
+                            let ticket = match renewed.grant.ticket_bytes() {
+                                Ok(t) => t,
+                                Err(e) => { last_error = Some(e.to_string()); continue; }
+                            };
+                            self.issued = unix_now();
+                            renew_at = renew::renew_at(self.issued, renewed.grant.expires_at);
+                            let (id, exp, node) = (renewed.grant.session_id.clone(), renewed.grant.expires_at, renewed.node.clone());
+                            self.grant = renewed.grant;
+                            self.ticket = ticket.clone();
+                            self.info.send_modify(|i| {
+                                i.session_id = id.clone();
+                                i.expires_at = exp;
+                                i.node = node.clone();
+                            });
+                            p.switch_tunnel(renewed.node, renewed.tunnel, ticket).await;
+                            self.emit(SessionEvent::Renewed { session_id: id, node: node.id, expires_at: exp, in_place: false }).await;
+                            last_error = None;
+                        }
+                        Ok(Job::Renewed(Err(e))) => {
+                            let hint = crate::explain::advice(&e).map(|h| format!(" — {h}")).unwrap_or_default();
+                            let error = format!("{e:#}{hint}");
+                            // Retry sooner when the ticket is about to run out.
+                            let left = self.grant.expires_at.saturating_sub(unix_now());
+                            let retry = RENEW_RETRY.min(Duration::from_secs((left / 3).max(1)));
+                            renew_at = unix_now() + retry.as_secs();
+                            self.emit(SessionEvent::RenewFailed { error: error.clone(), retry_in: retry }).await;
+                            last_error = Some(error);
+                        }
+                        Ok(Job::Better(Some((node, tunnel, why)))) => {
+                            self.info.send_modify(|i| i.node = node.clone());
+                            p.switch_tunnel(node, tunnel, self.ticket.clone()).await;
+                            self.emit(SessionEvent::Moved { why }).await;
+                        }
+                        Ok(Job::Better(None)) | Err(_) => {}
+                    }
+                }
+                _ = tick.tick() => {
+                    let now = unix_now();
+                    if now >= self.grant.expires_at {
+                        break EndReason::TicketExpired {
+                            error: last_error.clone().unwrap_or_else(|| "no renewal happened".into()),
+                        };
+                    }
+                    if !self.keep_alive || job.is_some() {
+                        continue;
+                    }
+                    if now >= renew_at {
+                        let (billing, ca, game) = (self.billing.clone(), self.ca_pem.clone(), self.game.clone());
+                        let (prefer, old) = (self.info.borrow().node.id.clone(), self.grant.session_id.clone());
+                        let control = p.control_connection();
+                        job = Some(tokio::spawn(async move {
+                            match renew::in_place(&billing, &control, &old).await {
+                                Ok(renewed) => Job::RenewedInPlace(renewed),
+                                Err(e) => {
+                                    tracing::info!(error = %format!("{e:#}"), "in-place renewal failed; opening a new session");
+                                    Job::Renewed(renew::renew(&billing, &ca, &game, &prefer, &old).await)
+                                }
+                            }
+                        }));
+                    } else if tokio::time::Instant::now() >= reevaluate_at {
+                        reevaluate_at = tokio::time::Instant::now() + REEVALUATE;
+                        let (nodes, ca, ticket) = (self.grant.nodes.clone(), self.ca_pem.clone(), self.ticket.clone());
+                        let current = self.info.borrow().node.id.clone();
+                        job = Some(tokio::spawn(async move { Job::Better(better_node(nodes, ca, ticket, current).await) }));
+                    }
+                }
+            }
+        };
+        if let Some(j) = job {
+            j.abort();
+        }
+        p.stop().await;
+        let session = self.grant.session_id.clone();
+        if let Err(e) = self.billing.stop_session(&session).await {
+            tracing::warn!(session = %session, error = %e, "billing did not record the session's end");
+        }
+        self.emit(SessionEvent::Ended(reason.clone())).await;
+        reason
+    }
+}
+
+/// Re-probes the nodes; if one is clearly better than `current` (hysteresis in
+/// [`route::clearly_better`]), opens the session there and returns it with a message.
+async fn better_node(
+    nodes: Vec<NodeInfo>,
+    ca: String,
+    ticket: Vec<u8>,
+    current: String,
+) -> Option<(NodeInfo, Tunnel, String)> {
+    let ranked = route::probe_nodes(&nodes, &ca, 3).await;
+    let best = ranked.first()?;
+    if best.node.id == current {
+        return None;
+    }
+    let cur = ranked.iter().find(|c| c.node.id == current);
+    let cur_score = cur.and_then(|c| c.probe.score());
+    if !route::clearly_better(cur_score, best.probe.score()) {
+        return None;
+    }
+    let addr = best.node.control_addr.parse().ok()?;
+    let tunnel = Tunnel::open(addr, &best.node.server_name, &ca, &ticket)
+        .await
+        .ok()?;
+    let why = format!(
+        "route: node {} is clearly better ({} ms vs {} ms to node {current}); session moved there",
+        best.node.id,
+        probe::ms(best.probe.median()),
+        probe::ms(cur.and_then(|c| c.probe.median())),
+    );
+    Some((best.node.clone(), tunnel, why))
+}
