@@ -423,3 +423,652 @@ impl<P: Copy> Downstream<'_, P> {
         self.seq
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The core driven in virtual time: a client-role [`Session`] seals frames, the core
+    //! answers, the client opens the answers. No socket; addresses are a toy type.
+
+    use super::*;
+    use ed25519_dalek::SigningKey;
+    use plg_proto::Role;
+    use plg_proto::TicketVerifier;
+    use plg_proto::replay::ReplayError;
+
+    /// Where frames come from, in these tests.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    enum Addr {
+        A,
+        B,
+        C,
+        Evil,
+    }
+    use Addr::*;
+
+    const SID: u64 = 0x5e55_1011;
+    const ISSUED: u64 = 1_000;
+    const EXPIRES: u64 = 2_000;
+    const IDLE: Duration = Duration::from_secs(60);
+    const ALLOWED: &str = "203.0.113.7:27015";
+
+    fn keys() -> [u8; 64] {
+        std::array::from_fn(|i| (i * 7) as u8)
+    }
+
+    fn allowed() -> SocketAddr {
+        ALLOWED.parse().unwrap()
+    }
+
+    /// A ticket as the node gets it: signed by billing, verified with billing's key.
+    fn ticket(account_id: u64, path_limit: u8, expires_at: u64) -> Ticket {
+        let billing = SigningKey::from_bytes(&[3; 32]);
+        let claims = Ticket {
+            key_id: 1,
+            issued_at: ISSUED,
+            expires_at,
+            session_id: SID,
+            account_id,
+            plan: 1,
+            game_id: 730,
+            path_limit,
+            bandwidth_kbps: 0,
+            destinations: vec!["203.0.113.0/24:27015-27030".parse().unwrap()],
+        };
+        TicketVerifier::new([(1, billing.verifying_key())])
+            .verify(&claims.sign(&billing), ISSUED)
+            .expect("a ticket billing signed")
+    }
+
+    /// A client and the node's core for the same session, at virtual time `t0`.
+    struct Pair {
+        client: Session,
+        node: SessionCore<Addr, u32>,
+        t0: Instant,
+        out: Vec<u8>,
+    }
+
+    impl Pair {
+        fn new(path_limit: u8) -> Pair {
+            let t0 = Instant::now();
+            Pair {
+                client: Session::new(Role::Client, SID, &keys()),
+                node: SessionCore::new(
+                    Session::new(Role::Node, SID, &keys()),
+                    ticket(42, path_limit, EXPIRES),
+                    t0,
+                ),
+                t0,
+                out: Vec::new(),
+            }
+        }
+
+        fn at(&self, secs: u64) -> Instant {
+            self.t0 + Duration::from_secs(secs)
+        }
+
+        fn seal(&mut self, path: u8, frame: &Frame<'_>) -> Vec<u8> {
+            let mut buf = Vec::new();
+            self.client.seal(path, frame, &mut buf);
+            buf
+        }
+
+        /// Seals `frame` on `path`, hands it to the core as coming `from`, returns the outcome
+        /// with its payload copied out.
+        fn send(&mut self, path: u8, frame: &Frame<'_>, from: Addr) -> Outcome {
+            let mut d = self.seal(path, frame);
+            self.deliver(&mut d, from, 0)
+        }
+
+        fn deliver(&mut self, datagram: &mut [u8], from: Addr, secs: u64) -> Outcome {
+            let now = self.at(secs);
+            Outcome::from(
+                self.node
+                    .handle_client(now, datagram, from, |_| true, &mut self.out),
+            )
+        }
+
+        /// Opens what the core sealed into `out` as the client.
+        fn reply(&mut self) -> (Header, Frame<'static>) {
+            let mut buf = self.out.clone();
+            let (h, f) = self
+                .client
+                .open(&mut buf)
+                .expect("the client opens the reply");
+            let f = match f {
+                Frame::Data { .. } => panic!("no DATA replies"),
+                Frame::FlowOpen { flow, dst } => Frame::FlowOpen { flow, dst },
+                Frame::Ping { id, timestamp_us } => Frame::Ping { id, timestamp_us },
+                Frame::Pong { id, timestamp_us } => Frame::Pong { id, timestamp_us },
+                Frame::Close { reason } => Frame::Close { reason },
+                Frame::Error {
+                    code,
+                    raw_code,
+                    flow,
+                } => Frame::Error {
+                    code,
+                    raw_code,
+                    flow,
+                },
+                Frame::Paths { downstream } => Frame::Paths { downstream },
+            };
+            (h, f)
+        }
+
+        /// Opens flow `flow` to the allowed destination (upstream handle = flow id + 100).
+        fn open_flow(&mut self, flow: u32, from: Addr) {
+            let dst = allowed();
+            match self.send(0, &Frame::FlowOpen { flow, dst }, from) {
+                Outcome::OpenFlow { flow: f, dst: d } => assert_eq!((f, d), (flow, dst)),
+                other => panic!("flow {flow} not opened: {other:?}"),
+            }
+            let now = self.at(0);
+            self.node.flow_opened(flow, dst, flow + 100, now);
+        }
+
+        /// The downstream copies of one upstream reply: (to, path, sealed datagram).
+        fn upstream(&mut self, secs: u64, flow: u32, payload: &[u8]) -> Vec<(Addr, u8, Vec<u8>)> {
+            let now = self.at(secs);
+            let Some(down) = self.node.handle_upstream(now, flow, payload) else {
+                return Vec::new();
+            };
+            down.targets()
+                .map(|(to, path)| {
+                    let mut buf = Vec::new();
+                    down.seal(path, &mut buf);
+                    (to, path, buf)
+                })
+                .collect()
+        }
+    }
+
+    /// [`ClientOutcome`] with the payload owned, so the datagram can go.
+    #[derive(Debug, PartialEq, Eq)]
+    enum Outcome {
+        Dropped(DropReason),
+        Forward {
+            flow: u32,
+            upstream: u32,
+            payload: Vec<u8>,
+        },
+        OpenFlow {
+            flow: u32,
+            dst: SocketAddr,
+        },
+        Reply {
+            to: Option<Addr>,
+            kind: ReplyKind,
+        },
+        Closed(u16),
+        Nothing,
+    }
+
+    impl From<ClientOutcome<'_, Addr, u32>> for Outcome {
+        fn from(o: ClientOutcome<'_, Addr, u32>) -> Outcome {
+            match o {
+                ClientOutcome::Dropped(r) => Outcome::Dropped(r),
+                ClientOutcome::Forward {
+                    flow,
+                    upstream,
+                    payload,
+                } => Outcome::Forward {
+                    flow,
+                    upstream,
+                    payload: payload.to_vec(),
+                },
+                ClientOutcome::OpenFlow { flow, dst, .. } => Outcome::OpenFlow { flow, dst },
+                ClientOutcome::Reply { to, kind } => Outcome::Reply { to, kind },
+                ClientOutcome::Closed { reason } => Outcome::Closed(reason),
+                ClientOutcome::Nothing => Outcome::Nothing,
+            }
+        }
+    }
+
+    fn error(code: ErrorCode, flow: u32) -> ReplyKind {
+        ReplyKind::Error { code, flow }
+    }
+
+    #[test]
+    fn ping_is_answered_with_pong_on_the_same_path() {
+        let mut p = Pair::new(2);
+        let ping = Frame::Ping {
+            id: 9,
+            timestamp_us: 1234,
+        };
+        assert_eq!(
+            p.send(1, &ping, B),
+            Outcome::Reply {
+                to: Some(B),
+                kind: ReplyKind::Pong
+            }
+        );
+        let (h, f) = p.reply();
+        assert_eq!(h.path, 1);
+        assert_eq!(
+            f,
+            Frame::Pong {
+                id: 9,
+                timestamp_us: 1234
+            }
+        );
+        assert_eq!(p.node.path_peer(1), Some(B));
+        assert_eq!(p.node.path_peer(0), None);
+    }
+
+    #[test]
+    fn flow_open_allowed_then_data_forwarded_on_it() {
+        let mut p = Pair::new(1);
+        p.open_flow(5, A);
+        assert_eq!(
+            p.send(
+                0,
+                &Frame::Data {
+                    flow: 5,
+                    payload: b"state"
+                },
+                A
+            ),
+            Outcome::Forward {
+                flow: 5,
+                upstream: 105,
+                payload: b"state".to_vec()
+            }
+        );
+        // A repeated FLOW_OPEN (the first one's answer can be lost) is a no-op...
+        let dst = allowed();
+        assert_eq!(
+            p.send(0, &Frame::FlowOpen { flow: 5, dst }, A),
+            Outcome::Nothing
+        );
+        // ...but the same id towards another destination is a conflict.
+        let other: SocketAddr = "203.0.113.8:27015".parse().unwrap();
+        assert_eq!(
+            p.send(
+                0,
+                &Frame::FlowOpen {
+                    flow: 5,
+                    dst: other
+                },
+                A
+            ),
+            Outcome::Reply {
+                to: Some(A),
+                kind: error(ErrorCode::FlowConflict, 5)
+            }
+        );
+        assert_eq!(p.node.flows().collect::<Vec<_>>(), vec![(5, 105)]);
+    }
+
+    #[test]
+    fn flow_open_refused_by_the_ticket() {
+        let mut p = Pair::new(1);
+        for dst in ["198.51.100.1:27015", "203.0.113.7:80"] {
+            let dst: SocketAddr = dst.parse().unwrap();
+            assert_eq!(
+                p.send(0, &Frame::FlowOpen { flow: 1, dst }, A),
+                Outcome::Reply {
+                    to: Some(A),
+                    kind: error(ErrorCode::DestinationNotAllowed, 1)
+                },
+                "{dst}"
+            );
+            let (_, f) = p.reply();
+            assert_eq!(f, Frame::error(ErrorCode::DestinationNotAllowed, 1));
+        }
+        assert_eq!(p.node.flows().count(), 0);
+    }
+
+    #[test]
+    fn flow_open_refused_by_node_policy() {
+        let mut p = Pair::new(1);
+        let dst = allowed();
+        let mut d = p.seal(0, &Frame::FlowOpen { flow: 1, dst });
+        let now = p.at(0);
+        let asked = std::cell::Cell::new(None);
+        let outcome = p.node.handle_client(
+            now,
+            &mut d,
+            A,
+            |a| {
+                asked.set(Some(a));
+                false
+            },
+            &mut p.out,
+        );
+        assert_eq!(
+            Outcome::from(outcome),
+            Outcome::Reply {
+                to: Some(A),
+                kind: error(ErrorCode::DestinationNotAllowed, 1)
+            }
+        );
+        assert_eq!(asked.get(), Some(dst), "the policy saw the destination");
+        assert_eq!(p.node.flows().count(), 0);
+    }
+
+    #[test]
+    fn flow_that_cannot_be_opened_answers_upstream_unreachable() {
+        let mut p = Pair::new(1);
+        let dst = allowed();
+        let mut d = p.seal(0, &Frame::FlowOpen { flow: 3, dst });
+        let now = p.at(0);
+        let reply = match p.node.handle_client(now, &mut d, A, |_| true, &mut p.out) {
+            ClientOutcome::OpenFlow { reply, .. } => reply,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!((reply.to(), reply.path()), (A, 0));
+        assert_eq!(p.node.flow_failed(3, reply, &mut p.out), Some(A));
+        assert_eq!(p.reply().1, Frame::error(ErrorCode::UpstreamUnreachable, 3));
+        // Not open: its data is refused.
+        assert_eq!(
+            p.send(
+                0,
+                &Frame::Data {
+                    flow: 3,
+                    payload: b"12345678"
+                },
+                A
+            ),
+            Outcome::Reply {
+                to: Some(A),
+                kind: error(ErrorCode::UnknownFlow, 3)
+            }
+        );
+    }
+
+    #[test]
+    fn too_many_flows_refused() {
+        let mut p = Pair::new(1);
+        for flow in 0..MAX_FLOWS_PER_SESSION as u32 {
+            p.open_flow(flow, A);
+        }
+        let dst = allowed();
+        assert_eq!(
+            p.send(0, &Frame::FlowOpen { flow: 999, dst }, A),
+            Outcome::Reply {
+                to: Some(A),
+                kind: error(ErrorCode::TooManyFlows, 999)
+            }
+        );
+        assert_eq!(p.node.flows().count(), MAX_FLOWS_PER_SESSION);
+    }
+
+    #[test]
+    fn data_on_an_unopened_flow_gets_unknown_flow() {
+        let mut p = Pair::new(1);
+        assert_eq!(
+            p.send(
+                0,
+                &Frame::Data {
+                    flow: 7,
+                    payload: b"abcdefgh"
+                },
+                A
+            ),
+            Outcome::Reply {
+                to: Some(A),
+                kind: error(ErrorCode::UnknownFlow, 7)
+            }
+        );
+        assert_eq!(p.reply().1, Frame::error(ErrorCode::UnknownFlow, 7));
+    }
+
+    #[test]
+    fn an_answer_is_never_larger_than_its_request() {
+        let mut p = Pair::new(1);
+        let mut suppressed = 0;
+        for n in 0..16 {
+            let payload = vec![0u8; n];
+            let mut d = p.seal(
+                0,
+                &Frame::Data {
+                    flow: 7,
+                    payload: &payload,
+                },
+            );
+            let request = d.len();
+            match p.deliver(&mut d, A, 0) {
+                Outcome::Reply {
+                    to: Some(A),
+                    kind: ReplyKind::Error { .. },
+                } => assert!(p.out.len() <= request, "{} > {request}", p.out.len()),
+                Outcome::Reply {
+                    to: None,
+                    kind: ReplyKind::Error { .. },
+                } => {
+                    assert!(p.out.len() > request);
+                    suppressed += 1;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // An ERROR is 42 bytes: DATA with 0 or 1 payload bytes (40, 41) must go unanswered.
+        assert_eq!(suppressed, 2);
+        let ping = p.seal(
+            0,
+            &Frame::Ping {
+                id: 1,
+                timestamp_us: 2,
+            },
+        );
+        assert!(matches!(
+            p.deliver(&mut ping.clone(), A, 0),
+            Outcome::Reply { to: Some(A), .. }
+        ));
+        assert!(p.out.len() <= ping.len());
+    }
+
+    #[test]
+    fn downstream_copies_go_on_each_path_of_the_mask_with_one_seq() {
+        let mut p = Pair::new(3);
+        p.open_flow(1, A);
+        p.send(
+            1,
+            &Frame::Pong {
+                id: 0,
+                timestamp_us: 0,
+            },
+            B,
+        );
+        p.send(
+            2,
+            &Frame::Pong {
+                id: 0,
+                timestamp_us: 0,
+            },
+            C,
+        );
+        // No PATHS yet: only the path of the latest frame (2).
+        let copies = p.upstream(1, 1, b"reply");
+        assert_eq!(
+            copies.iter().map(|c| (c.0, c.1)).collect::<Vec<_>>(),
+            vec![(C, 2)]
+        );
+
+        assert_eq!(
+            p.send(0, &Frame::Paths { downstream: 0b011 }, A),
+            Outcome::Nothing
+        );
+        let copies = p.upstream(1, 1, b"reply");
+        assert_eq!(
+            copies.iter().map(|c| (c.0, c.1)).collect::<Vec<_>>(),
+            vec![(A, 0), (B, 1)]
+        );
+        let mut seqs = Vec::new();
+        for (i, (_, path, datagram)) in copies.into_iter().enumerate() {
+            let mut d = datagram;
+            let h = Header::decode(&d).unwrap();
+            assert_eq!(h.path, path);
+            seqs.push(h.seq);
+            let opened = p.client.open(&mut d);
+            if i == 0 {
+                let (_, f) = opened.expect("first copy");
+                assert_eq!(
+                    f,
+                    Frame::Data {
+                        flow: 1,
+                        payload: b"reply"
+                    }
+                );
+            } else {
+                // Same sequence number: the client drops the second copy as a duplicate.
+                assert_eq!(
+                    opened.unwrap_err(),
+                    OpenError::Replay(ReplayError::Duplicate)
+                );
+            }
+        }
+        assert_eq!(seqs[0], seqs[1]);
+
+        // A mask naming only paths never heard from falls back to the latest path.
+        p.send(
+            0,
+            &Frame::Paths {
+                downstream: 0b1000_0000,
+            },
+            A,
+        );
+        let copies = p.upstream(1, 1, b"reply");
+        assert_eq!(
+            copies.iter().map(|c| (c.0, c.1)).collect::<Vec<_>>(),
+            vec![(A, 0)]
+        );
+        // Replies for a flow that is not open go nowhere.
+        assert!(p.upstream(1, 2, b"reply").is_empty());
+    }
+
+    #[test]
+    fn a_forged_frame_does_not_move_a_path() {
+        let mut p = Pair::new(2);
+        p.open_flow(1, A);
+        let genuine = p.seal(
+            0,
+            &Frame::Ping {
+                id: 1,
+                timestamp_us: 1,
+            },
+        );
+        // Tampered copies, and a frame sealed with another key, from another address.
+        for i in [0, 3, 12, 21, genuine.len() - 1] {
+            let mut forged = genuine.clone();
+            forged[i] ^= 0x40;
+            let o = p.deliver(&mut forged, Evil, 0);
+            assert!(matches!(o, Outcome::Dropped(_)), "byte {i}: {o:?}");
+        }
+        // (A sequence number the node has not seen yet, so only the key gives it away.)
+        let stranger = Session::new(Role::Client, SID, &[1; 64]);
+        let mut d = Vec::new();
+        stranger.seal_with_seq(0, 1_000, &Frame::Paths { downstream: 0 }, &mut d);
+        assert_eq!(
+            p.deliver(&mut d, Evil, 0),
+            Outcome::Dropped(DropReason::Auth)
+        );
+        assert_eq!(p.node.path_peer(0), Some(A));
+        let copies = p.upstream(0, 1, b"x");
+        assert_eq!(
+            copies.iter().map(|c| (c.0, c.1)).collect::<Vec<_>>(),
+            vec![(A, 0)]
+        );
+        // The genuine frame is still accepted afterwards (the forgeries took no seq).
+        assert!(matches!(
+            p.deliver(&mut genuine.clone(), A, 0),
+            Outcome::Reply { to: Some(A), .. }
+        ));
+    }
+
+    #[test]
+    fn a_replayed_frame_is_dropped_and_moves_nothing() {
+        let mut p = Pair::new(1);
+        let ping = p.seal(
+            0,
+            &Frame::Ping {
+                id: 1,
+                timestamp_us: 1,
+            },
+        );
+        assert!(matches!(
+            p.deliver(&mut ping.clone(), A, 0),
+            Outcome::Reply { .. }
+        ));
+        assert_eq!(
+            p.deliver(&mut ping.clone(), Evil, 30),
+            Outcome::Dropped(DropReason::Replay)
+        );
+        assert_eq!(p.node.path_peer(0), Some(A));
+        // Nor does it keep the session alive.
+        assert!(p.node.poll_expired(p.at(60), ISSUED, IDLE));
+    }
+
+    #[test]
+    fn a_path_beyond_the_ticket_limit_is_dropped() {
+        let mut p = Pair::new(2);
+        assert_eq!(
+            p.send(2, &Frame::Paths { downstream: 0 }, A),
+            Outcome::Dropped(DropReason::Path)
+        );
+        assert_eq!(
+            p.deliver(&mut [0u8; 5], A, 0),
+            Outcome::Dropped(DropReason::Malformed)
+        );
+    }
+
+    #[test]
+    fn close_ends_the_session() {
+        let mut p = Pair::new(1);
+        assert_eq!(
+            p.send(0, &Frame::Close { reason: 7 }, A),
+            Outcome::Closed(7)
+        );
+    }
+
+    #[test]
+    fn sessions_and_flows_expire_when_idle() {
+        let mut p = Pair::new(1);
+        p.open_flow(1, A);
+        p.open_flow(2, A);
+        assert!(!p.node.poll_expired(p.at(59), ISSUED, IDLE));
+        assert!(p.node.poll_expired(p.at(60), ISSUED, IDLE));
+        // An authenticated frame at t=50 keeps it for another minute.
+        let mut d = p.seal(
+            0,
+            &Frame::Pong {
+                id: 0,
+                timestamp_us: 0,
+            },
+        );
+        p.deliver(&mut d, A, 50);
+        assert!(!p.node.poll_expired(p.at(109), ISSUED, IDLE));
+        assert!(p.node.poll_expired(p.at(110), ISSUED, IDLE));
+        // The ticket's expiry ends it whatever the traffic.
+        assert!(p.node.poll_expired(p.at(51), EXPIRES, IDLE));
+
+        // Flow 1 has traffic at t=40 (upstream), flow 2 none since t=0.
+        assert_eq!(p.upstream(40, 1, b"x").len(), 1);
+        let mut closed = Vec::new();
+        p.node
+            .expire_flows(p.at(59), IDLE, |id, h| closed.push((id, h)));
+        assert!(closed.is_empty());
+        p.node
+            .expire_flows(p.at(60), IDLE, |id, h| closed.push((id, h)));
+        assert_eq!(closed, vec![(2, 102)]);
+        p.node
+            .expire_flows(p.at(100), IDLE, |id, h| closed.push((id, h)));
+        assert_eq!(closed, vec![(2, 102), (1, 101)]);
+        assert_eq!(p.node.flows().count(), 0);
+    }
+
+    #[test]
+    fn renewal_for_another_account_is_refused() {
+        let mut p = Pair::new(1);
+        p.open_flow(1, A);
+        assert_eq!(
+            p.node.renew(ticket(43, 1, EXPIRES + 600)),
+            Err(RenewRefused::OtherAccount)
+        );
+        assert_eq!(p.node.ticket().expires_at, EXPIRES);
+        assert!(p.node.poll_expired(p.at(0), EXPIRES, IDLE));
+        assert_eq!(p.node.renew(ticket(42, 1, EXPIRES + 600)), Ok(()));
+        assert_eq!(p.node.ticket().expires_at, EXPIRES + 600);
+        assert!(!p.node.poll_expired(p.at(0), EXPIRES, IDLE));
+        assert_eq!(p.node.flows().count(), 1, "flows survive a renewal");
+    }
+}
