@@ -767,8 +767,8 @@ impl State {
         }
     }
 
-    /// Queues a PLG datagram sealed for `peer` into `sealed` — the batch slot from
-    /// [`State::seal_buf`] for a direct peer, `scratch` for a relayed one.
+    /// Queues the PLG datagram just sealed for `peer` into [`State::seal_buf`]'s buffer: the
+    /// batch slot itself for a direct peer; for a relayed one, `scratch` goes out in an envelope.
     fn commit_to_peer(
         out: &mut OutBatch,
         mesh: Option<&mut MeshState>,
