@@ -8,6 +8,11 @@
 //!   into the outgoing batch, which leaves in one `sendmmsg` per loop turn (or when full);
 //! - the control plane hands sessions over through a channel and an eventfd wake-up.
 //!
+//! Per-session decisions (authentication, path learning, flow open/refuse, PING, CLOSE,
+//! anti-amplification, downstream copies, idle expiry, renewal) are not made here: each session
+//! is a sans-IO [`SessionCore`], and this thread is its driver — it routes datagrams to it and
+//! executes what it returns (open a socket, send upstream, queue a sealed reply, count a drop).
+//!
 //! Upstream sockets are one per flow (the game server sees one source per flow), so sends
 //! towards game servers stay one syscall per packet; see `docs/benchmarks.md`.
 
@@ -26,20 +31,18 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::socket::{
     MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg, setsockopt, sockopt,
 };
-use plg_proto::frame::{Frame, Header, MAX_DATAGRAM, MAX_PAYLOAD};
-use plg_proto::session::OpenError;
+use plg_proto::frame::{Header, MAX_DATAGRAM, MAX_PAYLOAD};
 use plg_proto::{ErrorCode, Session, Ticket};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 
+pub(crate) use crate::core::RenewRefused;
+use crate::core::{ClientOutcome, DropReason, ReplyKind, SessionCore};
 use crate::meshlink::{self, Kind, MAX_MESH_DATAGRAM, MeshLink, Message};
 use crate::metrics::{Metrics, add, inc};
 use crate::policy;
 use crate::unix_now;
 use plg_mesh::{MeshHandle, MeshView, NodeId};
-
-/// Most flows one session may open.
-pub const MAX_FLOWS_PER_SESSION: usize = 64;
 
 /// Datagrams per `recvmmsg` / `sendmmsg` call.
 const BATCH: usize = 32;
@@ -114,8 +117,6 @@ struct MeshState {
     probes: HashMap<u64, (NodeId, Instant)>,
     next_probe_id: u64,
     next_probe: Instant,
-    /// Inner frames are sealed here before their envelope goes around them.
-    scratch: Vec<u8>,
 }
 
 impl MeshState {
@@ -133,7 +134,6 @@ impl MeshState {
             probes: HashMap::new(),
             next_probe_id: 1,
             next_probe: Instant::now(),
-            scratch: Vec::with_capacity(MAX_MESH_DATAGRAM),
         };
         st.rebuild_peers();
         st
@@ -189,17 +189,6 @@ pub(crate) enum Command {
     },
 }
 
-/// The data plane can't renew the session.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum RenewRefused {
-    /// The session ended (idle, expired or closed) before the renewal arrived.
-    #[error("the session is no longer open on this node; start a new one")]
-    Gone,
-    /// The new ticket is for another account.
-    #[error("the renewed ticket belongs to another account")]
-    OtherAccount,
-}
-
 /// The data plane can't take the session.
 #[derive(Debug, thiserror::Error)]
 #[error("node is full ({0} sessions)")]
@@ -210,23 +199,13 @@ pub(crate) struct OpenRefused(pub usize);
 struct Flow {
     session: u64,
     id: u32,
-    dst: SocketAddr,
     socket: std::net::UdpSocket,
-    last_active: Instant,
 }
 
 #[derive(Debug)]
 struct Entry {
-    session: Session,
-    ticket: Ticket,
-    /// Client address per path, learned from authenticated frames only.
-    paths: Vec<Option<Peer>>,
-    last_path: u8,
-    /// Paths the client wants downstream frames on (bit i = path i); 0 = `last_path` only.
-    downstream: u8,
-    /// Flow id → slot in [`Flows`].
-    flows: HashMap<u32, usize>,
-    last_seen: Instant,
+    /// The session's state machine; a flow's handle is its slot in [`Flows`].
+    core: SessionCore<Peer, usize>,
     /// Epoch at which this node holds the session in the mesh.
     epoch: u32,
 }
@@ -450,6 +429,8 @@ struct State {
     cfg: DataConfig,
     out: OutBatch,
     mesh: Option<MeshState>,
+    /// Frames for relayed paths are sealed here before their envelope goes around them.
+    scratch: Vec<u8>,
 }
 
 impl Worker {
@@ -497,6 +478,7 @@ impl Worker {
                 cfg,
                 out,
                 mesh: mesh.map(MeshState::new),
+                scratch: Vec::with_capacity(MAX_MESH_DATAGRAM),
             },
         })
     }
@@ -519,9 +501,11 @@ impl Worker {
                 match ev.data() {
                     TOKEN_DATA => self.on_client_ready(),
                     TOKEN_WAKE => self.on_commands(),
-                    t => self
-                        .st
-                        .on_upstream_ready((t - TOKEN_FLOWS) as usize, &mut self.up_buf[..]),
+                    t => self.st.on_upstream_ready(
+                        (t - TOKEN_FLOWS) as usize,
+                        &mut self.up_buf[..],
+                        Instant::now(),
+                    ),
                 }
             }
             self.st.out.flush(&self.st.metrics);
@@ -601,14 +585,7 @@ impl State {
             Command::Renew { ticket, reply } => {
                 let result = match self.sessions.get_mut(&ticket.session_id) {
                     None => Err(RenewRefused::Gone),
-                    Some(e) if e.ticket.account_id != ticket.account_id => {
-                        Err(RenewRefused::OtherAccount)
-                    }
-                    Some(e) => {
-                        // Path limit and flows stay; expiry and destinations follow the ticket.
-                        e.ticket = ticket;
-                        Ok(())
-                    }
+                    Some(e) => e.core.renew(ticket),
                 };
                 let _ = reply.send(result);
             }
@@ -624,23 +601,16 @@ impl State {
                     let _ = reply.send(Err(OpenRefused(self.sessions.len())));
                     return;
                 }
-                let paths = vec![None; ticket.path_limit.max(1) as usize];
                 let old = self.sessions.insert(
                     id,
                     Entry {
-                        session: *session,
-                        ticket,
-                        paths,
-                        last_path: 0,
-                        downstream: 0,
-                        flows: HashMap::new(),
-                        last_seen: Instant::now(),
+                        core: SessionCore::new(*session, ticket, Instant::now()),
                         epoch,
                     },
                 );
                 let replaced = old.is_some();
                 if let Some(old) = old {
-                    for slot in old.flows.into_values() {
+                    for (_, slot) in old.core.flows() {
                         self.flows.remove(slot);
                     }
                 }
@@ -671,7 +641,7 @@ impl State {
         if !self.sessions.contains_key(&header.session_id) {
             return self.relay_up(data, from, header.session_id);
         }
-        self.on_client_frame(data, header, Peer::Direct(from), now);
+        self.on_client_frame(data, header.session_id, Peer::Direct(from), now);
     }
 
     /// A frame for a session this node does not serve: if the mesh says another live node
@@ -753,7 +723,7 @@ impl State {
                 match Header::decode(data) {
                     Ok(h) if self.sessions.contains_key(&h.session_id) => self.on_client_frame(
                         data,
-                        h,
+                        h.session_id,
                         Peer::Via {
                             relay: from,
                             client,
@@ -797,143 +767,125 @@ impl State {
         }
     }
 
-    /// Queues `frame` for the client on `peer`, sealed for `path` with sequence `seq` (the
-    /// next one if `None`). Returns the sealed PLG datagram's length.
-    #[allow(clippy::too_many_arguments)]
-    fn send_to_peer(
+    /// Queues the PLG datagram just sealed for `peer` into [`State::seal_buf`]'s buffer: the
+    /// batch slot itself for a direct peer; for a relayed one, `scratch` goes out in an envelope.
+    fn commit_to_peer(
         out: &mut OutBatch,
         mesh: Option<&mut MeshState>,
-        session: &mut Session,
+        scratch: &[u8],
         peer: Peer,
-        path: u8,
-        seq: Option<u64>,
-        frame: &Frame<'_>,
         m: &Metrics,
-        max_len: usize,
     ) {
-        let seal = |session: &mut Session, buf: &mut Vec<u8>| match seq {
-            Some(seq) => session.seal_with_seq(path, seq, frame, buf),
-            None => {
-                session.seal(path, frame, buf);
-            }
-        };
         match peer {
-            Peer::Direct(addr) => {
-                let buf = out.slot(m);
-                seal(session, buf);
-                // Anti-amplification: an answer is never larger than what caused it.
-                if buf.len() <= max_len {
-                    out.commit(addr);
-                }
-            }
+            Peer::Direct(addr) => out.commit(addr),
             Peer::Via { relay, client } => {
                 let Some(ms) = mesh else { return };
-                seal(session, &mut ms.scratch);
-                if ms.scratch.len() <= max_len {
-                    let buf = out.slot(m);
-                    ms.link
-                        .seal_relay(Kind::RelayDown, unix_ms(), client, &ms.scratch, buf);
-                    out.commit(relay);
-                }
+                let buf = out.slot(m);
+                ms.link
+                    .seal_relay(Kind::RelayDown, unix_ms(), client, scratch, buf);
+                out.commit(relay);
             }
         }
     }
 
-    /// An authenticated-or-not client frame for a session this node serves.
-    /// `header` is `data`'s header, already decoded by the caller.
-    fn on_client_frame(&mut self, data: &mut [u8], header: Header, from: Peer, now: Instant) {
+    /// Where a datagram for `peer` is sealed: straight into the next batch slot for a direct
+    /// peer, into `scratch` for a relayed one (its envelope is sealed around it afterwards).
+    fn seal_buf<'b>(
+        out: &'b mut OutBatch,
+        scratch: &'b mut Vec<u8>,
+        peer: Peer,
+        m: &Metrics,
+    ) -> &'b mut Vec<u8> {
+        match peer {
+            Peer::Direct(_) => out.slot(m),
+            Peer::Via { .. } => scratch,
+        }
+    }
+
+    /// An authenticated-or-not client frame for a session this node serves: its core
+    /// decides, this executes.
+    fn on_client_frame(&mut self, data: &mut [u8], session_id: u64, from: Peer, now: Instant) {
         let m = &*self.metrics;
-        let Some(entry) = self.sessions.get_mut(&header.session_id) else {
+        let Some(entry) = self.sessions.get_mut(&session_id) else {
             return inc(&m.dropped_unknown_session);
         };
-        if header.path as usize >= entry.paths.len() {
-            return inc(&m.dropped_path);
-        }
-        let request_len = data.len();
-        let (h, frame) = match entry.session.open(data) {
-            Ok(x) => x,
-            Err(OpenError::Auth | OpenError::WrongSession) => return inc(&m.dropped_auth),
-            Err(OpenError::Replay(_)) => return inc(&m.dropped_replay),
-            Err(OpenError::Decode(_)) => return inc(&m.dropped_malformed),
-        };
-        entry.paths[h.path as usize] = Some(from);
-        entry.last_path = h.path;
-        entry.last_seen = now;
-        let reply: Option<Frame<'static>> = match frame {
-            Frame::Data { flow, payload } => {
-                match entry.flows.get(&flow).and_then(|&s| self.flows.get_mut(s)) {
-                    Some(f) => {
-                        f.last_active = now;
-                        // Never more bytes to the destination than the client sent: the payload
-                        // is strictly smaller than the authenticated frame that carried it.
-                        send_upstream(f, h.session_id, payload, m);
-                        None
+        let allow_private = self.cfg.allow_private_destinations;
+        let allow = |dst| allow_private || policy::is_public(dst);
+        let buf = State::seal_buf(&mut self.out, &mut self.scratch, from, m);
+        match entry.core.handle_client(now, data, from, allow, buf) {
+            ClientOutcome::Dropped(reason) => inc(match reason {
+                DropReason::Path => &m.dropped_path,
+                DropReason::Auth => &m.dropped_auth,
+                DropReason::Replay => &m.dropped_replay,
+                DropReason::Malformed => &m.dropped_malformed,
+            }),
+            ClientOutcome::Forward {
+                flow,
+                upstream,
+                payload,
+            } => {
+                if let Some(f) = self.flows.get_mut(upstream) {
+                    send_upstream(f, session_id, payload, m);
+                } else {
+                    tracing::debug!(session = session_id, flow, "flow without a socket");
+                }
+            }
+            ClientOutcome::OpenFlow { flow, dst, reply } => {
+                match open_flow(&mut self.flows, &self.epoll, session_id, flow, dst) {
+                    Ok(slot) => {
+                        entry.core.flow_opened(flow, dst, slot, now);
+                        inc(&m.flows_opened);
+                        tracing::debug!(session = session_id, flow, %dst, "flow open");
                     }
-                    None => {
-                        inc(&m.dropped_unknown_flow);
-                        Some(Frame::error(ErrorCode::UnknownFlow, flow))
+                    Err(e) => {
+                        tracing::warn!(session = session_id, flow, %dst, error = %e, "cannot open upstream socket");
+                        let buf = State::seal_buf(&mut self.out, &mut self.scratch, from, m);
+                        if let Some(to) = entry.core.flow_failed(flow, reply, buf) {
+                            State::commit_to_peer(
+                                &mut self.out,
+                                self.mesh.as_mut(),
+                                &self.scratch,
+                                to,
+                                m,
+                            );
+                        }
                     }
                 }
             }
-            Frame::FlowOpen { flow, dst } => open_flow(
-                entry,
-                &mut self.flows,
-                &self.epoll,
-                h.session_id,
-                flow,
-                dst,
-                &self.cfg,
-                m,
-                now,
-            )
-            .err()
-            .map(|code| Frame::error(code, flow)),
-            Frame::Ping { id, timestamp_us } => Some(Frame::Pong { id, timestamp_us }),
-            Frame::Close { reason } => {
-                tracing::info!(session = h.session_id, reason, "session closed by client");
-                if let Some(e) = self.sessions.remove(&h.session_id) {
-                    for slot in e.flows.into_values() {
+            ClientOutcome::Reply { to, kind } => {
+                match kind {
+                    ReplyKind::Error {
+                        code: ErrorCode::UnknownFlow,
+                        ..
+                    } => inc(&m.dropped_unknown_flow),
+                    ReplyKind::Error {
+                        code: ErrorCode::DestinationNotAllowed,
+                        ..
+                    } => inc(&m.refused_destination),
+                    _ => {}
+                }
+                if let Some(to) = to {
+                    State::commit_to_peer(&mut self.out, self.mesh.as_mut(), &self.scratch, to, m);
+                }
+            }
+            ClientOutcome::Closed { reason } => {
+                tracing::info!(session = session_id, reason, "session closed by client");
+                if let Some(e) = self.sessions.remove(&session_id) {
+                    for (_, slot) in e.core.flows() {
                         self.flows.remove(slot);
                     }
                 }
                 if let Some(ms) = &self.mesh {
-                    ms.handle.remove_session(h.session_id);
+                    ms.handle.remove_session(session_id);
                 }
                 inc(&m.sessions_closed);
-                return;
             }
-            Frame::Pong { .. } => None,
-            Frame::Paths { downstream } => {
-                entry.downstream = downstream;
-                None
-            }
-            Frame::Error { raw_code, flow, .. } => {
-                tracing::debug!(
-                    session = h.session_id,
-                    code = raw_code,
-                    flow,
-                    "client reported an error"
-                );
-                None
-            }
-        };
-        if let Some(reply) = reply {
-            State::send_to_peer(
-                &mut self.out,
-                self.mesh.as_mut(),
-                &mut entry.session,
-                from,
-                h.path,
-                None,
-                &reply,
-                m,
-                request_len,
-            );
+            ClientOutcome::Nothing => {}
         }
     }
 
     /// One datagram from a flow's upstream socket (level-triggered: more is reported again).
-    fn on_upstream_ready(&mut self, slot: usize, up_buf: &mut [u8]) {
+    fn on_upstream_ready(&mut self, slot: usize, up_buf: &mut [u8], now: Instant) {
         let m = &*self.metrics;
         let Some(flow) = self.flows.get_mut(slot) else {
             return;
@@ -960,43 +912,13 @@ impl State {
         let Some(entry) = self.sessions.get_mut(&session_id) else {
             return;
         };
-        flow.last_active = Instant::now();
-        let frame = Frame::Data {
-            flow: flow_id,
-            payload: &up_buf[..n],
+        let Some(down) = entry.core.handle_upstream(now, flow_id, &up_buf[..n]) else {
+            return;
         };
-        // One sequence number for every copy: the client keeps the first and drops the rest.
-        let seq = entry.session.take_seq();
-        let mut mask = if entry.downstream == 0 {
-            1u16 << entry.last_path
-        } else {
-            entry.downstream as u16
-        };
-        if !entry
-            .paths
-            .iter()
-            .enumerate()
-            .any(|(p, a)| a.is_some() && mask & (1 << p) != 0)
-        {
-            // None of the requested paths has been heard from yet: use the latest one.
-            mask = 1 << entry.last_path;
-        }
-        for (path, peer) in entry.paths.iter().enumerate() {
-            let Some(peer) = *peer else { continue };
-            if mask & (1 << path) == 0 {
-                continue;
-            }
-            State::send_to_peer(
-                &mut self.out,
-                self.mesh.as_mut(),
-                &mut entry.session,
-                peer,
-                path as u8,
-                Some(seq),
-                &frame,
-                m,
-                usize::MAX,
-            );
+        for (peer, path) in down.targets() {
+            let buf = State::seal_buf(&mut self.out, &mut self.scratch, peer, m);
+            down.seal(path, buf);
+            State::commit_to_peer(&mut self.out, self.mesh.as_mut(), &self.scratch, peer, m);
         }
     }
 
@@ -1019,23 +941,22 @@ impl State {
             });
             if let Some(to) = &moved {
                 tracing::info!(session = id, to = %to, "session moved to another node");
-                for &slot in e.flows.values() {
+                for (_, slot) in e.core.flows() {
                     flows.remove(slot);
                 }
                 return false;
             }
-            let keep =
-                now.duration_since(e.last_seen) < cfg.session_idle && unix < e.ticket.expires_at;
-            if !keep {
+            if e.core.poll_expired(now, unix, cfg.session_idle) {
                 tracing::info!(session = id, "session expired");
                 if let Some(ms) = &mesh {
                     ms.handle.remove_session(*id);
                 }
-                for &slot in e.flows.values() {
+                for (_, slot) in e.core.flows() {
                     flows.remove(slot);
                 }
+                return false;
             }
-            keep
+            true
         });
         add(
             &self.metrics.sessions_closed,
@@ -1046,15 +967,8 @@ impl State {
             std::sync::atomic::Ordering::Relaxed,
         );
         for e in self.sessions.values_mut() {
-            e.flows.retain(|_, &mut slot| {
-                let keep = flows
-                    .get_mut(slot)
-                    .is_some_and(|f| now.duration_since(f.last_active) < cfg.flow_idle);
-                if !keep {
-                    flows.remove(slot);
-                }
-                keep
-            });
+            e.core
+                .expire_flows(now, cfg.flow_idle, |_, slot| flows.remove(slot));
         }
     }
 }
@@ -1091,46 +1005,19 @@ fn send_upstream(f: &Flow, session: u64, payload: &[u8], m: &Metrics) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Opens flow `flow`'s upstream socket and adds it to epoll; returns its slot.
 fn open_flow(
-    entry: &mut Entry,
     flows: &mut Flows,
     epoll: &Epoll,
     session: u64,
     flow: u32,
     dst: SocketAddr,
-    cfg: &DataConfig,
-    m: &Metrics,
-    now: Instant,
-) -> Result<(), ErrorCode> {
-    if !entry.ticket.allows(dst) || (!cfg.allow_private_destinations && !policy::is_public(dst)) {
-        inc(&m.refused_destination);
-        tracing::info!(session, flow, %dst, "destination refused");
-        return Err(ErrorCode::DestinationNotAllowed);
-    }
-    if let Some(f) = entry.flows.get(&flow).and_then(|&s| flows.get_mut(s)) {
-        // Clients repeat FLOW_OPEN because it can be lost; same destination is a no-op.
-        f.last_active = now;
-        return if f.dst == dst {
-            Ok(())
-        } else {
-            Err(ErrorCode::FlowConflict)
-        };
-    }
-    if entry.flows.len() >= MAX_FLOWS_PER_SESSION {
-        return Err(ErrorCode::TooManyFlows);
-    }
-    let unreachable = |e: &dyn std::fmt::Display| {
-        tracing::warn!(session, flow, %dst, error = %e, "cannot open upstream socket");
-        ErrorCode::UpstreamUnreachable
-    };
-    let socket = upstream_socket(dst).map_err(|e| unreachable(&e))?;
+) -> std::io::Result<usize> {
+    let socket = upstream_socket(dst)?;
     let slot = flows.insert(Flow {
         session,
         id: flow,
-        dst,
         socket,
-        last_active: now,
     });
     let f = flows.get_mut(slot).expect("just inserted");
     if let Err(e) = epoll.add(
@@ -1138,12 +1025,9 @@ fn open_flow(
         EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_FLOWS + slot as u64),
     ) {
         flows.remove(slot);
-        return Err(unreachable(&e));
+        return Err(e.into());
     }
-    entry.flows.insert(flow, slot);
-    inc(&m.flows_opened);
-    tracing::debug!(session, flow, %dst, "flow open");
-    Ok(())
+    Ok(slot)
 }
 
 /// One ephemeral-port socket per flow, connected so only the game server's replies arrive.

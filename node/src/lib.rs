@@ -3,6 +3,7 @@
 //! allows — never anywhere else.
 
 mod control;
+pub mod core;
 mod dataplane;
 pub mod identity;
 mod meshlink;
@@ -26,7 +27,7 @@ use tokio::sync::{Mutex, Notify, mpsc, watch};
 use tokio::task::JoinSet;
 
 pub use control::DRAINING_CODE;
-pub use dataplane::MAX_FLOWS_PER_SESSION;
+pub use core::MAX_FLOWS_PER_SESSION;
 pub use identity::{AnnounceStatus, Identity, join};
 pub use metrics::{Metrics, MetricsSnapshot};
 
