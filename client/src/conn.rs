@@ -21,7 +21,7 @@
 //! Wi-Fi to Ethernet) — the node follows the new address after the first authenticated
 //! frame, as WireGuard and QUIC do.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -256,8 +256,8 @@ struct Flow {
 /// reply for a forgotten flow is never delivered to the wrong game socket.
 #[derive(Debug, Default)]
 struct Flows {
-    by_addr: HashMap<(SocketAddr, SocketAddr), Flow>,
-    by_id: HashMap<u32, (SocketAddr, SocketAddr)>,
+    by_addr: BTreeMap<(SocketAddr, SocketAddr), Flow>,
+    by_id: BTreeMap<u32, (SocketAddr, SocketAddr)>,
     next_id: u32,
 }
 
@@ -1043,7 +1043,7 @@ mod tests {
     struct FakeNode {
         session: Session,
         up: Vec<bool>,
-        flows: HashMap<u32, SocketAddr>,
+        flows: std::collections::HashMap<u32, SocketAddr>,
         /// Data frames forwarded to game servers.
         forwarded: u64,
     }
@@ -1053,7 +1053,7 @@ mod tests {
             FakeNode {
                 session: Session::new(Role::Node, 1, &KEYS),
                 up: vec![true; paths],
-                flows: HashMap::new(),
+                flows: std::collections::HashMap::new(),
                 forwarded: 0,
             }
         }

@@ -13,3 +13,4 @@ pub mod runner;
 pub mod scenario;
 pub mod tick;
 pub mod traffic;
+pub mod virtual_net;
