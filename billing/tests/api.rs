@@ -92,6 +92,18 @@ async fn register_login_session_ticket_verifies(db: Db) {
     let (_, again) = s.session(&token, "cs2").await;
     assert_ne!(again["session_id"], body["session_id"]);
 
+    // A route preview names the game's destinations and nodes but issues no ticket and
+    // takes no slot (two sessions are open now; the preview still answers).
+    let (status, preview) = s.get_auth("/v1/routes/cs2", &token).await;
+    assert_eq!(status, StatusCode::OK, "{preview}");
+    assert_eq!(preview["game"]["slug"], "cs2");
+    assert_eq!(preview["destinations"], body["destinations"]);
+    assert!(preview.get("ticket").is_none() && preview.get("session_id").is_none());
+    let (status, err) = s.get_auth("/v1/routes/no-such-game", &token).await;
+    assert_error(status, &err, StatusCode::NOT_FOUND, "unknown_game");
+    let (status, _) = s.get("/v1/routes/cs2").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
     // The trial allows two sessions at once: a third waits until one is stopped.
     let (status, third) = s.session(&token, "demo").await;
     assert_error(

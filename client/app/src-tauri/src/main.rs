@@ -131,6 +131,29 @@ fn main() {
         .invoke_handler(tauri::generate_handler![call])
         .setup(move |app| {
             let core = setup_core;
+            // SIGTERM, SIGHUP (the session ends) or SIGINT: quit like the tray's Quit, so the
+            // session is closed and its slot released (`RunEvent::Exit` below).
+            #[cfg(unix)]
+            {
+                let handle = app.handle().clone();
+                tauri::async_runtime::spawn(async move {
+                    use tokio::signal::unix::{SignalKind, signal};
+                    let (Ok(mut term), Ok(mut hup), Ok(mut int)) = (
+                        signal(SignalKind::terminate()),
+                        signal(SignalKind::hangup()),
+                        signal(SignalKind::interrupt()),
+                    ) else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = hup.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                    tracing::info!("signal received; quitting");
+                    handle.exit(0);
+                });
+            }
             let status = MenuItem::with_id(app, "status", "PLG Booster", false, None::<&str>)?;
             let connect = MenuItem::with_id(app, "connect", "Connect", true, None::<&str>)?;
             let disconnect =
@@ -268,14 +291,23 @@ fn main() {
     // Closing the window to the tray destroys it, WebView and all (WebKitGTK's web and network
     // processes exit): ~135 MiB less while the game plays (docs/app.md "Memory"). The session
     // runs on in this process; `show_main` builds the window again. Only Quit ends the app.
-    app.run(move |_app, event| {
-        if let tauri::RunEvent::ExitRequested {
+    let exit_core = core.clone();
+    app.run(move |_app, event| match event {
+        tauri::RunEvent::ExitRequested {
             code: None, api, ..
-        } = event
-            && close_flag.load(Ordering::Relaxed)
-        {
-            api.prevent_exit();
+        } if close_flag.load(Ordering::Relaxed) => api.prevent_exit(),
+        tauri::RunEvent::Exit => {
+            // However the app ends, a running session is closed at the node and billing.
+            let core = exit_core.clone();
+            let _ = tauri::async_runtime::block_on(async move {
+                tokio::time::timeout(
+                    Duration::from_secs(3),
+                    core.dispatch("disconnect", Value::Null),
+                )
+                .await
+            });
         }
+        _ => {}
     });
 }
 
