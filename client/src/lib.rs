@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod billing;
 pub mod capture;
+pub mod connreset;
 pub mod credentials;
 pub mod dashboard;
 pub mod detect;

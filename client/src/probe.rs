@@ -97,6 +97,7 @@ pub async fn echo(
         (Ipv6Addr::UNSPECIFIED, 0).into()
     };
     let socket = UdpSocket::bind(bind).await?;
+    crate::connreset::disable_connreset(&socket)?;
     socket.connect(target).await?;
     let start = Instant::now();
     let mut sent_at = Vec::with_capacity(count as usize);
@@ -122,7 +123,12 @@ pub async fn echo(
                 deadline = Instant::now() + timeout;
             }
             r = socket.recv(&mut buf) => {
-                let Ok(n) = r else { continue };
+                let n = match r {
+                    Ok(n) => n,
+                    // The target's port is closed: its probes are lost, no more.
+                    Err(e) if crate::connreset::is_icmp_report(&e) => continue,
+                    Err(e) => return Err(e),
+                };
                 if n < 8 || &buf[..4] != ECHO_MAGIC {
                     continue;
                 }
