@@ -614,7 +614,7 @@ async fn binary_stops_on_sigterm() {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_plg-billing"))
+    let mut child = default_signals(&mut Command::new(env!("CARGO_BIN_EXE_plg-billing")))
         .args([
             "--log-json",
             "serve",

@@ -73,6 +73,7 @@ pub async fn run(target: SocketAddr, spec: Traffic) -> std::io::Result<Report> {
         (Ipv6Addr::UNSPECIFIED, 0).into()
     };
     let socket = UdpSocket::bind(bind).await?;
+    crate::connreset::disable_connreset(&socket)?;
     socket.connect(target).await?;
     let total = (spec.rate as u64 * spec.duration.as_millis() as u64 / 1000).max(1) as u32;
     let interval = Duration::from_secs(1) / spec.rate.max(1);
@@ -106,7 +107,12 @@ pub async fn run(target: SocketAddr, spec: Traffic) -> std::io::Result<Report> {
                 }
             }
             r = socket.recv(&mut buf) => {
-                let Ok(len) = r else { continue };
+                let len = match r {
+                    Ok(len) => len,
+                    // The target's port is closed: its packets are lost, no more.
+                    Err(e) if crate::connreset::is_icmp_report(&e) => continue,
+                    Err(e) => return Err(e),
+                };
                 if len < 8 || &buf[..4] != MAGIC {
                     continue;
                 }

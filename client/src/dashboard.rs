@@ -109,7 +109,12 @@ pub fn spawn_pinger(
             (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
         };
         let socket = match tokio::net::UdpSocket::bind(bind).await {
-            Ok(s) if s.connect(target).await.is_ok() => s,
+            Ok(s)
+                if crate::connreset::disable_connreset(&s).is_ok()
+                    && s.connect(target).await.is_ok() =>
+            {
+                s
+            }
             _ => {
                 let _ = tx.send(wrap(None)).await;
                 return;

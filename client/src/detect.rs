@@ -1,10 +1,17 @@
 //! Game detection: which catalog games are running, by matching the names of running
 //! processes against each game's `process_names`.
 //!
-//! Linux reads `/proc` (the short `comm` name, `argv[0]` and the executable's file name, so
-//! Wine/Proton games such as `cs2.exe` match too); Windows asks `tasklist`. Matching is
-//! case-insensitive, ignores a trailing `.exe` on either side and accepts the kernel's
-//! 15-byte truncation of `comm`.
+//! The process table comes from `sysinfo` (no child process, so no console window flashing
+//! every few seconds on Windows). On Linux a process is known by its short `comm` name,
+//! `argv[0]` and the executable's file name, so Wine/Proton games such as `cs2.exe` match too;
+//! on Windows by its image name only (reading other processes' command lines means reading
+//! their memory, which anti-cheat software watches). Matching is case-insensitive, ignores a
+//! trailing `.exe` on either side and accepts the kernel's 15-byte truncation of `comm`.
+
+use std::ffi::{OsStr, OsString};
+use std::path::Path;
+
+use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, System, UpdateKind};
 
 use crate::billing::GameInfo;
 
@@ -93,91 +100,47 @@ pub fn detect(games: &[GameInfo], processes: &[RunningProcess]) -> Vec<Detected>
 
 /// The processes running now (empty where listing is not supported).
 pub fn running_processes() -> Vec<RunningProcess> {
-    platform::list()
-}
-
-#[cfg(target_os = "linux")]
-mod platform {
-    use super::RunningProcess;
-
-    pub(super) fn list() -> Vec<RunningProcess> {
-        let Ok(dir) = std::fs::read_dir("/proc") else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        for entry in dir.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            let path = entry.path();
-            let mut names = Vec::new();
-            if let Ok(comm) = std::fs::read_to_string(path.join("comm")) {
-                names.push(comm.trim_end_matches('\n').to_owned());
-            }
-            // argv[0], as the program set it (Wine shows the Windows path of the .exe here).
-            if let Ok(cmdline) = std::fs::read(path.join("cmdline"))
-                && let Some(arg0) = cmdline.split(|b| *b == 0).next()
-                && !arg0.is_empty()
-            {
-                names.push(String::from_utf8_lossy(arg0).into_owned());
-            }
-            if let Ok(exe) = std::fs::read_link(path.join("exe"))
-                && let Some(f) = exe.file_name()
-            {
-                names.push(f.to_string_lossy().into_owned());
-            }
-            names.dedup();
-            if !names.is_empty() {
-                out.push(RunningProcess { pid, names });
-            }
-        }
-        out
+    if !sysinfo::IS_SUPPORTED_SYSTEM {
+        return Vec::new();
     }
-}
-
-#[cfg(windows)]
-mod platform {
-    use super::RunningProcess;
-
-    /// `tasklist /fo csv /nh` prints `"name.exe","pid",...` per process.
-    pub(super) fn list() -> Vec<RunningProcess> {
-        let Ok(out) = std::process::Command::new("tasklist")
-            .args(["/fo", "csv", "/nh"])
-            .output()
-        else {
-            return Vec::new();
-        };
-        super::parse_tasklist(&String::from_utf8_lossy(&out.stdout))
-    }
-}
-
-#[cfg(not(any(target_os = "linux", windows)))]
-mod platform {
-    use super::RunningProcess;
-
-    pub(super) fn list() -> Vec<RunningProcess> {
-        Vec::new()
-    }
-}
-
-/// Parses `tasklist /fo csv /nh` output.
-#[cfg_attr(not(windows), allow(dead_code))]
-fn parse_tasklist(text: &str) -> Vec<RunningProcess> {
-    text.lines()
-        .filter_map(|line| {
-            let mut fields = line.split("\",\"");
-            let name = fields.next()?.trim().trim_start_matches('"').to_owned();
-            let pid = fields.next()?.trim_matches('"').parse().ok()?;
-            Some(RunningProcess {
-                pid,
-                names: vec![name],
+    // Threads are not processes here; on Windows the image name is all we read.
+    let kind = ProcessRefreshKind::nothing().without_tasks();
+    let kind = if cfg!(windows) {
+        kind
+    } else {
+        kind.with_cmd(UpdateKind::Always)
+            .with_exe(UpdateKind::Always)
+    };
+    let mut system = System::new();
+    system.refresh_processes_specifics(ProcessesToUpdate::All, true, kind);
+    system
+        .processes()
+        .values()
+        .filter(|p| p.thread_kind().is_none())
+        .filter_map(|p| {
+            let names = names_of(p.name(), p.cmd(), p.exe());
+            (!names.is_empty()).then(|| RunningProcess {
+                pid: p.pid().as_u32(),
+                names,
             })
         })
         .collect()
+}
+
+/// The names a process may be known by: its short name (Linux: `comm`, cut at 15 bytes;
+/// Windows: the image name), `argv[0]` as the program set it (Wine shows the Windows path of
+/// the `.exe` there) and the executable's file name.
+fn names_of(name: &OsStr, cmd: &[OsString], exe: Option<&Path>) -> Vec<String> {
+    let arg0 = cmd.first().map(OsString::as_os_str);
+    let file = exe.and_then(Path::file_name);
+    let mut names: Vec<String> = [Some(name), arg0, file]
+        .into_iter()
+        .flatten()
+        .map(|n| n.to_string_lossy().into_owned())
+        .filter(|n| !n.is_empty())
+        .collect();
+    names.dedup();
+    names
 }
 
 #[cfg(test)]
@@ -256,22 +219,54 @@ mod tests {
     }
 
     #[test]
-    fn tasklist_csv_parses() {
-        let text = "\"System Idle Process\",\"0\",\"Services\",\"0\",\"8 K\"\r\n\
-                    \"cs2.exe\",\"4242\",\"Console\",\"1\",\"1,234,567 K\"\r\n\
-                    garbage\r\n";
+    fn names_come_from_comm_argv0_and_the_executable() {
+        let os = |s: &str| OsString::from(s);
+        // Proton: comm is cut, argv[0] is the Windows path, the executable is Wine's loader.
         assert_eq!(
-            parse_tasklist(text),
-            [proc(0, &["System Idle Process"]), proc(4242, &["cs2.exe"])]
+            names_of(
+                OsStr::new("VALORANT-Win64-"),
+                &[os("Z:\\Games\\VALORANT-Win64-Shipping.exe"), os("-arg")],
+                Some(Path::new("/usr/bin/wine64-preloader")),
+            ),
+            [
+                "VALORANT-Win64-",
+                "Z:\\Games\\VALORANT-Win64-Shipping.exe",
+                "wine64-preloader"
+            ]
         );
+        // Repeats collapse; a missing command line or executable (a kernel thread, another
+        // user's process) leaves the short name.
+        assert_eq!(
+            names_of(OsStr::new("cs2"), &[os("cs2")], Some(Path::new("/opt/cs2"))),
+            ["cs2"]
+        );
+        assert_eq!(
+            names_of(OsStr::new("kworker/0:1"), &[], None),
+            ["kworker/0:1"]
+        );
+        assert!(names_of(OsStr::new(""), &[os("")], None).is_empty());
     }
 
-    #[cfg(target_os = "linux")]
+    #[cfg(any(target_os = "linux", windows))]
     #[test]
     fn this_test_process_is_listed() {
         let me = std::process::id();
         let all = running_processes();
         let p = all.iter().find(|p| p.pid == me).expect("own pid listed");
-        assert!(!p.names.is_empty());
+        // The test binary's name (`plg_client-<hash>`, longer than `comm`) finds it.
+        let exe = std::env::current_exe().unwrap();
+        let exe = exe.file_name().unwrap().to_str().unwrap();
+        assert!(p.names.iter().any(|n| name_matches(n, exe)), "{p:?}");
+        // Threads are not listed as processes of their own (this test runs on one of ours).
+        #[cfg(target_os = "linux")]
+        {
+            let threads: Vec<u32> = std::fs::read_dir("/proc/self/task")
+                .unwrap()
+                .filter_map(|t| t.ok()?.file_name().to_str()?.parse().ok())
+                .filter(|&tid| tid != me)
+                .collect();
+            assert!(!threads.is_empty());
+            assert!(all.iter().all(|p| !threads.contains(&p.pid)), "{threads:?}");
+        }
     }
 }

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod billing;
 pub mod capture;
 pub mod conn;
+pub mod connreset;
 pub mod controller;
 pub mod credentials;
 pub mod dashboard;

@@ -97,6 +97,7 @@ pub async fn echo(
         (Ipv6Addr::UNSPECIFIED, 0).into()
     };
     let socket = UdpSocket::bind(bind).await?;
+    crate::connreset::disable_connreset(&socket)?;
     socket.connect(target).await?;
     Ok(echo_on(&socket, 0, count, interval, timeout).await)
 }
@@ -136,7 +137,13 @@ pub async fn echo_on(
                 deadline = Instant::now() + timeout;
             }
             r = socket.recv(&mut buf) => {
-                let Ok(n) = r else { continue };
+                let n = match r {
+                    Ok(n) => n,
+                    // The target's port is closed: its probes are lost, no more.
+                    Err(e) if crate::connreset::is_icmp_report(&e) => continue,
+                    // The socket is unusable: what was measured so far stands.
+                    Err(_) => break,
+                };
                 if n < 16 || &buf[..4] != ECHO_MAGIC || buf[8..16] != round.to_be_bytes() {
                     continue;
                 }

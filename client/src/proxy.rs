@@ -99,7 +99,7 @@ pub struct Proxy {
 /// Requests from the front end to the driver.
 enum Command {
     /// Move onto `tunnel`, a session opened with `node` using `ticket`.
-    Switch(NodeInfo, Tunnel, Vec<u8>),
+    Switch(NodeInfo, Box<Tunnel>, Vec<u8>),
     /// Later failovers present this ticket (renewed in place).
     Ticket(Vec<u8>),
 }
@@ -243,7 +243,7 @@ impl Proxy {
     /// if the proxy has stopped.
     pub async fn switch_tunnel(&self, node: NodeInfo, tunnel: Tunnel, ticket: Vec<u8>) -> bool {
         self.commands
-            .send(Command::Switch(node, tunnel, ticket))
+            .send(Command::Switch(node, Box::new(tunnel), ticket))
             .await
             .is_ok()
     }
@@ -280,6 +280,7 @@ async fn open_path(
         (Ipv6Addr::UNSPECIFIED, 0).into()
     };
     let s = Arc::new(UdpSocket::bind(bind).await?);
+    crate::connreset::disable_connreset(&*s)?;
     s.connect(addr).await?;
     let reader = Reader(tokio::spawn(read_path(s.clone(), path, tx.clone())));
     Ok((s, reader))
@@ -338,14 +339,7 @@ async fn read_path(socket: Arc<UdpSocket>, path: u8, tx: mpsc::Sender<(Via, Vec<
                 }
             }
             // ICMP unreachable on a connected socket: the path may come back.
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionReset
-                ) =>
-            {
-                continue;
-            }
+            Err(e) if crate::connreset::is_icmp_report(&e) => continue,
             Err(e) => {
                 // The socket is unusable (e.g. its address vanished): the engine rebinds the
                 // path when it goes silent.
@@ -421,7 +415,7 @@ impl<C: Capture> Driver<C> {
                         if self.ticket.is_some() {
                             self.ticket = Some(ticket);
                         }
-                        self.switch(Instant::now().into_std(), node, tunnel);
+                        self.switch(Instant::now().into_std(), node, *tunnel);
                     }
                 },
                 _ = stop.changed() => break,

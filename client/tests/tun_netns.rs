@@ -26,6 +26,8 @@
 
 #![cfg(target_os = "linux")]
 
+mod common;
+
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr};
@@ -828,8 +830,9 @@ fn tun_device_and_routes_vanish_on_ctrl_c_and_kill() {
         ("no-handler", nix::sys::signal::Signal::SIGINT),
         ("no-handler", nix::sys::signal::Signal::SIGKILL),
     ] {
-        let mut child = ns
-            .exec(exe.to_str().unwrap())
+        // The "no-handler" child dies of SIGINT's default action, which must not be inherited
+        // as "ignored".
+        let mut child = common::default_signals(&mut ns.exec(exe.to_str().unwrap()))
             .args([
                 "--exact",
                 "tun_child_holds_a_capture",

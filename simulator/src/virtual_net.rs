@@ -504,14 +504,14 @@ impl VirtualNet {
             ClientOutcome::OpenFlow { flow, dst, .. } => {
                 core.flow_opened(flow, dst, (), now);
             }
-            ClientOutcome::Reply { to: Some(to), .. } => self.to_client(to, out),
+            ClientOutcome::Reply { to: Some(to), .. } => self.send_to_client(to, out),
             ClientOutcome::Closed { .. } => self.nodes[node].session = None,
             _ => {}
         }
     }
 
     /// A node datagram towards the client address `to` (a path socket or the bridge).
-    fn to_client(&mut self, to: SocketAddr, bytes: Vec<u8>) {
+    fn send_to_client(&mut self, to: SocketAddr, bytes: Vec<u8>) {
         if to == BRIDGE {
             let at = self.now + Duration::from_secs_f64(self.cfg.impairment.delay_ms / 1000.0);
             self.push(
@@ -586,7 +586,7 @@ impl VirtualNet {
         }
     }
 
-    fn from_game(&mut self, node: usize, flow: u32, payload: Vec<u8>) {
+    fn game_reply(&mut self, node: usize, flow: u32, payload: Vec<u8>) {
         if !self.nodes[node].up {
             return;
         }
@@ -604,7 +604,7 @@ impl VirtualNet {
             copies.push((peer, buf));
         }
         for (peer, buf) in copies {
-            self.to_client(peer, buf);
+            self.send_to_client(peer, buf);
         }
     }
 
@@ -710,7 +710,7 @@ impl VirtualNet {
                         node,
                         flow,
                         payload,
-                    } => self.from_game(node, flow, payload),
+                    } => self.game_reply(node, flow, payload),
                 }
                 self.flush_client();
             }

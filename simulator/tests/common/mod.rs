@@ -27,6 +27,28 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// Makes `cmd`'s child start with the default action for SIGINT, SIGTERM and SIGHUP.
+///
+/// A test run started from a background job (`cargo test &`, a CI script, `setsid`) has
+/// SIGINT ignored, and an ignored signal stays ignored across `exec`: a child relying on the
+/// default action would then outlive the Ctrl-C the test sends it.
+pub fn default_signals(cmd: &mut Command) -> &mut Command {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before `exec`, where only
+    // async-signal-safe calls are allowed: it calls signal(2) (async-signal-safe per POSIX)
+    // and neither allocates nor takes a lock.
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(|| {
+            for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+                signal(s, SigHandler::SigDfl)?;
+            }
+            Ok(())
+        })
+    }
+}
+
 /// A child process killed on drop, with its output lines on a channel.
 pub struct Proc {
     pub name: &'static str,
@@ -36,7 +58,7 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &'static str, cmd: &mut Command) -> Proc {
-        let mut child = cmd
+        let mut child = default_signals(cmd)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
