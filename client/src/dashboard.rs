@@ -188,8 +188,12 @@ impl Monitor {
     /// Takes the per-second sample of the proxy's counters and paths.
     pub fn sample(&mut self, stats: &ProxyStats, paths: &PathsView) {
         let t = self.t();
+        // No sample before the first answer: a session that just started has lost nothing
+        // (this once showed "20 % loss" on loopback).
         let rtt = stats.rtt_us.load(Ordering::Relaxed);
-        self.node.push(t, (rtt > 0).then(|| rtt as f64 / 1000.0));
+        if rtt > 0 {
+            self.node.push(t, Some(rtt as f64 / 1000.0));
+        }
         self.paths = paths.clone();
         self.counters = [
             stats.from_game.load(Ordering::Relaxed),
@@ -469,6 +473,23 @@ impl Drop for Tui {
 mod tests {
     use super::*;
     use ratatui::backend::TestBackend;
+
+    #[test]
+    fn no_node_loss_before_the_first_answer() {
+        let mut m = Monitor::new("t".into(), "r".into());
+        let stats = ProxyStats::default();
+        m.sample(&stats, &PathsView::default());
+        assert_eq!(
+            m.node.loss_percent(),
+            None,
+            "nothing measured yet is not a loss"
+        );
+        stats.rtt_us.store(1500, Ordering::Relaxed);
+        m.sample(&stats, &PathsView::default());
+        m.sample(&stats, &PathsView::default());
+        assert_eq!(m.node.loss_percent(), Some(0.0));
+        assert_eq!(m.node.last(), Some(1.5));
+    }
 
     #[test]
     fn series_statistics() {

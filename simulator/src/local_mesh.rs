@@ -67,6 +67,15 @@ impl LocalMesh {
 
     /// Like [`LocalMesh::start`] with custom node settings.
     pub async fn start_with(node_cfg: NodeConfig) -> Result<LocalMesh> {
+        Self::start_with_ttl(node_cfg, None).await
+    }
+
+    /// Like [`LocalMesh::start_with`], with billing's ticket lifetime set (at least 60 s;
+    /// `None`: billing's default) — for long-session tests that must see renewals.
+    pub async fn start_with_ttl(
+        node_cfg: NodeConfig,
+        ticket_ttl_secs: Option<u64>,
+    ) -> Result<LocalMesh> {
         let dir = tempfile::tempdir().context("creating a temporary directory")?;
         let game = EchoServer::start(loopback())
             .await
@@ -88,6 +97,10 @@ impl LocalMesh {
             }],
             ..plg_billing::Config::default()
         };
+        let mut config = config;
+        if let Some(ttl) = ticket_ttl_secs {
+            config.ticket_ttl_secs = ttl;
+        }
         let billing = Billing::open(config.clone())
             .await
             .context("opening billing")?;

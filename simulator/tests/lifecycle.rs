@@ -13,7 +13,7 @@ use tokio::net::UdpSocket;
 
 mod common;
 
-use common::{Proc, bin, plg_login, start_billing_with, start_node};
+use common::{Proc, bin, plg_login, start_billing_with, start_node, start_node_with_id};
 
 fn connect(config_dir: &std::path::Path, args: &[&str]) -> Proc {
     Proc::spawn(
@@ -89,6 +89,68 @@ async fn every_way_a_session_ends_gives_the_slot_back() {
     for mut p in [a, b] {
         assert!(p.wait_exit());
     }
+}
+
+/// `plg connect --node X` pins the exit, but a pinned exit that dies still fails over (to the
+/// backup its ACCEPT named, else the next node) instead of leaving the gamer without a route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_exit_that_dies_still_fails_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let game = EchoServer::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let (_billing, url, billing_dir) = start_billing_with(dir.path(), game.addr.port(), "");
+    let (pinned, pinned_id) = start_node_with_id(dir.path(), &url, &billing_dir, "pin-1");
+    let (_other, other_id) = start_node_with_id(dir.path(), &url, &billing_dir, "pin-2");
+    let cfg = dir.path().join("plg");
+    plg_login(&url, "pin@example.com", &cfg);
+    // `plg nodes` lists both without taking a session slot.
+    let out = common::run(
+        Command::new(bin("plg"))
+            .args(["nodes", "--game", "demo", "--probes", "2"])
+            .env("PLG_CONFIG_DIR", &cfg),
+    );
+    assert!(out.contains(&pinned_id) && out.contains(&other_id), "{out}");
+    let p = connect(
+        &cfg,
+        &[
+            "--game",
+            "demo",
+            "--proxy",
+            "127.0.0.1:0",
+            "--node",
+            pinned_id.as_str(),
+            "--paths",
+            "1",
+        ],
+    );
+    let line = p.wait_for(" via node ");
+    assert!(line.contains(&pinned_id), "{line}");
+    let proxy = proxy_addr(&p);
+    // The game plays while the pinned exit is killed.
+    let game_task = tokio::spawn(play(proxy, 64, Duration::from_secs(6)));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut pinned = pinned;
+    pinned.child.kill().unwrap();
+    let moved = p.wait_for("session moved to node");
+    assert!(moved.contains(&other_id), "{moved}");
+    let (copies, longest, sent) = game_task.await.unwrap();
+    let tail = copies[copies.len() - 64..]
+        .iter()
+        .filter(|&&c| c == 1)
+        .count();
+    println!(
+        "pinned exit killed: {sent} packets, longest gap {} ms, last second {tail}/64 delivered",
+        longest.as_millis()
+    );
+    assert!(
+        tail >= 60,
+        "the session carries on through {other_id}: {tail}/64"
+    );
+    assert!(longest < Duration::from_secs(3), "{longest:?}");
+    p.signal("TERM");
+    p.wait_for("disconnected");
+    let _ = pinned.wait_exit();
 }
 
 /// Game packets carry a sequence number; the echo brings each back. Returns, per sequence

@@ -45,6 +45,10 @@ struct Cli {
     /// Billing URL to use instead of starting a demo mesh.
     #[arg(long)]
     billing: Option<String>,
+    /// The demo mesh's ticket lifetime in seconds (at least 60; default: billing's 2 h). The
+    /// long-session test (e2e/long.mjs) uses 60 to see renewals.
+    #[arg(long)]
+    ticket_ttl_secs: Option<u64>,
 }
 
 #[derive(Clone)]
@@ -67,7 +71,12 @@ async fn main() -> Result<()> {
     let billing = match cli.billing {
         Some(b) => b,
         None => {
-            let mut m = LocalMesh::start().await.context("starting the demo mesh")?;
+            let mut m = LocalMesh::start_with_ttl(
+                plg_sim::local_mesh::loopback_node_config(),
+                cli.ticket_ttl_secs,
+            )
+            .await
+            .context("starting the demo mesh")?;
             for i in 2..=cli.nodes {
                 m.add_node(&format!("node-{i}")).await?;
             }

@@ -377,10 +377,13 @@ impl App {
     /// The catalog (fetched once per login), filtered, with a `running` flag per game.
     async fn games(&self, q: Search) -> Result<Value, CmdError> {
         let account = self.account().await?;
-        let mut inner = self.inner.lock().await;
-        if inner.games.is_empty() {
-            inner.games = account.games(None).await?;
+        let cached = !self.inner.lock().await.games.is_empty();
+        if !cached {
+            // Fetched without holding the lock: billing may be slow or down.
+            let games = account.games(None).await?;
+            self.inner.lock().await.games = games;
         }
+        let inner = self.inner.lock().await;
         let list: Vec<Value> = account::filter_games(&inner.games, &q.search, &q.category)
             .into_iter()
             .map(|g| {
