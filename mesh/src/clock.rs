@@ -51,6 +51,10 @@ impl WallClock {
 }
 
 /// The operating system's Unix milliseconds (0 before 1970).
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the one place the mesh reads the OS clock"
+)]
 pub(crate) fn system_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
