@@ -5,7 +5,9 @@
 //! take `now` and bytes and never touch a socket or a clock; [`Mesh`] is the tokio driver.
 //! The design and the wire formats are described in `docs/mesh.md`.
 
+mod clock;
 pub mod fault;
+mod memnet;
 mod mesh;
 mod node;
 pub mod rtt;
@@ -15,11 +17,13 @@ mod session;
 mod transport;
 mod view;
 
+pub use clock::WallClock;
+pub use memnet::{MemoryNetwork, MemorySocket};
 pub use mesh::{Mesh, MeshConfig, MeshHandle, StartError};
 pub use node::{Health, InvalidValue, Load, NodeId, NodeInfo, NodeView};
 pub use rtt::{RttConfig, RttMatrix, RttSummary};
 pub use seal::GossipKey;
 pub use selection::{Candidate, SelectionPolicy, clearly_better, cost, select_exits};
 pub use session::{SessionRecord, SessionRoute};
-pub use transport::{GossipCounters, GossipStats, GossipTransport};
+pub use transport::{GossipCounters, GossipNetwork, GossipStats, GossipTransport};
 pub use view::{MembershipChange, MeshView};

@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use chitchat::transport::Transport;
 use chitchat::{Chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig};
@@ -25,7 +25,7 @@ use crate::node::{
 use crate::rtt::{self, RttConfig, RttMatrix, RttSummary};
 use crate::seal::GossipKey;
 use crate::session::{SessionRecord, SessionRoute};
-use crate::transport::{GossipCounters, GossipStats, GossipTransport};
+use crate::transport::{GossipCounters, GossipNetwork, GossipStats, GossipTransport};
 use crate::view::{MeshView, NodeEntry};
 
 /// Everything needed to start a mesh member.
@@ -41,6 +41,9 @@ pub struct MeshConfig {
     pub cluster_id: String,
     /// Gossip UDP bind address; port 0 picks one.
     pub listen_addr: SocketAddr,
+    /// UDP (default), or an in-memory network for tests and simulations; also decides the
+    /// wall clock that stamps gossip.
+    pub network: GossipNetwork,
     /// Address peers should gossip to, if not the bound one (e.g. behind NAT or bound to
     /// 0.0.0.0).
     pub advertise_addr: Option<SocketAddr>,
@@ -80,6 +83,7 @@ impl MeshConfig {
             gossip_key,
             cluster_id: "plg".to_owned(),
             listen_addr,
+            network: GossipNetwork::Udp,
             advertise_addr: None,
             seeds: Vec::new(),
             generation: None,
@@ -137,8 +141,8 @@ pub enum StartError {
 pub struct Mesh;
 
 impl Mesh {
-    /// Binds the gossip socket, starts chitchat over the sealed transport and the
-    /// publisher task.
+    /// Binds the gossip socket (on `config.network`), starts chitchat over the sealed
+    /// transport and the publisher task.
     pub async fn start(config: MeshConfig) -> Result<MeshHandle, StartError> {
         Self::start_with_transport(config, |t| t).await
     }
@@ -149,7 +153,9 @@ impl Mesh {
         wrap: impl FnOnce(GossipTransport) -> T,
     ) -> Result<MeshHandle, StartError> {
         config.validate()?;
-        let socket = tokio::net::UdpSocket::bind(config.listen_addr)
+        let socket = config
+            .network
+            .bind(config.listen_addr)
             .await
             .map_err(|source| StartError::Bind {
                 addr: config.listen_addr,
@@ -163,18 +169,17 @@ impl Mesh {
         if advertise.ip().is_unspecified() {
             return Err(StartError::NoAdvertiseAddr(local));
         }
-        let generation = config.generation.unwrap_or_else(|| {
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(1, |d| d.as_millis() as u64)
-        });
+        let generation = config
+            .generation
+            .unwrap_or_else(|| config.network.clock().now_ms().max(1));
         let chitchat_id = ChitchatId::new(config.node_id.to_string(), generation, advertise);
         let transport = GossipTransport::new(
             config.gossip_key.clone(),
             config.node_id.clone(),
             config.max_clock_skew,
         )
-        .with_socket(socket);
+        .on_network(config.network.clone())
+        .with_link(socket);
         let stats = transport.stats();
         let transport = wrap(transport);
 

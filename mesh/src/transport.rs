@@ -1,4 +1,5 @@
-//! Chitchat transport over UDP that seals every message (see [`crate::seal`]).
+//! Chitchat transport that seals every message (see [`crate::seal`]), over UDP or, for
+//! tests and simulations, a [`MemoryNetwork`]; both carry the same sealed bytes.
 //!
 //! Chitchat stops its gossip loop when `Socket::recv` returns an error, so a bad datagram is
 //! never an error here: it is counted in [`GossipStats`] and the next one is awaited. `recv`
@@ -9,7 +10,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
@@ -17,6 +18,8 @@ use chitchat::transport::{Socket, Transport};
 use chitchat::{ChitchatMessage, Deserializable, Serializable};
 use tracing::{debug, warn};
 
+use crate::clock::WallClock;
+use crate::memnet::{MemoryNetwork, MemorySocket};
 use crate::node::NodeId;
 use crate::seal::{GossipKey, MAX_DATAGRAM, OpenError, Opener, Sealer};
 
@@ -79,20 +82,73 @@ impl GossipStats {
     }
 }
 
-/// Wall-clock Unix milliseconds: gossip sequence numbers are timestamps.
-pub(crate) fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+/// Where gossip datagrams travel.
+#[derive(Clone, Debug, Default)]
+pub enum GossipNetwork {
+    /// The operating system's UDP, with the system clock.
+    #[default]
+    Udp,
+    /// An in-memory network, with its virtual clock (tests, simulations).
+    Memory(MemoryNetwork),
 }
 
-/// The sealed UDP transport handed to chitchat.
+impl GossipNetwork {
+    /// The wall clock that stamps and checks sequence numbers on this network.
+    pub fn clock(&self) -> WallClock {
+        match self {
+            GossipNetwork::Udp => WallClock::system(),
+            GossipNetwork::Memory(net) => net.clock(),
+        }
+    }
+
+    pub(crate) async fn bind(&self, addr: SocketAddr) -> io::Result<Link> {
+        Ok(match self {
+            GossipNetwork::Udp => Link::Udp(tokio::net::UdpSocket::bind(addr).await?),
+            GossipNetwork::Memory(net) => Link::Memory(net.bind(addr)?),
+        })
+    }
+}
+
+/// A bound datagram socket on either network.
+#[derive(Debug)]
+pub(crate) enum Link {
+    Udp(tokio::net::UdpSocket),
+    Memory(MemorySocket),
+}
+
+impl Link {
+    pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
+        match self {
+            Link::Udp(s) => s.local_addr(),
+            Link::Memory(s) => Ok(s.local_addr()),
+        }
+    }
+
+    async fn send_to(&self, datagram: &[u8], to: SocketAddr) -> io::Result<usize> {
+        match self {
+            Link::Udp(s) => s.send_to(datagram, to).await,
+            Link::Memory(s) => s.send_to(datagram, to),
+        }
+    }
+
+    /// Cancel-safe, as both sockets' `recv_from` are.
+    async fn recv_from(&mut self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        match self {
+            Link::Udp(s) => s.recv_from(buf).await,
+            Link::Memory(s) => s.recv_from(buf).await,
+        }
+    }
+}
+
+/// The sealed transport handed to chitchat.
 pub struct GossipTransport {
     key: GossipKey,
     sender: NodeId,
     max_skew: Duration,
     stats: Arc<GossipStats>,
-    prebound: std::sync::Mutex<Option<tokio::net::UdpSocket>>,
+    network: GossipNetwork,
+    clock: WallClock,
+    prebound: std::sync::Mutex<Option<Link>>,
 }
 
 impl std::fmt::Debug for GossipTransport {
@@ -100,27 +156,41 @@ impl std::fmt::Debug for GossipTransport {
         f.debug_struct("GossipTransport")
             .field("sender", &self.sender)
             .field("max_skew", &self.max_skew)
+            .field("network", &self.network)
             .finish_non_exhaustive()
     }
 }
 
 impl GossipTransport {
-    /// A transport sealing as `sender` under `key`, refusing datagrams whose timestamp is
-    /// more than `max_skew` from the local clock.
+    /// A UDP transport sealing as `sender` under `key`, refusing datagrams whose timestamp
+    /// is more than `max_skew` from the local clock.
     pub fn new(key: GossipKey, sender: NodeId, max_skew: Duration) -> Self {
         GossipTransport {
             key,
             sender,
             max_skew,
             stats: Arc::default(),
+            network: GossipNetwork::Udp,
+            clock: WallClock::system(),
             prebound: std::sync::Mutex::new(None),
         }
     }
 
-    /// Uses an already bound socket for the next `open` (so port 0 can be resolved before
-    /// chitchat needs the advertised address).
+    /// Opens sockets on `network` and takes its clock.
+    pub fn on_network(mut self, network: GossipNetwork) -> Self {
+        self.clock = network.clock();
+        self.network = network;
+        self
+    }
+
+    /// Uses an already bound UDP socket for the next `open` (so port 0 can be resolved
+    /// before chitchat needs the advertised address).
     pub fn with_socket(self, socket: tokio::net::UdpSocket) -> Self {
-        *self.prebound.lock().expect("not poisoned") = Some(socket);
+        self.with_link(Link::Udp(socket))
+    }
+
+    pub(crate) fn with_link(self, link: Link) -> Self {
+        *self.prebound.lock().expect("not poisoned") = Some(link);
         self
     }
 
@@ -136,12 +206,15 @@ impl Transport for GossipTransport {
         let prebound = self.prebound.lock().expect("not poisoned").take();
         let socket = match prebound {
             Some(s) => s,
-            None => tokio::net::UdpSocket::bind(listen_addr)
+            None => self
+                .network
+                .bind(listen_addr)
                 .await
                 .with_context(|| format!("binding gossip socket {listen_addr}"))?,
         };
         Ok(Box::new(GossipSocket {
             socket,
+            clock: self.clock,
             sealer: Sealer::new(&self.key, self.sender.clone()),
             opener: Opener::new(&self.key, self.max_skew.as_millis() as u64),
             stats: self.stats.clone(),
@@ -153,7 +226,8 @@ impl Transport for GossipTransport {
 }
 
 struct GossipSocket {
-    socket: tokio::net::UdpSocket,
+    socket: Link,
+    clock: WallClock,
     sealer: Sealer,
     opener: Opener,
     stats: Arc<GossipStats>,
@@ -179,7 +253,10 @@ impl Socket for GossipSocket {
         self.plain.clear();
         msg.serialize(&mut self.plain);
         self.sealed.clear();
-        if let Err(err) = self.sealer.seal(unix_ms(), &self.plain, &mut self.sealed) {
+        if let Err(err) = self
+            .sealer
+            .seal(self.clock.now_ms(), &self.plain, &mut self.sealed)
+        {
             GossipStats::bump(&self.stats.oversize);
             warn!(error = %err, peer = %to, "gossip message not sent");
             return Ok(());
@@ -207,7 +284,10 @@ impl Socket for GossipSocket {
                 Err(err) => return Err(err).context("gossip socket broken"),
             };
             GossipStats::bump(&self.stats.received);
-            let payload = match self.opener.open(unix_ms(), &mut self.recv_buf[..len]) {
+            let payload = match self
+                .opener
+                .open(self.clock.now_ms(), &mut self.recv_buf[..len])
+            {
                 Ok(Some(p)) => p,
                 Ok(None) => continue,
                 Err(err) => {

@@ -1,4 +1,6 @@
-//! Membership over loopback UDP: join, failure detection, partitions, restarts.
+//! Membership: join, failure detection, partitions, restarts. Convergence runs once over
+//! loopback UDP (the real socket path) and once in memory; the rest runs in memory with
+//! paused tokio time, so their time bounds are virtual and deterministic.
 
 mod common;
 
@@ -6,11 +8,20 @@ use std::time::Duration;
 
 use common::*;
 use plg_mesh::fault::Partition;
-use plg_mesh::{Load, Mesh, MeshHandle, NodeId};
+use plg_mesh::{GossipNetwork, Load, Mesh, MeshHandle, NodeId};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_join_and_converge_over_udp() {
+    join_and_converge(&GossipNetwork::Udp).await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn five_nodes_join_and_converge() {
-    let nodes = cluster(5, &["eu"]).await;
+    join_and_converge(&memory()).await;
+}
+
+async fn join_and_converge(net: &GossipNetwork) {
+    let nodes = cluster(net, 5, &["eu"]).await;
     let all = ids(&nodes);
     let refs: Vec<&NodeId> = all.iter().collect();
     let handles: Vec<&MeshHandle> = nodes.iter().collect();
@@ -55,9 +66,9 @@ async fn five_nodes_join_and_converge() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn killed_node_is_seen_dead_by_every_peer_within_2s() {
-    let mut nodes = cluster(5, &["eu"]).await;
+    let mut nodes = cluster(&memory(), 5, &["eu"]).await;
     let all = ids(&nodes);
     let refs: Vec<&NodeId> = all.iter().collect();
     {
@@ -92,11 +103,11 @@ async fn killed_node_is_seen_dead_by_every_peer_within_2s() {
     )
     .await;
     let worst = seen_at.iter().flatten().max().unwrap();
-    eprintln!("detection times: {seen_at:?}");
-    // The target is 2 s (about 1.2 s measured on an idle box); the slack absorbs a 2-core
-    // CI box busy compiling, where gossip ticks run late. The benchmark reports the
-    // distribution.
-    assert!(*worst < Duration::from_secs(3), "worst detection {worst:?}");
+    eprintln!("detection times (virtual): {seen_at:?}");
+    // The target is 2 s. Time is virtual, so a busy machine cannot make gossip ticks late
+    // and the bound needs no slack (0.6–1.4 s over 30 runs; the spread is chitchat's random
+    // choice of gossip peers). The benchmark reports the distribution over real UDP.
+    assert!(*worst < Duration::from_secs(2), "worst detection {worst:?}");
     // Survivors stay (or promptly come back) alive.
     eventually(Duration::from_secs(5), "survivors all live", || {
         all_see(&handles, &survivors)
@@ -104,13 +115,14 @@ async fn killed_node_is_seen_dead_by_every_peer_within_2s() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn partition_heals_and_converges() {
+    let net = memory();
     let partition = Partition::new();
     let mut nodes: Vec<MeshHandle> = Vec::new();
     for i in 0..6 {
         let seeds: Vec<_> = nodes.first().map(|h| h.gossip_addr()).into_iter().collect();
-        let c = config(&format!("node-{i}"), "eu", KEY, &seeds);
+        let c = config_on(&net, &format!("node-{i}"), "eu", KEY, &seeds);
         nodes.push(
             Mesh::start_with_transport(c, |t| partition.wrap(t))
                 .await
@@ -151,9 +163,10 @@ async fn partition_heals_and_converges() {
     eprintln!("healed in {took:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn restarted_node_rejoins_with_the_same_id() {
-    let mut nodes = cluster(5, &["eu"]).await;
+    let net = memory();
+    let mut nodes = cluster(&net, 5, &["eu"]).await;
     let all = ids(&nodes);
     let refs: Vec<&NodeId> = all.iter().collect();
     {
@@ -178,7 +191,7 @@ async fn restarted_node_rejoins_with_the_same_id() {
     let seeds = [nodes[0].gossip_addr()];
     let start = tokio::time::Instant::now();
     let restarted = loop {
-        let mut c = config("node-4", "eu", KEY, &seeds);
+        let mut c = config_on(&net, "node-4", "eu", KEY, &seeds);
         c.listen_addr = addr;
         match Mesh::start(c).await {
             Ok(h) => break h,

@@ -1,17 +1,20 @@
 //! The gossip transport refuses what is not sealed under the mesh key, replayed or stale.
+//! In memory with paused tokio time: the datagrams still go through the production sealing
+//! layer, and the network's wall clock (sequence numbers, skew bound) is virtual too.
 
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use chitchat::{ChitchatMessage, Serializable};
 use common::*;
 use plg_mesh::seal::Sealer;
-use plg_mesh::{GossipKey, Mesh, MeshHandle, NodeId};
+use plg_mesh::{GossipKey, GossipNetwork, MemoryNetwork, Mesh, MeshHandle, NodeId};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn forged_gossip_never_joins_and_is_counted() {
-    let nodes = cluster(3, &["eu"]).await;
+    let net = memory();
+    let nodes = cluster(&net, 3, &["eu"]).await;
     let all = ids(&nodes);
     let refs: Vec<&NodeId> = all.iter().collect();
     let handles: Vec<&MeshHandle> = nodes.iter().collect();
@@ -22,7 +25,7 @@ async fn forged_gossip_never_joins_and_is_counted() {
 
     // Same cluster id, same software, wrong key; it knows every address.
     let seeds: Vec<_> = nodes.iter().map(MeshHandle::gossip_addr).collect();
-    let intruder = Mesh::start(config("intruder", "eu", [9; 32], &seeds))
+    let intruder = Mesh::start(config_on(&net, "intruder", "eu", [9; 32], &seeds))
         .await
         .unwrap();
     eventually(
@@ -44,18 +47,17 @@ async fn forged_gossip_never_joins_and_is_counted() {
     assert_eq!(intruder.gossip_counters().accepted, 0);
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn replayed_unsealed_and_stale_datagrams_are_dropped_and_counted() {
-    let node = Mesh::start(config("node-0", "eu", KEY, &[])).await.unwrap();
+    let mem = MemoryNetwork::new();
+    let net = GossipNetwork::Memory(mem.clone());
+    let clock = mem.clock();
+    let now_ms = || clock.now_ms();
+    let node = Mesh::start(config_on(&net, "node-0", "eu", KEY, &[]))
+        .await
+        .unwrap();
     let target = node.gossip_addr();
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let socket = mem.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let mut plain = Vec::new();
     ChitchatMessage::BadCluster.serialize(&mut plain);
 
@@ -63,19 +65,19 @@ async fn replayed_unsealed_and_stale_datagrams_are_dropped_and_counted() {
     let mut sealer = Sealer::new(&GossipKey::new(KEY), id("probe"));
     let mut sealed = Vec::new();
     sealer.seal(now_ms(), &plain, &mut sealed).unwrap();
-    socket.send_to(&sealed[0], target).await.unwrap();
+    socket.send_to(&sealed[0], target).unwrap();
     eventually(Duration::from_secs(2), "accepted once", || {
         node.gossip_counters().accepted == 1
     })
     .await;
-    socket.send_to(&sealed[0], target).await.unwrap();
+    socket.send_to(&sealed[0], target).unwrap();
     eventually(Duration::from_secs(2), "replay counted", || {
         node.gossip_counters().replayed == 1
     })
     .await;
 
     // Plain chitchat, as a stock chitchat node would send.
-    socket.send_to(&plain, target).await.unwrap();
+    socket.send_to(&plain, target).unwrap();
     eventually(Duration::from_secs(2), "unsealed counted", || {
         node.gossip_counters().malformed == 1
     })
@@ -85,14 +87,27 @@ async fn replayed_unsealed_and_stale_datagrams_are_dropped_and_counted() {
     let mut old = Sealer::new(&GossipKey::new(KEY), id("probe-2"));
     let mut stale = Vec::new();
     old.seal(now_ms() - 120_000, &plain, &mut stale).unwrap();
-    socket.send_to(&stale[0], target).await.unwrap();
+    socket.send_to(&stale[0], target).unwrap();
     eventually(Duration::from_secs(2), "stale counted", || {
         node.gossip_counters().stale == 1
     })
     .await;
 
+    // Sealed now, never delivered, replayed once the 30 s skew bound has passed: stale,
+    // although its sequence number is new to the replay window.
+    let mut late = Sealer::new(&GossipKey::new(KEY), id("probe-3"));
+    let mut captured = Vec::new();
+    late.seal(now_ms(), &plain, &mut captured).unwrap();
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    socket.send_to(&captured[0], target).unwrap();
+    eventually(Duration::from_secs(2), "late replay counted stale", || {
+        node.gossip_counters().stale == 2
+    })
+    .await;
+    assert_eq!(node.gossip_counters().accepted, 1);
+
     // None of it stopped the gossip loop: a real peer still joins.
-    let peer = Mesh::start(config("node-1", "eu", KEY, &[target]))
+    let peer = Mesh::start(config_on(&net, "node-1", "eu", KEY, &[target]))
         .await
         .unwrap();
     eventually(

@@ -1,4 +1,5 @@
-//! Session records, RTT publication and exit selection across a live mesh.
+//! Session records, RTT publication and exit selection across a live mesh, in memory with
+//! paused tokio time.
 
 mod common;
 
@@ -18,9 +19,9 @@ async fn converged(nodes: &[MeshHandle]) {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn session_record_published_at_one_node_is_visible_at_all_others() {
-    let nodes = cluster(5, &["eu"]).await;
+    let nodes = cluster(&memory(), 5, &["eu"]).await;
     converged(&nodes).await;
     let record = SessionRecord {
         session_id: 0x1234_5678_9abc_def0,
@@ -49,9 +50,9 @@ async fn session_record_published_at_one_node_is_visible_at_all_others() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn backup_adopts_the_sessions_of_a_dead_exit() {
-    let mut nodes = cluster(4, &["eu"]).await;
+    let mut nodes = cluster(&memory(), 4, &["eu"]).await;
     converged(&nodes).await;
     let record = SessionRecord {
         session_id: 42,
@@ -89,9 +90,9 @@ async fn backup_adopts_the_sessions_of_a_dead_exit() {
     assert!(nodes[0].view().orphaned_sessions().is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn rtt_estimates_are_published_and_backup_exit_is_in_another_region() {
-    let nodes = cluster(4, &["eu", "eu", "us", "us"]).await;
+    let nodes = cluster(&memory(), 4, &["eu", "eu", "us", "us"]).await;
     converged(&nodes).await;
     // node→game RTTs as their data planes would measure them.
     let game_rtt_ms = [10, 12, 40, 45];
