@@ -489,6 +489,21 @@ impl<C: Capture> Driver<C> {
                     }
                     Err(e) => self.conn.handle_path_failed(path, e.to_string()),
                 },
+                Action::Rebind => {
+                    for path in 0..self.sockets.len() {
+                        let addr = self.conn.path_addrs()[path];
+                        match open_path(path as u8, addr, &self.rx_tx).await {
+                            Ok((s, r)) => {
+                                self.sockets[path] = s;
+                                self.readers[path] = r;
+                            }
+                            Err(e) => self.conn.handle_path_failed(path as u8, e.to_string()),
+                        }
+                    }
+                    if let Err(e) = self.tunnel.rebind() {
+                        tracing::debug!(error = %e, "cannot move the control connection to a new socket");
+                    }
+                }
                 Action::FailOver { candidates } => {
                     let now = Instant::now().into_std();
                     match &self.ticket {

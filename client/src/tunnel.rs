@@ -232,6 +232,19 @@ impl Tunnel {
         std::mem::replace(&mut self.session, dead)
     }
 
+    /// Moves the control connection to a fresh local socket (QUIC connection migration):
+    /// after the local address changed, the connection — and protected mode with it — keeps
+    /// working from the new one.
+    pub fn rebind(&self) -> std::io::Result<()> {
+        let remote = self.connection.remote_address();
+        let bind: SocketAddr = if remote.is_ipv4() {
+            (Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        self.endpoint.rebind(std::net::UdpSocket::bind(bind)?)
+    }
+
     /// Closes the control connection.
     pub async fn close(self) {
         self.connection.close(0u32.into(), b"bye");

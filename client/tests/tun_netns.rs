@@ -942,3 +942,153 @@ fn tun_open_fails_cleanly_when_its_routing_table_is_taken() {
     assert!(err.contains("already exists"), "{err}");
     assert_clean(&ns, &before, "after a failed open");
 }
+
+/// A laptop moving from Wi-Fi to Ethernet: the game PC has two links to the node; mid-game
+/// the first one's address is removed and its link goes down, and the default route moves
+/// to the second. The session's sockets are bound to the old address, so everything goes
+/// silent; the engine rebinds (new sockets, a new source address, the control connection
+/// migrated) and the node follows the first authenticated frame from the new address — the
+/// same session on the same node, no failover.
+#[test]
+fn a_session_survives_a_new_local_address() {
+    if !netns_allowed() {
+        return;
+    }
+    let gp = Netns::new("rgp");
+    let node = Netns::new("rnode");
+    let srv = Netns::new("rsrv");
+    node.sysctl("net.ipv4.ip_forward=0");
+    link(&gp, "ga0", &node, "na0");
+    link(&gp, "gb0", &node, "nb0");
+    link(&srv, "s0", &node, "n1");
+    gp.ip("addr add 10.200.1.2/24 dev ga0");
+    gp.ip("addr add 10.200.3.2/24 dev gb0");
+    gp.ip("route add default via 10.200.1.1 dev ga0");
+    node.ip("addr add 10.200.1.1/24 dev na0");
+    node.ip("addr add 10.200.3.1/24 dev nb0");
+    node.ip("addr add 10.200.2.1/24 dev n1");
+    node.ip(&format!("addr add {NODE_IP}/32 dev lo"));
+    srv.ip("addr add 10.200.2.2/24 dev s0");
+    let server = start_server(&srv);
+    let dir = tempfile::tempdir().unwrap();
+    let node_side = start_node_side(&node, dir.path(), server.port);
+    let server_addr: SocketAddr = format!("{SERVER_V4}:{}", server.port).parse().unwrap();
+
+    const RATE: u64 = 64;
+    const SECONDS: u64 = 10;
+    const MOVE_AT: u64 = 3;
+    let (moved_tx, moved_rx) = mpsc::channel::<()>();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let (url, ca) = (node_side.billing_url.clone(), node_side.ca_pem.clone());
+    let client = gp.thread(move || -> Result<(Vec<u32>, Vec<Duration>, Vec<String>, String, String)> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async move {
+            let mut billing = BillingClient::new(&url);
+            billing.register("roam@netns.test", PASSWORD).await?;
+            let (token, _) = billing.login("roam@netns.test", PASSWORD).await?;
+            let billing = billing.with_token(token);
+            let req = plg_client::ConnectRequest {
+                capture: plg_client::CaptureMode::Proxy {
+                    listen: "127.0.0.1:0".parse()?,
+                    server: Some(server_addr),
+                },
+                paths: 1,
+                keep_alive: false,
+                ..plg_client::ConnectRequest::new(GAME)
+            };
+            let mut ctl = plg_client::Controller::connect(billing, ca, req, |_| {}).await?;
+            let before = ctl.info().node.id;
+            let local = ctl.info().local_addr.context("proxy address")?;
+            let game = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+            game.connect(local).await?;
+            let total = (RATE * SECONDS) as usize;
+            let mut copies = vec![0u32; total];
+            let mut arrivals = Vec::new();
+            let mut events = Vec::new();
+            let start = tokio::time::Instant::now();
+            let mut tick = tokio::time::interval(Duration::from_secs(1) / RATE as u32);
+            let mut sent = 0usize;
+            let mut buf = [0u8; 64];
+            let end = start + Duration::from_secs(SECONDS + 2);
+            loop {
+                tokio::select! {
+                    _ = tick.tick(), if sent < total => {
+                        if sent == (RATE * MOVE_AT) as usize {
+                            // The main thread moves the network, then play goes on.
+                            let _ = moved_tx.send(());
+                            let _ = go_rx.recv_timeout(Duration::from_secs(10));
+                        }
+                        game.send(&(sent as u64).to_be_bytes()).await?;
+                        sent += 1;
+                    }
+                    r = game.recv(&mut buf) => {
+                        // The server answers the payload reversed, then "|srv".
+                        if let Ok(n) = r && n >= 12 {
+                            let mut seq = [0u8; 8];
+                            seq.copy_from_slice(&buf[..8]);
+                            seq.reverse();
+                            if let Some(c) = copies.get_mut(u64::from_be_bytes(seq) as usize) {
+                                *c += 1;
+                            }
+                            arrivals.push(start.elapsed());
+                        }
+                    }
+                    ev = ctl.next_event() => if let Some(ev) = ev { events.push(format!("{ev:?}")) },
+                    _ = tokio::time::sleep_until(end) => break,
+                }
+            }
+            let after = ctl.info().node.id;
+            ctl.stop().await;
+            Ok((copies, arrivals, events, before, after))
+        })
+    });
+    moved_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the game never reached the move");
+    gp.ip("addr del 10.200.1.2/24 dev ga0");
+    gp.ip("link set ga0 down");
+    gp.ip("route replace default via 10.200.3.1 dev gb0");
+    go_tx.send(()).unwrap();
+    let (copies, arrivals, events, before, after) = client
+        .join()
+        .expect("the client thread panicked")
+        .expect("the client failed");
+    let at_move = Duration::from_secs(MOVE_AT);
+    let gap = arrivals
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default();
+    let lost_after: usize = copies[(RATE * (MOVE_AT + 3)) as usize..]
+        .iter()
+        .filter(|&&c| c == 0)
+        .count();
+    println!(
+        "roaming: {} of {} echoed, longest gap {} ms, lost in the last {} s: {lost_after}; events {events:?}",
+        copies.iter().filter(|&&c| c > 0).count(),
+        copies.len(),
+        gap.as_millis(),
+        SECONDS - MOVE_AT - 3
+    );
+    assert_eq!(before, after, "the same node carries the session");
+    // Roamed over UDP: not failed over, not rescued by protected mode (the QUIC connection
+    // alone would survive the move; without the rebind the data path would not).
+    assert!(
+        !events.iter().any(|e| e.contains("Failover")
+            || e.contains("NodeLost")
+            || e.contains("ProtectedMode")),
+        "roamed, not failed over: {events:?}"
+    );
+    assert!(
+        arrivals
+            .iter()
+            .any(|&t| t > at_move + Duration::from_secs(1)),
+        "echoes came back after the move"
+    );
+    assert_eq!(lost_after, 0, "everything sent once settled came back");
+    assert!(gap < Duration::from_millis(900), "longest gap {gap:?}");
+    assert!(copies.iter().all(|&c| c <= 1), "nothing delivered twice");
+    drop(node_side);
+}

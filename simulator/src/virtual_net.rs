@@ -411,6 +411,12 @@ impl VirtualNet {
                     self.next_port += 1;
                     self.sockets[path as usize] = SocketAddr::new(self.client_ip, self.next_port);
                 }
+                Action::Rebind => {
+                    for s in &mut self.sockets {
+                        self.next_port += 1;
+                        *s = SocketAddr::new(self.client_ip, self.next_port);
+                    }
+                }
                 Action::FailOver { candidates } => self.fail_over(candidates),
             }
         }
