@@ -980,7 +980,9 @@ fn a_session_survives_a_new_local_address() {
     let (moved_tx, moved_rx) = mpsc::channel::<()>();
     let (go_tx, go_rx) = mpsc::channel::<()>();
     let (url, ca) = (node_side.billing_url.clone(), node_side.ca_pem.clone());
-    let client = gp.thread(move || -> Result<(Vec<u32>, Vec<Duration>, Vec<String>, String, String)> {
+    /// Copies per sequence number, arrival times, events, the node before and after.
+    type Played = (Vec<u32>, Vec<Duration>, Vec<String>, String, String);
+    let client = gp.thread(move || -> Result<Played> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
