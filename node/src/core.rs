@@ -22,8 +22,12 @@ use plg_proto::frame::{Frame, Header};
 use plg_proto::session::OpenError;
 use plg_proto::{ErrorCode, Session, Ticket};
 
-/// Most flows one session may open.
+/// Most flows one session may have open at once.
 pub const MAX_FLOWS_PER_SESSION: usize = 64;
+/// With every flow slot taken, a new FLOW_OPEN closes the least recently used flow if it has
+/// been quiet this long (the client gives up the same flow after the same time); otherwise
+/// the new flow is refused with TOO_MANY_FLOWS.
+pub const FLOW_EVICT_AFTER: Duration = Duration::from_secs(5);
 
 /// Why a client datagram was dropped without an answer (each is a metrics counter).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +100,9 @@ pub enum ClientOutcome<'a, P, F> {
         dst: SocketAddr,
         /// For [`SessionCore::flow_failed`]'s error reply.
         reply: ReplyTo<P>,
+        /// A quiet flow the core gave up to make room (every slot was taken): the driver
+        /// closes its upstream socket.
+        evicted: Option<(u32, F)>,
     },
     /// The core sealed an answer into `out`; send it to `to`, or nothing when `to` is `None`
     /// (the answer would have been larger than the request).
@@ -248,10 +255,27 @@ impl<P: Copy + Eq + Debug, F: Copy> SessionCore<P, F> {
                         self.refuse(reply, ErrorCode::FlowConflict, flow, out)
                     };
                 }
+                let mut evicted = None;
                 if self.flows.len() >= MAX_FLOWS_PER_SESSION {
-                    return self.refuse(reply, ErrorCode::TooManyFlows, flow, out);
+                    let lru = self
+                        .flows
+                        .iter()
+                        .min_by_key(|(id, f)| (f.last_active, **id))
+                        .map(|(id, f)| (*id, f.last_active));
+                    match lru {
+                        Some((id, at)) if now.saturating_duration_since(at) >= FLOW_EVICT_AFTER => {
+                            let f = self.flows.remove(&id).expect("just found");
+                            evicted = Some((id, f.upstream));
+                        }
+                        _ => return self.refuse(reply, ErrorCode::TooManyFlows, flow, out),
+                    }
                 }
-                ClientOutcome::OpenFlow { flow, dst, reply }
+                ClientOutcome::OpenFlow {
+                    flow,
+                    dst,
+                    reply,
+                    evicted,
+                }
             }
             Frame::Ping { id, timestamp_us } => {
                 let to = self.seal_reply(reply, &Frame::Pong { id, timestamp_us }, out);
@@ -558,7 +582,11 @@ mod tests {
         fn open_flow(&mut self, flow: u32, from: Addr) {
             let dst = allowed();
             match self.send(0, &Frame::FlowOpen { flow, dst }, from) {
-                Outcome::OpenFlow { flow: f, dst: d } => assert_eq!((f, d), (flow, dst)),
+                Outcome::OpenFlow {
+                    flow: f,
+                    dst: d,
+                    evicted: None,
+                } => assert_eq!((f, d), (flow, dst)),
                 other => panic!("flow {flow} not opened: {other:?}"),
             }
             let now = self.at(0);
@@ -593,6 +621,7 @@ mod tests {
         OpenFlow {
             flow: u32,
             dst: SocketAddr,
+            evicted: Option<(u32, u32)>,
         },
         Reply {
             to: Option<Addr>,
@@ -615,7 +644,9 @@ mod tests {
                     upstream,
                     payload: payload.to_vec(),
                 },
-                ClientOutcome::OpenFlow { flow, dst, .. } => Outcome::OpenFlow { flow, dst },
+                ClientOutcome::OpenFlow {
+                    flow, dst, evicted, ..
+                } => Outcome::OpenFlow { flow, dst, evicted },
                 ClientOutcome::Reply { to, kind } => Outcome::Reply { to, kind },
                 ClientOutcome::Closed { reason } => Outcome::Closed(reason),
                 ClientOutcome::Nothing => Outcome::Nothing,
@@ -773,6 +804,46 @@ mod tests {
                 kind: error(ErrorCode::UnknownFlow, 3)
             }
         );
+    }
+
+    #[test]
+    fn a_full_session_gives_up_its_least_recently_used_quiet_flow() {
+        let mut p = Pair::new(1);
+        for flow in 0..MAX_FLOWS_PER_SESSION as u32 {
+            p.open_flow(flow, A);
+        }
+        let at = |p: &mut Pair, secs: u64, frame: &Frame<'_>| {
+            let mut d = p.seal(0, frame);
+            p.deliver(&mut d, A, secs)
+        };
+        // Flow 0 keeps talking; the others go quiet.
+        at(
+            &mut p,
+            4,
+            &Frame::Data {
+                flow: 0,
+                payload: b"12345678",
+            },
+        );
+        let dst = allowed();
+        // Before FLOW_EVICT_AFTER nothing is quiet enough: refused.
+        assert_eq!(
+            at(&mut p, 3, &Frame::FlowOpen { flow: 998, dst }),
+            Outcome::Reply {
+                to: Some(A),
+                kind: error(ErrorCode::TooManyFlows, 998)
+            }
+        );
+        // Later the least recently used quiet flow (1, not the busy 0) makes room.
+        assert_eq!(
+            at(&mut p, 6, &Frame::FlowOpen { flow: 999, dst }),
+            Outcome::OpenFlow {
+                flow: 999,
+                dst,
+                evicted: Some((1, 101))
+            }
+        );
+        assert_eq!(p.node.flows().count(), MAX_FLOWS_PER_SESSION - 1);
     }
 
     #[test]

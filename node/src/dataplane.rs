@@ -830,7 +830,20 @@ impl State {
                     tracing::debug!(session = session_id, flow, "flow without a socket");
                 }
             }
-            ClientOutcome::OpenFlow { flow, dst, reply } => {
+            ClientOutcome::OpenFlow {
+                flow,
+                dst,
+                reply,
+                evicted,
+            } => {
+                if let Some((old, slot)) = evicted {
+                    tracing::debug!(
+                        session = session_id,
+                        flow = old,
+                        "quiet flow closed to make room"
+                    );
+                    self.flows.remove(slot);
+                }
                 match open_flow(&mut self.flows, &self.epoll, session_id, flow, dst) {
                     Ok(slot) => {
                         entry.core.flow_opened(flow, dst, slot, now);

@@ -665,6 +665,16 @@ impl VirtualNet {
     /// Runs for `length`, the game sending one sequence-numbered packet every `every` (if
     /// any).
     pub fn run(&mut self, length: Duration, every: Option<Duration>) {
+        self.run_from(length, every, |_| GAME);
+    }
+
+    /// [`VirtualNet::run`] with the game sending packet `n` from `source(n)` (many flows).
+    pub fn run_from(
+        &mut self,
+        length: Duration,
+        every: Option<Duration>,
+        source: impl Fn(u64) -> SocketAddr,
+    ) {
         let end = self.now + length;
         let mut next_game = self.now;
         let mut next_house = self.now;
@@ -687,7 +697,8 @@ impl VirtualNet {
                 let mut pkt = [0u8; 64];
                 pkt[..8].copy_from_slice(&self.next_seq.to_be_bytes());
                 self.next_seq += 1;
-                self.client.handle_game(self.now, GAME, GAME_SERVER, &pkt);
+                let from = source(self.next_seq - 1);
+                self.client.handle_game(self.now, from, GAME_SERVER, &pkt);
                 next_game += e;
             }
             while let Some(Reverse((at, _, _))) = self.queue.peek()

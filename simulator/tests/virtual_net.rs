@@ -221,6 +221,40 @@ fn a_dead_relay_moves_its_path_to_a_spare_node() {
 }
 
 #[test]
+fn a_game_with_hundreds_of_short_flows_is_never_cut_off() {
+    // A server browser or a match that meets many endpoints: a new source port every 200 ms
+    // for three minutes (900 flows, ~300 of them within any minute, far over the 64 slots),
+    // each sending 16 packets in 200 ms and then going quiet; both ends give up quiet flows
+    // after 5 s, so every flow is carried.
+    let mut net = VirtualNet::new(NetConfig {
+        conn: single(),
+        ..NetConfig::default()
+    });
+    let flows = |n: u64| std::net::SocketAddr::from(([127, 0, 0, 1], 20_000 + (n / 16) as u16));
+    net.run_from(secs(180.0), Some(Duration::from_micros(12_500)), flows);
+    let sent = net.sent();
+    println!(
+        "short flows: {sent} packets from {} sources, lost {}, events {:?}",
+        sent / 16,
+        net.lost(sent - 10),
+        net.events
+            .iter()
+            .filter(|(_, e)| !matches!(e, ProxyEvent::PrimaryChanged { .. }))
+            .take(5)
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        !net.events
+            .iter()
+            .any(|(_, e)| matches!(e, ProxyEvent::TooManyFlows | ProxyEvent::FlowError { .. })),
+        "{:?}",
+        net.events.iter().take(10).collect::<Vec<_>>()
+    );
+    assert_eq!(net.lost(sent - 10), 0);
+    assert_eq!(net.doubled(), 0);
+}
+
+#[test]
 fn the_same_seed_gives_the_same_session() {
     let run = || {
         let mut net = VirtualNet::new(NetConfig {
