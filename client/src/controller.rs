@@ -239,6 +239,25 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// When to renew a ticket and when it runs out, from now, measured on this machine's
+/// monotonic clock: the ticket's own lifetime (`expires_at - issued_at`, both billing's
+/// clock) is what counts, so a client whose wall clock is off by hours still renews in time
+/// and never ends a valid session early.
+pub fn ticket_schedule(grant: &SessionGrant) -> (Duration, Duration) {
+    let lifetime = grant
+        .ticket_bytes()
+        .ok()
+        .and_then(|b| {
+            plg_proto::Ticket::decode_unverified(&b)
+                .ok()
+                .map(|(t, _, _)| t.expires_at.saturating_sub(t.issued_at))
+        })
+        // Not a ticket we can read: trust our clock.
+        .unwrap_or_else(|| grant.expires_at.saturating_sub(unix_now()));
+    let renew = renew::renew_at(0, lifetime);
+    (Duration::from_secs(renew), Duration::from_secs(lifetime))
+}
+
 /// Stops billing's session when dropped unless disarmed: a connect that fails or is
 /// cancelled after the ticket was issued never leaves the plan's slot taken.
 struct SlotGuard {
@@ -540,7 +559,7 @@ impl Controller {
             game: req.game.clone(),
             keep_alive: req.keep_alive,
             grant,
-            issued: unix_now(),
+            valid_until: tokio::time::Instant::now(),
             ticket,
             info: info_tx,
             events: events_tx,
@@ -613,7 +632,8 @@ struct Runner {
     game: String,
     keep_alive: bool,
     grant: SessionGrant,
-    issued: u64,
+    /// When the current ticket runs out (monotonic clock, see [`ticket_schedule`]).
+    valid_until: tokio::time::Instant,
     ticket: Vec<u8>,
     info: watch::Sender<SessionInfo>,
     events: mpsc::Sender<SessionEvent>,
@@ -638,7 +658,10 @@ impl Runner {
     }
 
     async fn run(mut self, mut p: Proxy, mut stop: watch::Receiver<bool>) -> EndReason {
-        let mut renew_at = renew::renew_at(self.issued, self.grant.expires_at);
+        let now = tokio::time::Instant::now;
+        let (renew_in, valid_for) = ticket_schedule(&self.grant);
+        let mut renew_at = now() + renew_in;
+        self.valid_until = now() + valid_for;
         let mut reevaluate_at = tokio::time::Instant::now() + REEVALUATE;
         let mut job: Option<JoinHandle<Job>> = None;
         let mut last_error: Option<String> = None;
@@ -668,8 +691,9 @@ impl Runner {
                     job = None;
                     match r {
                         Ok(Job::RenewedInPlace((grant, ticket))) => {
-                            self.issued = unix_now();
-                            renew_at = renew::renew_at(self.issued, grant.expires_at);
+                            let (renew_in, valid_for) = ticket_schedule(&grant);
+                            renew_at = now() + renew_in;
+                            self.valid_until = now() + valid_for;
                             self.info.send_modify(|i| i.expires_at = grant.expires_at);
                             let node = self.info.borrow().node.id.clone();
                             self.emit(SessionEvent::Renewed {
@@ -688,8 +712,9 @@ impl Runner {
                                 Ok(t) => t,
                                 Err(e) => { last_error = Some(e.to_string()); continue; }
                             };
-                            self.issued = unix_now();
-                            renew_at = renew::renew_at(self.issued, renewed.grant.expires_at);
+                            let (renew_in, valid_for) = ticket_schedule(&renewed.grant);
+                            renew_at = now() + renew_in;
+                            self.valid_until = now() + valid_for;
                             let (id, exp, node) = (renewed.grant.session_id.clone(), renewed.grant.expires_at, renewed.node.clone());
                             self.grant = renewed.grant;
                             self.ticket = ticket.clone();
@@ -706,9 +731,9 @@ impl Runner {
                             let hint = crate::explain::advice(&e).map(|h| format!(" — {h}")).unwrap_or_default();
                             let error = format!("{e:#}{hint}");
                             // Retry sooner when the ticket is about to run out.
-                            let left = self.grant.expires_at.saturating_sub(unix_now());
-                            let retry = RENEW_RETRY.min(Duration::from_secs((left / 3).max(1)));
-                            renew_at = unix_now() + retry.as_secs();
+                            let left = self.valid_until.saturating_duration_since(now());
+                            let retry = RENEW_RETRY.min((left / 3).max(Duration::from_secs(1)));
+                            renew_at = now() + retry;
                             self.emit(SessionEvent::RenewFailed { error: error.clone(), retry_in: retry }).await;
                             last_error = Some(error);
                         }
@@ -721,8 +746,7 @@ impl Runner {
                     }
                 }
                 _ = tick.tick() => {
-                    let now = unix_now();
-                    if now >= self.grant.expires_at {
+                    if now() >= self.valid_until {
                         break EndReason::TicketExpired {
                             error: last_error.clone().unwrap_or_else(|| "no renewal happened".into()),
                         };
@@ -730,7 +754,7 @@ impl Runner {
                     if !self.keep_alive || job.is_some() {
                         continue;
                     }
-                    if now >= renew_at {
+                    if now() >= renew_at {
                         let (billing, ca, game) = (self.billing.clone(), self.ca_pem.clone(), self.game.clone());
                         let (prefer, old) = (self.info.borrow().node.id.clone(), self.grant.session_id.clone());
                         let control = p.control_connection();
@@ -794,4 +818,65 @@ async fn better_node(
         probe::ms(cur.and_then(|c| c.probe.median())),
     );
     Some((best.node.clone(), tunnel, why))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    fn grant(issued_at: u64, expires_at: u64) -> SessionGrant {
+        let ticket = plg_proto::Ticket {
+            key_id: 1,
+            issued_at,
+            expires_at,
+            session_id: 7,
+            account_id: 1,
+            plan: 0,
+            game_id: 1,
+            path_limit: 2,
+            bandwidth_kbps: 0,
+            destinations: vec!["1.2.3.4/32:1".parse().unwrap()],
+        };
+        let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+        serde_json::from_value(serde_json::json!({
+            "session_id": "7",
+            "ticket": base64::engine::general_purpose::STANDARD.encode(ticket.sign(&key)),
+            "expires_at": expires_at,
+            "game": {"slug": "g", "name": "G"},
+            "destinations": [], "nodes": []
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn renewal_follows_the_tickets_lifetime_not_the_local_clock() {
+        // Billing's clock is a day behind ours: by our clock this ticket expired long ago,
+        // yet it is valid for 60 s and must be renewed after 40.
+        let day_ago = unix_now() - 86_400;
+        assert_eq!(
+            ticket_schedule(&grant(day_ago, day_ago + 60)),
+            (Duration::from_secs(40), Duration::from_secs(60))
+        );
+        // Two hours: renewed at 80 %.
+        let now = unix_now();
+        assert_eq!(
+            ticket_schedule(&grant(now, now + 7200)),
+            (Duration::from_secs(5760), Duration::from_secs(7200))
+        );
+    }
+
+    #[test]
+    fn a_single_server_game_needs_no_address() {
+        assert_eq!(
+            single_target(&["127.0.0.1/32:4000".into()]),
+            Some("127.0.0.1:4000".parse().unwrap())
+        );
+        assert_eq!(single_target(&["10.0.0.0/8:4000".into()]), None);
+        assert_eq!(single_target(&["1.2.3.4/32:1-2".into()]), None);
+        assert_eq!(
+            single_target(&["1.2.3.4/32:1".into(), "1.2.3.5/32:1".into()]),
+            None
+        );
+    }
 }
