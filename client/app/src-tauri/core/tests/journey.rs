@@ -112,7 +112,12 @@ async fn sign_up_connect_live_numbers_disconnect() {
     let relay = nodes[1]["id"].as_str().unwrap();
     assert_eq!(route["relays"], json!([null, relay]), "{route}");
 
-    let info = app.call("connect", json!({"game": "demo"})).await.unwrap();
+    // As the window does: connect through the route's recommended exit. (Without `node`,
+    // connect ranks the two loopback nodes again and may pick the other one.)
+    let info = app
+        .call("connect", json!({"game": "demo", "node": exit}))
+        .await
+        .unwrap();
     assert_eq!(info["game"], "demo");
     assert_eq!(info["probing"], true);
     assert_eq!(info["paths"], 2);
