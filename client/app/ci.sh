@@ -44,6 +44,14 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 rustup target add x86_64-pc-windows-gnu >/dev/null 2>&1 || true
 cargo clippy -p plg-app-core --target x86_64-pc-windows-gnu --locked -- -D warnings
 cargo test -p plg-app-core --locked
+# The frontend's IPC types are generated from the Rust ones (core/tests/bindings.rs, run just
+# above) and committed: any change, new or deleted file there means they were stale.
+if [[ -n "$(git status --porcelain -- ../src/generated)" ]]; then
+  echo "client/app/src/generated is stale: run 'cargo test -p plg-app-core --test bindings' in client/app/src-tauri and commit the result" >&2
+  git status --short -- ../src/generated >&2
+  git --no-pager diff --stat -- ../src/generated >&2
+  exit 1
+fi
 cargo build -p plg-app -p plg-app-bridge --locked
 cd ..
 

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { httpBridge, pickBridge, toCmdError } from "./bridge";
+import type { Settings, Summary } from "./types";
 
 function fakeFetch(status: number, body: unknown, seen: { url?: string; init?: RequestInit } = {}): typeof fetch {
   return (async (url: string, init: RequestInit) => {
@@ -13,16 +14,42 @@ describe("bridge", () => {
   it("posts the command's arguments and returns the answer", async () => {
     const seen: { url?: string; init?: RequestInit } = {};
     const b = httpBridge("http://x", fakeFetch(200, { ok: 1 }, seen));
-    expect(await b.call("games", { search: "cs" })).toEqual({ ok: 1 });
+    expect(await b.call("games", { search: "cs", category: "" })).toEqual({ ok: 1 });
     expect(seen.url).toBe("http://x/api/call/games");
-    expect(seen.init?.body).toBe('{"search":"cs"}');
+    expect(seen.init?.body).toBe('{"search":"cs","category":""}');
   });
 
   it("turns error bodies into CmdErrors", async () => {
     const b = httpBridge("", fakeFetch(422, { error: { code: "invalid_credentials", message: "wrong password" } }));
-    await expect(b.call("sign_in")).rejects.toEqual({ code: "invalid_credentials", message: "wrong password" });
+    const creds = { billing_url: "http://b", email: "a@b", password: "wrong password", register: false, trial: false };
+    await expect(b.call("sign_in", creds)).rejects.toEqual({ code: "invalid_credentials", message: "wrong password" });
     const b2 = httpBridge("", fakeFetch(502, "gateway"));
     await expect(b2.call("state")).rejects.toEqual({ code: "http", message: "HTTP 502" });
+  });
+
+  it("sends no arguments for commands without any", async () => {
+    const seen: { url?: string; init?: RequestInit } = {};
+    const b = httpBridge("", fakeFetch(200, null, seen));
+    expect(await b.call("disconnect")).toBeNull();
+    expect(seen.init?.body).toBe("null");
+  });
+
+  it("types each command's arguments (checked by tsc in `npm run build`)", () => {
+    const b = httpBridge("", fakeFetch(200, {}));
+    const never = () => {
+      // @ts-expect-error: no such command
+      void b.call("nope");
+      // @ts-expect-error: connect needs a game
+      void b.call("connect");
+      // @ts-expect-error: state takes no arguments
+      void b.call("state", {});
+      // @ts-expect-error: not a language
+      const lang: Settings["language"] = "de";
+      // @ts-expect-error: the reply of `connect` is a SessionInfo, not a Summary
+      const _s: Promise<Summary> = b.call("connect", { game: "demo" });
+      void [lang, _s];
+    };
+    expect(typeof never).toBe("function");
   });
 
   it("normalises thrown values", () => {

@@ -1,11 +1,19 @@
 // How the window talks to plg_app_core: through Tauri's IPC in the desktop app, or over HTTP
-// to the test bridge (plg-app-bridge) in a browser. Both reach the same `App::dispatch`.
+// to the test bridge (plg-app-bridge) in a browser. Both reach the same `App::dispatch`, which
+// parses the name and arguments into the Rust `Command` these types are generated from.
 
-import type { AppEvent, CmdError } from "./types";
+import type { AppEvent, CmdError, Command, Replies } from "./types";
+
+/** A command's name. */
+export type CommandName = Command["cmd"];
+/** The arguments of command `K` (`never` if it takes none). */
+export type ArgsOf<K extends CommandName> = Extract<Command, { cmd: K }> extends { args: infer A } ? A : never;
+/** `call`'s arguments after the name: none, or the command's. */
+export type CallArgs<K extends CommandName> = [ArgsOf<K>] extends [never] ? [] : [args: ArgsOf<K>];
 
 export interface Bridge {
   readonly kind: "tauri" | "http";
-  call<T>(cmd: string, args?: unknown): Promise<T>;
+  call<K extends CommandName>(cmd: K, ...args: CallArgs<K>): Promise<Replies[K]>;
   listen(cb: (ev: AppEvent) => void): void;
 }
 
@@ -25,9 +33,9 @@ export function toCmdError(e: unknown): CmdError {
 function tauriBridge(t: TauriGlobal): Bridge {
   return {
     kind: "tauri",
-    async call<T>(cmd: string, args?: unknown): Promise<T> {
+    async call<K extends CommandName>(cmd: K, ...rest: CallArgs<K>): Promise<Replies[K]> {
       try {
-        return (await t.core.invoke("call", { cmd, args: args ?? null })) as T;
+        return (await t.core.invoke("call", { cmd, args: rest[0] ?? null })) as Replies[K];
       } catch (e) {
         throw toCmdError(e);
       }
@@ -41,7 +49,8 @@ function tauriBridge(t: TauriGlobal): Bridge {
 export function httpBridge(base: string, fetchFn: typeof fetch = fetch): Bridge {
   return {
     kind: "http",
-    async call<T>(cmd: string, args?: unknown): Promise<T> {
+    async call<K extends CommandName>(cmd: K, ...rest: CallArgs<K>): Promise<Replies[K]> {
+      const args = rest[0];
       let resp: Response;
       try {
         resp = await fetchFn(`${base}/api/call/${cmd}`, {
@@ -54,7 +63,7 @@ export function httpBridge(base: string, fetchFn: typeof fetch = fetch): Bridge 
       }
       const body = await resp.json().catch(() => null);
       if (!resp.ok) throw toCmdError(body?.error ?? { code: "http", message: `HTTP ${resp.status}` });
-      return body as T;
+      return body as Replies[K];
     },
     listen(cb) {
       const es = new EventSource(`${base}/api/events`);

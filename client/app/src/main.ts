@@ -4,7 +4,7 @@ import type { Ctx, Model, View } from "./context";
 import { pushTick } from "./context";
 import { h, mount } from "./dom";
 import { setLang, t } from "./i18n";
-import type { AppEvent, StateView } from "./types";
+import type { AppEvent } from "./types";
 import { signIn } from "./views/signin";
 import { games } from "./views/games";
 import { route } from "./views/route";
@@ -86,7 +86,7 @@ function nav(): HTMLElement {
           "data-testid": "sign-out",
           onclick: async () => {
             await bridge.call("sign_out");
-            model.state = await bridge.call<StateView>("state");
+            model.state = await bridge.call("state");
             render();
           },
         },
@@ -161,7 +161,7 @@ function onEvent(ev: AppEvent): void {
 
 async function boot(): Promise<void> {
   try {
-    const state = await bridge.call<StateView>("state");
+    const state = await bridge.call("state");
     model = {
       state,
       view: state.session ? "dashboard" : "games",

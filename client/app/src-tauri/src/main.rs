@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use plg_app_core::{App, AppEvent, CmdError};
-use serde_json::{Value, json};
+use plg_app_core::{App, AppEvent, CmdError, Command, GameArgs, Language, Reply};
+use serde_json::Value;
 use tauri::menu::{Menu, MenuItem};
 use tauri::tray::TrayIconBuilder;
 use tauri::{AppHandle, Emitter, Manager};
@@ -20,19 +20,20 @@ use tauri_plugin_notification::NotificationExt;
 /// Started by the system at login: stay in the tray.
 const MINIMISED: &str = "--minimised";
 
-/// Every window command goes through here to the shared handlers.
+/// Every window command goes through here to the shared handlers: the name and JSON arguments
+/// are parsed into a typed `Command` (`unknown_command` / `bad_arguments` otherwise).
 #[tauri::command]
 async fn call(
     cmd: String,
     args: Option<Value>,
     app: tauri::State<'_, Arc<App>>,
-) -> Result<Value, CmdError> {
+) -> Result<Reply, CmdError> {
     app.dispatch(&cmd, args.unwrap_or(Value::Null)).await
 }
 
 /// The tray menu's labels: connect, disconnect, show, quit.
-fn tray_labels(lang: &str) -> [&'static str; 4] {
-    if lang == "ru" {
+fn tray_labels(lang: Language) -> [&'static str; 4] {
+    if lang == Language::Ru {
         ["Подключить", "Отключить", "Показать окно", "Выход"]
     } else {
         ["Connect", "Disconnect", "Show window", "Quit"]
@@ -178,16 +179,15 @@ fn main() {
                         "show" => show_main(&app),
                         "quit" => {
                             tauri::async_runtime::spawn(async move {
-                                let _ = core.dispatch("disconnect", Value::Null).await;
+                                let _ = core.handle(Command::Disconnect).await;
                                 app.exit(0);
                             });
                         }
                         "connect" => {
                             tauri::async_runtime::spawn(async move {
                                 let game = core.settings().await.last_game;
-                                if let Err(e) =
-                                    core.dispatch("connect", json!({ "game": game })).await
-                                {
+                                let connect = Command::Connect(GameArgs { game, node: None });
+                                if let Err(e) = core.handle(connect).await {
                                     show_main(&app);
                                     let _ = app
                                         .notification()
@@ -200,7 +200,7 @@ fn main() {
                         }
                         "disconnect" => {
                             tauri::async_runtime::spawn(async move {
-                                let _ = core.dispatch("disconnect", Value::Null).await;
+                                let _ = core.handle(Command::Disconnect).await;
                             });
                         }
                         _ => {}
@@ -230,7 +230,7 @@ fn main() {
                 let refresh = |core: Arc<App>| async move { core.status_line().await };
                 let line = refresh(core.clone()).await;
                 let _ = status.set_text(&line);
-                for (item, label) in items.iter().zip(tray_labels(&settings.language)) {
+                for (item, label) in items.iter().zip(tray_labels(settings.language)) {
                     let _ = item.set_text(label);
                 }
                 loop {
@@ -255,7 +255,7 @@ fn main() {
                             }
                             flag.store(s.minimise_to_tray, Ordering::Relaxed);
                             if s.language != settings.language {
-                                let labels = tray_labels(&s.language);
+                                let labels = tray_labels(s.language);
                                 for (item, label) in items.iter().zip(labels) {
                                     let _ = item.set_text(label);
                                 }
@@ -300,11 +300,7 @@ fn main() {
             // However the app ends, a running session is closed at the node and billing.
             let core = exit_core.clone();
             let _ = tauri::async_runtime::block_on(async move {
-                tokio::time::timeout(
-                    Duration::from_secs(3),
-                    core.dispatch("disconnect", Value::Null),
-                )
-                .await
+                tokio::time::timeout(Duration::from_secs(3), core.handle(Command::Disconnect)).await
             });
         }
         _ => {}

@@ -73,7 +73,7 @@ export function dashboard(ctx: Ctx): HTMLElement {
   disconnect.addEventListener("click", async () => {
     disconnect.setAttribute("disabled", "");
     try {
-      const summary = await ctx.bridge.call<Summary | null>("disconnect");
+      const summary = await ctx.bridge.call("disconnect");
       ctx.model.session = null;
       ctx.model.summary = summary;
       ctx.render();

@@ -2,7 +2,6 @@ import { toCmdError } from "../bridge";
 import type { Ctx } from "../context";
 import { h, mount } from "../dom";
 import { t } from "../i18n";
-import type { Game } from "../types";
 
 let search = "";
 let category = "";
@@ -40,7 +39,7 @@ export function games(ctx: Ctx): HTMLElement {
   const banner = h("div", {});
   const load = async () => {
     try {
-      const r = await ctx.bridge.call<{ games: Game[]; categories: string[] }>("games", { search, category });
+      const r = await ctx.bridge.call("games", { search, category });
       mount(
         chips,
         ...["", ...r.categories].map((c) =>

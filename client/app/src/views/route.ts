@@ -2,7 +2,7 @@ import { toCmdError } from "../bridge";
 import type { Ctx } from "../context";
 import { h, mount } from "../dom";
 import { t } from "../i18n";
-import type { RouteView, SessionInfo } from "../types";
+import type { RouteView } from "../types";
 
 /** The nodes relaying a route's paths, each once. */
 export function relayNames(r: Pick<RouteView, "relays">): string[] {
@@ -23,7 +23,7 @@ export function route(ctx: Ctx): HTMLElement {
       connect.textContent = t("route.connecting");
       error.textContent = "";
       try {
-        ctx.model.session = await ctx.bridge.call<SessionInfo>("connect", { game: r.game, node: r.nodes[0]?.id });
+        ctx.model.session = await ctx.bridge.call("connect", { game: r.game, node: r.nodes[0]?.id });
         ctx.model.ticks = [];
         ctx.model.summary = null;
         ctx.model.route = null;
@@ -85,7 +85,7 @@ export function route(ctx: Ctx): HTMLElement {
   if (ctx.model.route && ctx.model.route.game === picked.slug) show(ctx.model.route);
   else
     ctx.bridge
-      .call<RouteView>("route", { game: picked.slug })
+      .call("route", { game: picked.slug })
       .then((r) => {
         ctx.model.route = r;
         show(r);

@@ -26,7 +26,7 @@ export function settings(ctx: Ctx): HTMLElement {
   const save = h("button", { class: "btn primary", "data-testid": "settings-save" }, t("set.save"));
   save.addEventListener("click", async () => {
     try {
-      ctx.model.state.settings = await ctx.bridge.call<Settings>("save_settings", s);
+      ctx.model.state.settings = await ctx.bridge.call("save_settings", s);
       ctx.render();
       ctx.toast(t("set.saved"));
     } catch (e) {

@@ -2,7 +2,6 @@ import { toCmdError } from "../bridge";
 import type { Ctx } from "../context";
 import { h } from "../dom";
 import { t } from "../i18n";
-import type { StateView } from "../types";
 
 let mode: "in" | "up" = "up";
 
@@ -38,7 +37,7 @@ export function signIn(ctx: Ctx): HTMLElement {
             register: mode === "up",
             trial: mode === "up" && trial.checked,
           });
-          ctx.model.state = await ctx.bridge.call<StateView>("state");
+          ctx.model.state = await ctx.bridge.call("state");
           ctx.model.view = "games";
           ctx.render();
         } catch (err) {

@@ -1,4 +1,4 @@
-import { toCmdError } from "../bridge";
+import { toCmdError, type CallArgs, type CommandName } from "../bridge";
 import type { Ctx } from "../context";
 import { h, mount } from "../dom";
 import { bytes, date, duration } from "../format";
@@ -13,9 +13,9 @@ export function subscription(ctx: Ctx): HTMLElement {
   const info = h("div", {});
   const fail = (e: unknown) => ctx.toast(t("common.error"), toCmdError(e).message, "error");
 
-  const act = (cmd: string, args?: unknown) => async () => {
+  const act = <K extends CommandName>(cmd: K, ...args: CallArgs<K>) => async () => {
     try {
-      const r = await ctx.bridge.call<Record<string, unknown>>(cmd, args);
+      const r = (await ctx.bridge.call(cmd, ...args)) as Record<string, unknown>;
       if (cmd === "pay") {
         const i = (r.instructions ?? r) as { text?: string; pay_url?: string; comment?: string };
         mount(info, h("div", { class: "banner" }, h("b", {}, t("sub.paywith")), " ", i.text ?? "", i.pay_url ? h("span", { class: "mono small" }, ` ${i.pay_url}`) : null, i.comment ? h("span", { class: "mono small" }, ` ${i.comment}`) : null));
@@ -31,9 +31,10 @@ export function subscription(ctx: Ctx): HTMLElement {
   async function load(): Promise<void> {
     try {
       const [me, pl, pay] = await Promise.all([
-        ctx.bridge.call<Me>("me"),
-        ctx.bridge.call<{ plans: Plan[] }>("plans"),
-        ctx.bridge.call<{ payments: Payment[] }>("payments"),
+        // Billing's JSON, passed through untyped by the core (see types.ts).
+        ctx.bridge.call("me") as Promise<Me>,
+        ctx.bridge.call("plans") as Promise<{ plans: Plan[] }>,
+        ctx.bridge.call("payments") as Promise<{ payments: Payment[] }>,
       ]);
       const s = me.subscription;
       const days = s ? Math.floor(s.seconds_left / 86400) : 0;

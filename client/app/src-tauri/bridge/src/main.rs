@@ -4,9 +4,9 @@
 //! `npm run tauri dev` to sign in against.
 //!
 //! The handlers are `plg_app_core::App::dispatch`, the same the Tauri shell calls: `POST
-//! /api/call/{cmd}` with the arguments as the JSON body answers the command's JSON or
-//! `{"error": {"code", "message"}}`; `GET /api/events` streams `AppEvent`s (server-sent
-//! events). Everything else is a file from `--dist`.
+//! /api/call/{cmd}` with the arguments as the JSON body (a `plg_app_core::Command`'s `args`)
+//! answers the command's `Reply` or `{"error": {"code", "message"}}`; `GET /api/events` streams
+//! `AppEvent`s (server-sent events). Everything else is a file from `--dist`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -3,9 +3,10 @@
 
 use plg_client::BillingError;
 use serde::Serialize;
+use ts_rs::TS;
 
 /// A command failed.
-#[derive(Debug, Clone, Serialize, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, TS, thiserror::Error, PartialEq, Eq)]
 #[error("{message}")]
 pub struct CmdError {
     /// Stable code, e.g. `not_signed_in`, `invalid_credentials`, `no_active_plan`.

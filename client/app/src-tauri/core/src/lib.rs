@@ -1,10 +1,13 @@
 //! The desktop app's back end: every command the window can give, over `plg-client`.
 //!
-//! Both faces of the app call [`App::dispatch`]: the Tauri shell through one Tauri command,
+//! Both faces of the app call [`App::dispatch`] (a command name and JSON arguments, parsed into
+//! a typed [`Command`]) and then [`App::handle`]: the Tauri shell through one Tauri command,
 //! and the test bridge (`plg-app-bridge`) over HTTP. Live numbers and notices go out as
-//! [`AppEvent`]s on a broadcast channel that each face forwards to the frontend.
+//! [`AppEvent`]s on a broadcast channel that each face forwards to the frontend. The frontend's
+//! types are generated from these (`tests/bindings.rs`).
 
 pub mod account;
+pub mod command;
 pub mod error;
 pub mod notice;
 pub mod probe;
@@ -17,16 +20,21 @@ use std::time::Duration;
 
 use plg_client::credentials::Credentials;
 use plg_client::{BillingClient, Controller, detect};
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 use tokio::sync::{Mutex, broadcast};
+use ts_rs::TS;
 
+pub use command::{
+    Command, GameArgs, GameView, GamesQuery, GamesView, PayArgs, RedeemArgs, Replies, Reply,
+    SignInArgs,
+};
 pub use error::CmdError;
-pub use notice::Notice;
+pub use notice::{Notice, NoticeKind};
 pub use plg_client::billing::{GameInfo, Subscription};
 pub use plg_client::credentials::config_dir;
-pub use session::{SessionInfo, Summary, Tick};
-pub use settings::Settings;
+pub use session::{NodeInfo, SessionInfo, Summary, Tick};
+pub use settings::{CaptureKind, Language, Redundancy, Settings, Theme};
 
 use notice::{What, notice};
 use session::Session;
@@ -38,7 +46,7 @@ pub const ECHO_GAME: &str = "demo";
 const EXPIRY_WARNING_DAYS: i64 = 3;
 
 /// Something for the frontend (and the desktop shell) to show.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, TS)]
 #[serde(tag = "type", content = "data", rename_all = "snake_case")]
 pub enum AppEvent {
     /// Live numbers of the running session, once a second.
@@ -61,7 +69,7 @@ pub enum AppEvent {
 }
 
 /// Who is signed in, where.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, TS)]
 pub struct AccountView {
     /// Account email.
     pub email: String,
@@ -70,7 +78,7 @@ pub struct AccountView {
 }
 
 /// Everything the window needs at start.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, TS)]
 pub struct StateView {
     /// Signed in as.
     pub account: Option<AccountView>,
@@ -87,13 +95,13 @@ pub struct StateView {
     /// Where the app writes its log.
     pub logs_dir: String,
     /// Capture modes this build and OS have.
-    pub capture_modes: Vec<&'static str>,
+    pub capture_modes: Vec<CaptureKind>,
     /// App version.
     pub version: &'static str,
 }
 
 /// The candidate route for a game: billing's grant, before connecting.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, TS)]
 pub struct RouteView {
     /// Game slug.
     pub game: String,
@@ -109,13 +117,13 @@ pub struct RouteView {
     /// For each path, the node relaying it to the exit (`None`: straight to the exit).
     pub relays: Vec<Option<String>>,
     /// Redundancy policy.
-    pub redundancy: String,
+    pub redundancy: Redundancy,
     /// Whether direct vs accelerated will be measured (echo game only).
     pub measurable: bool,
 }
 
 /// A candidate node.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, TS)]
 pub struct RouteNode {
     /// Node id.
     pub id: String,
@@ -157,37 +165,6 @@ pub fn unix_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-fn args<T: for<'de> Deserialize<'de>>(v: Value) -> Result<T, CmdError> {
-    let v = if v.is_null() { json!({}) } else { v };
-    serde_json::from_value(v).map_err(CmdError::bad_args)
-}
-
-#[derive(Deserialize)]
-struct SignIn {
-    billing_url: String,
-    email: String,
-    password: String,
-    #[serde(default)]
-    register: bool,
-    #[serde(default)]
-    trial: bool,
-}
-
-#[derive(Deserialize)]
-struct GameArg {
-    game: String,
-    #[serde(default)]
-    node: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-struct Search {
-    #[serde(default)]
-    search: String,
-    #[serde(default)]
-    category: String,
 }
 
 impl App {
@@ -233,46 +210,33 @@ impl App {
         self.inner.lock().await.settings.clone()
     }
 
-    /// Runs the command `cmd` with JSON `args`; the answer is JSON.
-    pub async fn dispatch(&self, cmd: &str, a: Value) -> Result<Value, CmdError> {
-        let out = match cmd {
-            "state" => json!(self.state().await),
-            "sign_in" => json!(self.sign_in(args(a)?).await?),
-            "sign_out" => json!(self.sign_out().await),
-            "me" => self.account().await?.me().await?,
-            "plans" => self.account().await?.plans().await?,
-            "payments" => self.account().await?.payments().await?,
-            "pay" => {
-                #[derive(Deserialize)]
-                struct A {
-                    plan: String,
-                }
-                let A { plan } = args(a)?;
-                self.account().await?.pay(&plan).await?
+    /// Runs the command called `cmd` with JSON `args` (the wire form of a call); see
+    /// [`Command::from_call`].
+    pub async fn dispatch(&self, cmd: &str, args: Value) -> Result<Reply, CmdError> {
+        self.handle(Command::from_call(cmd, args)?).await
+    }
+
+    /// Runs a command.
+    pub async fn handle(&self, cmd: Command) -> Result<Reply, CmdError> {
+        Ok(match cmd {
+            Command::State => Reply::State(self.state().await),
+            Command::SignIn(a) => Reply::SignIn(self.sign_in(a).await?),
+            Command::SignOut => Reply::SignOut(self.sign_out().await),
+            Command::Me => Reply::Me(self.account().await?.me().await?),
+            Command::Plans => Reply::Plans(self.account().await?.plans().await?),
+            Command::Payments => Reply::Payments(self.account().await?.payments().await?),
+            Command::Pay(a) => Reply::Pay(self.account().await?.pay(&a.plan).await?),
+            Command::Redeem(a) => Reply::Redeem(self.account().await?.redeem(&a.code).await?),
+            Command::StartTrial => Reply::StartTrial(self.account().await?.start_trial().await?),
+            Command::CancelPlan => {
+                Reply::CancelPlan(self.account().await?.cancel_subscription().await?)
             }
-            "redeem" => {
-                #[derive(Deserialize)]
-                struct A {
-                    code: String,
-                }
-                let A { code } = args(a)?;
-                self.account().await?.redeem(&code).await?
-            }
-            "start_trial" => self.account().await?.start_trial().await?,
-            "cancel_plan" => self.account().await?.cancel_subscription().await?,
-            "games" => json!(self.games(args(a)?).await?),
-            "route" => json!(self.route(args(a)?).await?),
-            "connect" => json!(self.connect(args(a)?).await?),
-            "disconnect" => json!(self.disconnect().await),
-            "save_settings" => json!(self.save_settings(args(a)?).await?),
-            other => {
-                return Err(CmdError::new(
-                    "unknown_command",
-                    format!("no command {other:?}"),
-                ));
-            }
-        };
-        Ok(out)
+            Command::Games(q) => Reply::Games(self.games(q).await?),
+            Command::Route(a) => Reply::Route(self.route(a).await?),
+            Command::Connect(a) => Reply::Connect(self.connect(a).await?),
+            Command::Disconnect => Reply::Disconnect(self.disconnect().await),
+            Command::SaveSettings(s) => Reply::SaveSettings(self.save_settings(s).await?),
+        })
     }
 
     /// The window's starting state.
@@ -292,7 +256,7 @@ impl App {
             detected: inner.detected.clone(),
             config_dir: self.dir.display().to_string(),
             logs_dir: self.logs_dir().display().to_string(),
-            capture_modes: capture_modes(),
+            capture_modes: CaptureKind::available(),
             version: env!("CARGO_PKG_VERSION"),
         }
     }
@@ -303,7 +267,7 @@ impl App {
         Ok(billing(c))
     }
 
-    async fn sign_in(&self, a: SignIn) -> Result<AccountView, CmdError> {
+    async fn sign_in(&self, a: SignInArgs) -> Result<AccountView, CmdError> {
         let url = a.billing_url.trim().trim_end_matches('/').to_owned();
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(CmdError::new(
@@ -341,19 +305,19 @@ impl App {
             let mut inner = self.inner.lock().await;
             inner.creds = Some(creds);
             inner.games.clear();
-            inner.settings.language.clone()
+            inner.settings.language
         };
         // Warn about the plan's end at sign-in (the shell turns it into a notification).
         match account.subscription().await {
             Ok(Some(s)) if s.seconds_left == 0 => {
-                self.emit(AppEvent::Notice(notice(What::PlanExpired, &lang)))
+                self.emit(AppEvent::Notice(notice(What::PlanExpired, lang)))
             }
             Ok(Some(s)) if s.seconds_left < EXPIRY_WARNING_DAYS * 86_400 => {
                 self.emit(AppEvent::Notice(notice(
                     What::PlanExpiring {
                         days: s.seconds_left / 86_400,
                     },
-                    &lang,
+                    lang,
                 )))
             }
             Ok(_) => {}
@@ -375,7 +339,7 @@ impl App {
     }
 
     /// The catalog (fetched once per login), filtered, with a `running` flag per game.
-    async fn games(&self, q: Search) -> Result<Value, CmdError> {
+    async fn games(&self, q: GamesQuery) -> Result<GamesView, CmdError> {
         let account = self.account().await?;
         let cached = !self.inner.lock().await.games.is_empty();
         if !cached {
@@ -384,27 +348,23 @@ impl App {
             self.inner.lock().await.games = games;
         }
         let inner = self.inner.lock().await;
-        let list: Vec<Value> = account::filter_games(&inner.games, &q.search, &q.category)
+        let games = account::filter_games(&inner.games, &q.search, &q.category)
             .into_iter()
-            .map(|g| {
-                let mut v = json!(g);
-                v["running"] = json!(inner.detected.contains(&g.slug));
-                v
-            })
+            .map(|g| GameView::new(g, inner.detected.contains(&g.slug)))
             .collect();
-        let mut categories: Vec<&str> = inner
+        let mut categories: Vec<String> = inner
             .games
             .iter()
-            .filter_map(|g| g.category.as_deref())
+            .filter_map(|g| g.category.clone())
             .collect();
         categories.sort_unstable();
         categories.dedup();
-        Ok(json!({ "games": list, "categories": categories }))
+        Ok(GamesView { games, categories })
     }
 
     /// Shows where a session for `game` would go: billing's live nodes, probed. A preview:
     /// no ticket is issued and no session slot is taken.
-    async fn route(&self, a: GameArg) -> Result<RouteView, CmdError> {
+    async fn route(&self, a: GameArgs) -> Result<RouteView, CmdError> {
         let account = self.account().await?;
         let (ca_pem, paths, redundancy) = {
             let inner = self.inner.lock().await;
@@ -415,7 +375,7 @@ impl App {
                     .map(|c| c.mesh_ca_pem.clone())
                     .unwrap_or_default(),
                 inner.settings.paths,
-                inner.settings.redundancy.clone(),
+                inner.settings.redundancy,
             )
         };
         let g = account.route_preview(&a.game).await?;
@@ -459,7 +419,7 @@ impl App {
     /// Connects to `game` (through `node` if given) with the shared session controller. No
     /// lock is held while it talks to billing and the nodes: the tray, `state` and
     /// `disconnect` answer meanwhile.
-    async fn connect(&self, a: GameArg) -> Result<SessionInfo, CmdError> {
+    async fn connect(&self, a: GameArgs) -> Result<SessionInfo, CmdError> {
         if a.game.is_empty() {
             return Err(CmdError::new("no_game", "pick a game first"));
         }
@@ -577,12 +537,12 @@ impl App {
                 continue;
             }
             let idle = inner.session.is_none();
-            let lang = inner.settings.language.clone();
+            let lang = inner.settings.language;
             for slug in now.iter().filter(|s| !inner.detected.contains(s)) {
                 if idle && let Some(g) = games.iter().find(|g| &g.slug == slug) {
                     self.emit(AppEvent::Notice(notice(
                         What::GameDetected { name: &g.name },
-                        &lang,
+                        lang,
                     )));
                 }
             }
@@ -595,7 +555,7 @@ impl App {
     /// A one-line status for the tray.
     pub async fn status_line(&self) -> String {
         let inner = self.inner.lock().await;
-        let ru = inner.settings.language == "ru";
+        let ru = inner.settings.language == Language::Ru;
         match (&inner.session, &inner.creds) {
             (Some(s), _) if !s.finished() => {
                 let i = s.info();
@@ -629,15 +589,4 @@ impl App {
 /// A billing client for the signed-in account.
 fn billing(c: &Credentials) -> BillingClient {
     BillingClient::new(&c.billing_url).with_token(c.access_token.clone())
-}
-
-fn capture_modes() -> Vec<&'static str> {
-    let mut m = vec!["proxy"];
-    if cfg!(target_os = "linux") {
-        m.push("tun");
-    }
-    if cfg!(windows) {
-        m.push("windivert");
-    }
-    m
 }

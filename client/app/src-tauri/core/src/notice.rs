@@ -2,19 +2,47 @@
 //! shell, as system notifications.
 
 use serde::Serialize;
+use ts_rs::TS;
+
+use crate::settings::Language;
 
 /// A message for the gamer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
 pub struct Notice {
-    /// Stable kind: `failover`, `node_lost`, `primary_changed`, `destination_refused`,
-    /// `too_many_flows`, `ticket_expired`, `plan_expiring`, `plan_expired`, `game_detected`.
-    pub kind: &'static str,
+    /// What it is about.
+    pub kind: NoticeKind,
     /// Whether it deserves a system notification (not only a line in the window).
     pub notify: bool,
     /// Short title.
     pub title: String,
     /// One sentence.
     pub body: String,
+}
+
+/// A notice's stable kind, for the window to branch on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, TS)]
+#[serde(rename_all = "snake_case")]
+pub enum NoticeKind {
+    /// The session moved to another node.
+    Failover,
+    /// Every path went silent and no node took the session.
+    NodeLost,
+    /// The primary path changed.
+    PrimaryChanged,
+    /// Frames go (or stopped going) over the QUIC control connection.
+    ProtectedMode,
+    /// The node refused a destination.
+    DestinationRefused,
+    /// The game opened more flows than one session carries.
+    TooManyFlows,
+    /// The ticket expired; the session stopped.
+    TicketExpired,
+    /// The plan ends soon.
+    PlanExpiring,
+    /// The plan has ended.
+    PlanExpired,
+    /// A catalog game is running.
+    GameDetected,
 }
 
 /// What happened, with its details.
@@ -43,12 +71,12 @@ pub enum What<'a> {
     GameDetected { name: &'a str },
 }
 
-/// The notice for `what` in `lang` (`ru`, otherwise English).
-pub fn notice(what: What<'_>, lang: &str) -> Notice {
-    let ru = lang == "ru";
+/// The notice for `what` in `lang`.
+pub fn notice(what: What<'_>, lang: Language) -> Notice {
+    let ru = lang == Language::Ru;
     let (kind, notify, title, body) = match what {
         What::Failover { to, gap_ms } => (
-            "failover",
+            NoticeKind::Failover,
             true,
             if ru {
                 "Маршрут переключён"
@@ -63,7 +91,7 @@ pub fn notice(what: What<'_>, lang: &str) -> Notice {
             },
         ),
         What::NodeLost { reason } => (
-            "node_lost",
+            NoticeKind::NodeLost,
             true,
             if ru {
                 "Узел не отвечает"
@@ -78,7 +106,7 @@ pub fn notice(what: What<'_>, lang: &str) -> Notice {
             },
         ),
         What::PrimaryChanged { from, to } => (
-            "primary_changed",
+            NoticeKind::PrimaryChanged,
             false,
             if ru {
                 "Основной путь сменился"
@@ -93,7 +121,7 @@ pub fn notice(what: What<'_>, lang: &str) -> Notice {
             },
         ),
         What::ProtectedMode { on, reason } => (
-            "protected_mode",
+            NoticeKind::ProtectedMode,
             on,
             match (ru, on) {
                 (true, true) => "Защищённый режим включён",
@@ -111,7 +139,7 @@ pub fn notice(what: What<'_>, lang: &str) -> Notice {
             },
         ),
         What::DestinationRefused { addr, game } => (
-            "destination_refused",
+            NoticeKind::DestinationRefused,
             true,
             if ru {
                 "Адрес не разрешён"
@@ -126,7 +154,7 @@ pub fn notice(what: What<'_>, lang: &str) -> Notice {
             },
         ),
         What::TooManyFlows => (
-            "too_many_flows",
+            NoticeKind::TooManyFlows,
             false,
             if ru {
                 "Слишком много потоков"
@@ -141,7 +169,7 @@ pub fn notice(what: What<'_>, lang: &str) -> Notice {
             },
         ),
         What::TicketExpired => (
-            "ticket_expired",
+            NoticeKind::TicketExpired,
             true,
             if ru {
                 "Сессия завершена"
@@ -156,7 +184,7 @@ pub fn notice(what: What<'_>, lang: &str) -> Notice {
             },
         ),
         What::PlanExpiring { days } => (
-            "plan_expiring",
+            NoticeKind::PlanExpiring,
             true,
             if ru {
                 "Подписка заканчивается"
@@ -171,7 +199,7 @@ pub fn notice(what: What<'_>, lang: &str) -> Notice {
             },
         ),
         What::PlanExpired => (
-            "plan_expired",
+            NoticeKind::PlanExpired,
             true,
             if ru {
                 "Подписка закончилась"
@@ -186,7 +214,7 @@ pub fn notice(what: What<'_>, lang: &str) -> Notice {
             },
         ),
         What::GameDetected { name } => (
-            "game_detected",
+            NoticeKind::GameDetected,
             true,
             if ru {
                 "Игра запущена"
@@ -220,18 +248,18 @@ mod tests {
                 to: "node-2",
                 gap_ms: 1200,
             },
-            "en",
+            Language::En,
         );
         let ru = notice(
             What::Failover {
                 to: "node-2",
                 gap_ms: 1200,
             },
-            "ru",
+            Language::Ru,
         );
         assert_eq!(en.kind, ru.kind);
         assert!(en.body.contains("node-2") && en.body.contains("1200"));
         assert!(ru.body.contains("node-2") && ru.title.contains("Маршрут"));
-        assert!(!notice(What::PrimaryChanged { from: 0, to: 1 }, "en").notify);
+        assert!(!notice(What::PrimaryChanged { from: 0, to: 1 }, Language::En).notify);
     }
 }

@@ -11,6 +11,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use ts_rs::TS;
 
 const MAGIC: &[u8; 8] = b"PLGPROBE";
 /// Packets per second.
@@ -20,7 +21,7 @@ const LATE: Duration = Duration::from_secs(1);
 const RING: usize = 64;
 
 /// One second of probing.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, TS)]
 pub struct Sample {
     /// Mean round-trip time of the replies, ms.
     pub rtt_ms: f64,

@@ -2,26 +2,58 @@
 //! [`Tick`] of live numbers every second, turns proxy events into notices, and sums the
 //! session up when it ends.
 
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
-use plg_client::{
-    CaptureMode, ConnectRequest, Controller, EndReason, NodeInfo, ProxyEvent, Redundancy,
-    SessionEvent,
-};
+use plg_client::{CaptureMode, ConnectRequest, Controller, EndReason, ProxyEvent, SessionEvent};
 use serde::Serialize;
 use tokio::sync::{broadcast, oneshot, watch};
 use tokio::task::JoinHandle;
+use ts_rs::TS;
 
 use crate::notice::{What, notice};
 use crate::probe::{EchoProbe, Sample};
-use crate::settings::Settings;
+use crate::settings::{CaptureKind, Language, Redundancy, Settings};
 use crate::{AppEvent, CmdError};
 
+/// A relay node, as the window shows it (`plg_client::billing::NodeInfo`).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, TS)]
+pub struct NodeInfo {
+    /// Node id.
+    pub id: String,
+    /// TLS name in the node's certificate.
+    pub server_name: String,
+    /// Region label.
+    pub region: String,
+    /// QUIC control address.
+    pub control_addr: String,
+    /// UDP data address.
+    pub data_addr: String,
+}
+
+impl From<plg_client::NodeInfo> for NodeInfo {
+    fn from(n: plg_client::NodeInfo) -> Self {
+        // Destructured so a new field is a compile error here, not a silent omission.
+        let plg_client::NodeInfo {
+            id,
+            server_name,
+            region,
+            control_addr,
+            data_addr,
+        } = n;
+        NodeInfo {
+            id,
+            server_name,
+            region,
+            control_addr,
+            data_addr,
+        }
+    }
+}
+
 /// What the dashboard shows about a running session.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, TS)]
 pub struct SessionInfo {
     /// Billing's session id.
     pub session_id: String,
@@ -40,22 +72,36 @@ pub struct SessionInfo {
     /// For each path, the node relaying it to the exit (`None`: straight to the exit).
     pub relays: Vec<Option<String>>,
     /// Redundancy policy.
-    pub redundancy: String,
+    pub redundancy: Redundancy,
     /// Unix seconds.
+    #[ts(type = "number")]
     pub started_at: u64,
     /// Unix seconds when the ticket expires.
+    #[ts(type = "number")]
     pub expires_at: u64,
     /// Whether direct vs accelerated is measured with echo probes (the demo game only).
     pub probing: bool,
 }
 
+/// A path's state on the dashboard.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, TS)]
+#[serde(rename_all = "snake_case")]
+pub enum PathState {
+    /// Probes answered recently.
+    Up,
+    /// Silent for a while: carries nothing in `single`.
+    Suspect,
+    /// No probe answered yet.
+    Waiting,
+}
+
 /// One path's health.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, TS)]
 pub struct PathTick {
     /// Path index.
     pub id: u8,
-    /// `up`, `suspect` or `waiting` (no probe answered yet).
-    pub state: &'static str,
+    /// Its state.
+    pub state: PathState,
     /// Smoothed RTT, ms.
     pub rtt_ms: Option<f64>,
     /// RTT variation, ms.
@@ -63,13 +109,15 @@ pub struct PathTick {
     /// Probe loss (EWMA), %.
     pub loss_pct: f64,
     /// Probes answered / sent.
+    #[ts(type = "number")]
     pub probes_answered: u64,
     /// Probes sent.
+    #[ts(type = "number")]
     pub probes_sent: u64,
 }
 
 /// Live numbers, once a second.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, TS)]
 pub struct Tick {
     /// Seconds since the session started.
     pub secs: f64,
@@ -82,16 +130,22 @@ pub struct Tick {
     /// Each path.
     pub paths: Vec<PathTick>,
     /// Packets from the game.
+    #[ts(type = "number")]
     pub packets_up: u64,
     /// Packets delivered to the game.
+    #[ts(type = "number")]
     pub packets_down: u64,
     /// Payload bytes from the game.
+    #[ts(type = "number")]
     pub bytes_up: u64,
     /// Payload bytes to the game.
+    #[ts(type = "number")]
     pub bytes_down: u64,
     /// Duplicate copies dropped (another path was first).
+    #[ts(type = "number")]
     pub duplicates: u64,
     /// Datagrams from the node dropped (forged, replayed, malformed).
+    #[ts(type = "number")]
     pub dropped: u64,
     /// Echo probe straight to the game server (demo game only).
     pub direct: Option<Sample>,
@@ -100,7 +154,7 @@ pub struct Tick {
 }
 
 /// Averages of the probe samples over a session.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, TS)]
 pub struct Average {
     /// Mean RTT, ms.
     pub rtt_ms: f64,
@@ -122,18 +176,33 @@ impl Average {
     }
 }
 
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq, TS)]
+#[serde(rename_all = "snake_case")]
+pub enum EndedBy {
+    /// The gamer (or the app quitting) stopped it.
+    #[default]
+    User,
+    /// Its ticket expired.
+    TicketExpired,
+}
+
 /// The before/after summary shown when a session ends.
-#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, PartialEq, Default, TS)]
 pub struct Summary {
     /// Session length, s.
     pub duration_secs: f64,
     /// Payload bytes from the game.
+    #[ts(type = "number")]
     pub bytes_up: u64,
     /// Payload bytes to the game.
+    #[ts(type = "number")]
     pub bytes_down: u64,
     /// Packets from the game.
+    #[ts(type = "number")]
     pub packets_up: u64,
     /// Packets to the game.
+    #[ts(type = "number")]
     pub packets_down: u64,
     /// Failovers to another node.
     pub failovers: u32,
@@ -143,8 +212,8 @@ pub struct Summary {
     pub before: Option<Average>,
     /// Accelerated, from echo probes (demo game only).
     pub after: Option<Average>,
-    /// Why it ended: `user`, `ticket_expired`.
-    pub ended_by: String,
+    /// Why it ended.
+    pub ended_by: EndedBy,
 }
 
 /// A running session: the shared [`Controller`] (renewal, failover, clean end) plus the
@@ -157,61 +226,46 @@ pub struct Session {
     task: JoinHandle<Summary>,
 }
 
-/// The game server for proxy mode: the setting, else the grant's only single-address
-/// destination (`None`: the controller says what is missing).
-pub fn proxy_server(settings: &Settings) -> Result<Option<SocketAddr>, CmdError> {
-    if settings.game_server.is_empty() {
-        return Ok(None);
-    }
-    settings
-        .game_server
-        .parse()
-        .map(Some)
-        .map_err(|_| CmdError::new("bad_settings", "the game server address is not IP:PORT"))
-}
-
 /// The controller's request for `game` under `settings`.
 pub fn request(
     game: &str,
     node: Option<String>,
     settings: &Settings,
 ) -> Result<ConnectRequest, CmdError> {
-    let redundancy: Redundancy = settings
-        .redundancy
-        .parse()
-        .map_err(|e: String| CmdError::new("bad_settings", e))?;
-    let capture = match settings.capture.as_str() {
-        "proxy" => CaptureMode::Proxy {
-            listen: settings
-                .proxy_listen
-                .parse()
-                .map_err(|_| CmdError::new("bad_settings", "proxy address is not IP:PORT"))?,
-            server: proxy_server(settings)?,
+    if !CaptureKind::available().contains(&settings.capture) {
+        return Err(CmdError::new(
+            "capture_unavailable",
+            format!(
+                "capture mode {} is not available on this system",
+                serde_json::to_value(settings.capture).unwrap_or_default()
+            ),
+        ));
+    }
+    let capture = match settings.capture {
+        // The game server: the setting, else the grant's only single-address destination
+        // (`None`: the controller says what is missing).
+        CaptureKind::Proxy => CaptureMode::Proxy {
+            listen: settings.proxy_listen,
+            server: settings.game_server,
         },
-        "tun" => CaptureMode::Tun,
-        "windivert" => CaptureMode::WinDivert,
-        other => {
-            return Err(CmdError::new(
-                "capture_unavailable",
-                format!("capture mode {other} is not available on this system"),
-            ));
-        }
+        CaptureKind::Tun => CaptureMode::Tun,
+        CaptureKind::Windivert => CaptureMode::WinDivert,
     };
     Ok(ConnectRequest {
         node,
         capture,
         paths: settings.paths,
-        redundancy,
+        redundancy: settings.redundancy.into(),
         ..ConnectRequest::new(game)
     })
 }
 
-fn view(i: &plg_client::SessionInfo, redundancy: &str, probing: bool) -> SessionInfo {
+fn view(i: &plg_client::SessionInfo, redundancy: Redundancy, probing: bool) -> SessionInfo {
     SessionInfo {
         session_id: i.session_id.clone(),
         game: i.game.clone(),
         game_name: i.game_name.clone(),
-        node: i.node.clone(),
+        node: i.node.clone().into(),
         capture: i.capture.clone(),
         local_addr: i.local_addr.map(|a| a.to_string()),
         paths: i.relays.len() as u8,
@@ -220,7 +274,7 @@ fn view(i: &plg_client::SessionInfo, redundancy: &str, probing: bool) -> Session
             .iter()
             .map(|r| r.as_ref().map(|n| n.id.clone()))
             .collect(),
-        redundancy: redundancy.to_owned(),
+        redundancy,
         started_at: i.started_at,
         expires_at: i.expires_at,
         probing,
@@ -248,14 +302,14 @@ impl Session {
             )),
             _ => None,
         };
-        let info = view(&ci, &settings.redundancy, probes.is_some());
+        let info = view(&ci, settings.redundancy, probes.is_some());
         let (info_tx, info_rx) = watch::channel(info);
         let (stop, stop_rx) = oneshot::channel();
         let task = tokio::spawn(run(
             ctl,
             probes,
             info_tx,
-            settings.language.clone(),
+            settings.language,
             events,
             stop_rx,
         ));
@@ -300,11 +354,11 @@ fn tick(p: &Controller, secs: f64) -> Tick {
             .map(|(i, ps)| PathTick {
                 id: i as u8,
                 state: if ps.suspect {
-                    "suspect"
+                    PathState::Suspect
                 } else if ps.probes_answered == 0 {
-                    "waiting"
+                    PathState::Waiting
                 } else {
-                    "up"
+                    PathState::Up
                 },
                 rtt_ms: ps.srtt.map(ms),
                 rttvar_ms: ms(ps.rttvar),
@@ -328,16 +382,13 @@ async fn run(
     mut ctl: Controller,
     probes: Option<(EchoProbe, EchoProbe)>,
     info: watch::Sender<SessionInfo>,
-    lang: String,
+    lang: Language,
     events: broadcast::Sender<AppEvent>,
     mut stop: oneshot::Receiver<()>,
 ) -> Summary {
     let started = tokio::time::Instant::now();
     let mut every = tokio::time::interval(Duration::from_secs(1));
-    let mut summary = Summary {
-        ended_by: "user".into(),
-        ..Summary::default()
-    };
+    let mut summary = Summary::default();
     let (mut before, mut after) = (Average::default(), Average::default());
     let (mut rtt_sum, mut rtt_n) = (0.0, 0u32);
     let emit = |ev: AppEvent| {
@@ -353,7 +404,7 @@ async fn run(
                 // The header, the paths and the tray follow the node actually in use.
                 let now = {
                     let old = info.borrow();
-                    view(&ctl.info(), &old.redundancy, old.probing)
+                    view(&ctl.info(), old.redundancy, old.probing)
                 };
                 if *info.borrow() != now {
                     info.send_replace(now.clone());
@@ -370,7 +421,7 @@ async fn run(
                     SessionEvent::Path(ProxyEvent::TooManyFlows) => What::TooManyFlows,
                     SessionEvent::Path(ProxyEvent::ProtectedMode { on, reason }) => What::ProtectedMode { on: *on, reason },
                     SessionEvent::Ended(EndReason::TicketExpired { .. }) => {
-                        summary.ended_by = "ticket_expired".into();
+                        summary.ended_by = EndedBy::TicketExpired;
                         What::TicketExpired
                     }
                     other => {
@@ -379,7 +430,7 @@ async fn run(
                     }
                 };
                 tracing::info!(event = ?ev, "session event");
-                emit(AppEvent::Notice(notice(what, &lang)));
+                emit(AppEvent::Notice(notice(what, lang)));
             }
             _ = every.tick() => {
                 let mut t = tick(&ctl, started.elapsed().as_secs_f64());
@@ -423,19 +474,38 @@ mod tests {
         let r = request("g", None, &s).unwrap();
         assert_eq!(r.game, "g");
         assert!(matches!(r.capture, CaptureMode::Proxy { server: None, .. }));
+        assert_eq!(r.redundancy, plg_client::Redundancy::ADAPTIVE);
         let s = Settings {
-            game_server: "5.6.7.8:9".into(),
+            game_server: Some("5.6.7.8:9".parse().unwrap()),
+            proxy_listen: "127.0.0.1:4000".parse().unwrap(),
+            redundancy: Redundancy::Duplicate,
+            paths: 3,
             ..Settings::default()
         };
+        let r = request("g", Some("node-2".into()), &s).unwrap();
         assert!(matches!(
-            request("g", None, &s).unwrap().capture,
-            CaptureMode::Proxy { server: Some(a), .. } if a == "5.6.7.8:9".parse().unwrap()
+            r.capture,
+            CaptureMode::Proxy { server: Some(a), listen }
+                if a == "5.6.7.8:9".parse().unwrap() && listen.port() == 4000
         ));
+        assert_eq!(
+            (r.redundancy, r.paths, r.node.as_deref()),
+            (plg_client::Redundancy::Duplicate, 3, Some("node-2"))
+        );
+        // A capture this OS lacks is refused before anything is opened.
+        let missing = if cfg!(windows) {
+            CaptureKind::Tun
+        } else {
+            CaptureKind::Windivert
+        };
         let s = Settings {
-            game_server: "nope".into(),
+            capture: missing,
             ..Settings::default()
         };
-        assert_eq!(request("g", None, &s).unwrap_err().code, "bad_settings");
+        assert_eq!(
+            request("g", None, &s).unwrap_err().code,
+            "capture_unavailable"
+        );
     }
 
     #[test]

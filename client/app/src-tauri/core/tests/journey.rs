@@ -4,12 +4,25 @@
 
 use std::time::Duration;
 
-use plg_app_core::{App, AppEvent};
+use plg_app_core::session::PathState;
+use plg_app_core::{App, AppEvent, CmdError, Command, Language, Reply};
 use plg_sim::local_mesh::LocalMesh;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 const WAIT: Duration = Duration::from_secs(20);
+
+/// A call as the window makes it: a command name and JSON arguments in, JSON out.
+trait CallJson {
+    async fn call(&self, cmd: &str, args: Value) -> Result<Value, CmdError>;
+}
+
+impl CallJson for App {
+    async fn call(&self, cmd: &str, args: Value) -> Result<Value, CmdError> {
+        let reply = self.dispatch(cmd, args).await?;
+        Ok(serde_json::to_value(reply).expect("replies serialize"))
+    }
+}
 
 /// Waits (bounded) for the first event `pick` accepts.
 async fn next<T>(
@@ -42,10 +55,10 @@ async fn sign_up_connect_live_numbers_disconnect() {
     let mut events = app.subscribe();
     let url = mesh.billing_url.clone();
 
-    let e = app.dispatch("games", Value::Null).await.unwrap_err();
+    let e = app.call("games", Value::Null).await.unwrap_err();
     assert_eq!(e.code, "not_signed_in");
     let e = app
-        .dispatch(
+        .call(
             "sign_in",
             json!({"billing_url": url, "email": "ghost@demo.plg", "password": "wrong password"}),
         )
@@ -56,38 +69,32 @@ async fn sign_up_connect_live_numbers_disconnect() {
         !e.message.contains("wrong password"),
         "the password never shows in errors"
     );
-    let e = app.dispatch("nope", Value::Null).await.unwrap_err();
+    let e = app.call("nope", Value::Null).await.unwrap_err();
     assert_eq!(e.code, "unknown_command");
 
     let email = "journey@demo.plg";
-    app.dispatch(
+    app.call(
         "sign_in",
         json!({"billing_url": url, "email": email, "password": "correct horse battery staple", "register": true, "trial": true}),
     )
     .await
     .unwrap();
-    let state = app.dispatch("state", Value::Null).await.unwrap();
+    let state = app.call("state", Value::Null).await.unwrap();
     assert_eq!(state["account"]["email"], email);
-    let me = app.dispatch("me", Value::Null).await.unwrap();
+    let me = app.call("me", Value::Null).await.unwrap();
     assert_eq!(me["subscription"]["plan"], "trial");
     assert_eq!(me["subscription"]["status"], "active");
 
-    let all = app.dispatch("games", json!({})).await.unwrap();
+    let all = app.call("games", json!({})).await.unwrap();
     assert!(all["games"].as_array().unwrap().len() > 10);
     assert!(!all["categories"].as_array().unwrap().is_empty());
-    let demo = app
-        .dispatch("games", json!({"search": "DEMO"}))
-        .await
-        .unwrap();
+    let demo = app.call("games", json!({"search": "DEMO"})).await.unwrap();
     let list = demo["games"].as_array().unwrap();
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["slug"], "demo");
     assert_eq!(list[0]["running"], false);
 
-    let route = app
-        .dispatch("route", json!({"game": "demo"}))
-        .await
-        .unwrap();
+    let route = app.call("route", json!({"game": "demo"})).await.unwrap();
     let nodes = route["nodes"].as_array().unwrap();
     assert_eq!(nodes.len(), 2, "{route}");
     assert_eq!(nodes[0]["recommended"], true);
@@ -105,8 +112,10 @@ async fn sign_up_connect_live_numbers_disconnect() {
     let relay = nodes[1]["id"].as_str().unwrap();
     assert_eq!(route["relays"], json!([null, relay]), "{route}");
 
+    // As the window does: connect through the route's recommended exit. (Without `node`,
+    // connect ranks the two loopback nodes again and may pick the other one.)
     let info = app
-        .dispatch("connect", json!({"game": "demo"}))
+        .call("connect", json!({"game": "demo", "node": exit}))
         .await
         .unwrap();
     assert_eq!(info["game"], "demo");
@@ -115,7 +124,7 @@ async fn sign_up_connect_live_numbers_disconnect() {
     assert_eq!(info["node"]["id"], exit);
     assert_eq!(info["relays"], json!([null, relay]), "{info}");
     let e = app
-        .dispatch("connect", json!({"game": "demo"}))
+        .call("connect", json!({"game": "demo"}))
         .await
         .unwrap_err();
     assert_eq!(e.code, "already_connected");
@@ -127,7 +136,7 @@ async fn sign_up_connect_live_numbers_disconnect() {
                 .is_some_and(|a| a.probes > 0 && a.loss_pct < 100.0)
                 && t.direct.is_some()
                 && t.packets_down > 0
-                && t.paths.iter().filter(|p| p.state == "up").count() == 2 =>
+                && t.paths.iter().filter(|p| p.state == PathState::Up).count() == 2 =>
         {
             Some(t.clone())
         }
@@ -156,7 +165,7 @@ async fn sign_up_connect_live_numbers_disconnect() {
     .await;
     assert!(later.secs > tick.secs);
 
-    let summary = app.dispatch("disconnect", Value::Null).await.unwrap();
+    let summary = app.call("disconnect", Value::Null).await.unwrap();
     assert!(summary["packets_up"].as_u64().unwrap() > 0, "{summary}");
     assert!(
         summary["after"]["samples"].as_u64().unwrap() > 0,
@@ -171,12 +180,12 @@ async fn sign_up_connect_live_numbers_disconnect() {
         matches!(ev, AppEvent::Ended(_)).then_some(())
     })
     .await;
-    assert_eq!(
-        app.dispatch("disconnect", Value::Null).await.unwrap(),
-        Value::Null
-    );
+    assert!(matches!(
+        app.handle(Command::Disconnect).await,
+        Ok(Reply::Disconnect(None))
+    ));
     // The route's ticket was the one connected with: billing saw one session, now ended.
-    let usage = &app.dispatch("me", Value::Null).await.unwrap()["usage"];
+    let usage = &app.call("me", Value::Null).await.unwrap()["usage"];
     assert_eq!(usage["sessions_total"], 1, "{usage}");
     assert_eq!(usage["sessions_open"], 0, "{usage}");
 
@@ -184,24 +193,21 @@ async fn sign_up_connect_live_numbers_disconnect() {
     let mut s = app.settings().await;
     s.paths = 9;
     assert_eq!(
-        app.dispatch("save_settings", json!(s))
-            .await
-            .unwrap_err()
-            .code,
+        app.call("save_settings", json!(s)).await.unwrap_err().code,
         "bad_settings"
     );
     s.paths = 1;
-    s.language = "ru".into();
-    app.dispatch("save_settings", json!(s)).await.unwrap();
+    s.language = Language::Ru;
+    app.call("save_settings", json!(s)).await.unwrap();
     assert_eq!(app.settings().await.last_game, "demo");
     let again = App::new(dir.path().to_owned(), "http://unused");
-    let st = again.dispatch("state", Value::Null).await.unwrap();
+    let st = again.call("state", Value::Null).await.unwrap();
     assert_eq!(st["settings"]["language"], "ru");
     assert_eq!(st["settings"]["paths"], 1);
     assert_eq!(st["account"]["email"], email);
     assert_eq!(again.status_line().await, "Не подключено");
 
-    app.dispatch("sign_out", Value::Null).await.unwrap();
-    assert!(app.dispatch("state", Value::Null).await.unwrap()["account"].is_null());
+    app.call("sign_out", Value::Null).await.unwrap();
+    assert!(app.call("state", Value::Null).await.unwrap()["account"].is_null());
     mesh.stop().await;
 }
