@@ -8,14 +8,13 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use plg_client::controller::{open_ranked, single_target};
+use plg_client::controller::single_target;
 use plg_client::credentials::{Credentials, config_dir};
 use plg_client::dashboard::{Monitor, Ping, Tui, spawn_pinger};
-use plg_client::route::{self, Candidate};
+use plg_client::route;
 use plg_client::{
-    BillingClient, CaptureMode, ConnectRequest, Controller, EndReason, NodeInfo, Progress,
-    Protection, Proxy, ProxyEvent, Redundancy, SessionEvent, SessionGrant, bench, detect, explain,
-    probe,
+    BillingClient, CaptureMode, ConnectRequest, Controller, EndReason, Progress, Protection,
+    ProxyEvent, Redundancy, SessionEvent, bench, detect, explain, probe,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -195,49 +194,6 @@ fn logged_in(dir: &std::path::Path) -> Result<(Credentials, BillingClient)> {
     }
     let billing = BillingClient::new(&creds.billing_url).with_token(creds.access_token.clone());
     Ok((creds, billing))
-}
-
-/// Requests a ticket and probes the offered nodes; returns the grant and the candidates best
-/// first (the one named `only`, if given).
-async fn grant_and_rank(
-    billing: &BillingClient,
-    ca_pem: &str,
-    game: &str,
-    only: Option<&str>,
-    probes: u32,
-) -> Result<(SessionGrant, Vec<Candidate>)> {
-    let pb = spinner(format!("requesting a session ticket for {game}…"));
-    let grant = billing
-        .request_session(game)
-        .await
-        .context("requesting a session ticket");
-    let grant = match grant {
-        Ok(g) => g,
-        Err(e) => {
-            pb.finish_and_clear();
-            return Err(e);
-        }
-    };
-    let nodes: Vec<NodeInfo> = grant
-        .nodes
-        .iter()
-        .filter(|n| only.is_none_or(|id| n.id == id))
-        .cloned()
-        .collect();
-    if nodes.is_empty() {
-        pb.finish_and_clear();
-        let _ = billing.stop_session(&grant.session_id).await;
-        match only {
-            Some(id) => bail!(
-                "node {id} is not among the nodes billing offers for this session (`plg nodes --game {game}` lists them)"
-            ),
-            None => bail!("billing has no relay node online right now; try again in a minute"),
-        }
-    }
-    pb.set_message(format!("probing {} relay node(s)…", nodes.len()));
-    let ranked = route::probe_nodes(&nodes, ca_pem, probes).await;
-    pb.finish_and_clear();
-    Ok((grant, ranked))
 }
 
 /// Waits until a catalog game (or the one named `want`) runs; returns its slug.
@@ -459,10 +415,32 @@ async fn run(command: Command) -> Result<()> {
             node,
         } => {
             let (creds, billing) = logged_in(&dir)?;
-            let (grant, ranked) =
-                grant_and_rank(&billing, &creds.mesh_ca_pem, &game, node.as_deref(), 3).await?;
-            let result = bench_session(&creds, &grant, &ranked, to, seconds, rate).await;
-            let _ = billing.stop_session(&grant.session_id).await;
+            // One path, no redundancy, no renewal: the plain relay against the direct route.
+            let req = ConnectRequest {
+                node,
+                capture: CaptureMode::Proxy {
+                    listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                    server: to,
+                },
+                paths: 1,
+                redundancy: Redundancy::Single,
+                probes: 3,
+                keep_alive: false,
+                ..ConnectRequest::new(&game)
+            };
+            let pb = spinner(format!("requesting a session ticket for {game}…"));
+            let connected = Controller::connect_until(
+                billing,
+                creds.mesh_ca_pem.clone(),
+                req,
+                progress(&pb, false),
+                shutdown_signal(),
+            )
+            .await;
+            pb.finish_and_clear();
+            let ctl = connected?;
+            let result = bench_session(&ctl, seconds, rate).await;
+            ctl.stop().await;
             result?;
         }
         Command::Connect {
@@ -504,21 +482,12 @@ async fn run(command: Command) -> Result<()> {
                 ..ConnectRequest::new(&game)
             };
             let pb = spinner(format!("requesting a session ticket for {game}…"));
-            let progress = {
-                let pb = pb.clone();
-                move |p: Progress| match p {
-                    Progress::Ticket => {}
-                    Progress::Probing(n) => pb.set_message(format!("probing {n} relay node(s)…")),
-                    Progress::Advice(text) => pb.suspend(|| println!("{text}")),
-                    Progress::Opening => pb.set_message("opening the session…"),
-                }
-            };
             // A signal while connecting gives up, and the session billing opened is released.
             let connected = Controller::connect_until(
                 billing,
                 creds.mesh_ca_pem.clone(),
                 req,
-                progress,
+                progress(&pb, true),
                 shutdown_signal(),
             )
             .await;
@@ -572,36 +541,26 @@ async fn run(command: Command) -> Result<()> {
     Ok(())
 }
 
-/// `plg bench`: direct first, then through a session to the same server.
-async fn bench_session(
-    creds: &Credentials,
-    grant: &SessionGrant,
-    ranked: &[Candidate],
-    to: Option<SocketAddr>,
-    seconds: u64,
-    rate: u32,
-) -> Result<()> {
-    let Some(target) = to.or_else(|| single_target(&grant.destinations)) else {
-        bail!(
-            "{} has several server ranges: say which server to measure with --to <ip:port>",
-            grant.game.name
-        );
+/// What a connect is doing, on the spinner (with `advice`, the ranking's advice printed
+/// above it; `plg bench` measures instead of advising).
+fn progress(pb: &ProgressBar, advice: bool) -> impl Fn(Progress) + use<> {
+    let pb = pb.clone();
+    move |p: Progress| match p {
+        Progress::Ticket => {}
+        Progress::Probing(n) => pb.set_message(format!("probing {n} relay node(s)…")),
+        Progress::Advice(text) if advice => pb.suspend(|| println!("{text}")),
+        Progress::Advice(_) => {}
+        Progress::Opening => pb.set_message("opening the session…"),
+    }
+}
+
+/// `plg bench`: direct first, then through the session to the same server.
+async fn bench_session(ctl: &Controller, seconds: u64, rate: u32) -> Result<()> {
+    let info = ctl.info();
+    let (Some(target), Some(local)) = (info.server, info.local_addr) else {
+        bail!("the session has no local port to measure through");
     };
-    let ticket = grant.ticket_bytes()?;
-    let pb = spinner("opening the session…");
-    let opened = open_ranked(ranked, &creds.mesh_ca_pem, &ticket).await;
-    pb.finish_and_clear();
-    let (node, tunnel) = opened?;
-    let data = tunnel.data_addr;
-    let p = Proxy::start_multipath(
-        tunnel,
-        "127.0.0.1:0".parse().expect("literal"),
-        target,
-        vec![data],
-        Redundancy::Single,
-    )
-    .await
-    .context("starting the local proxy")?;
+    let node = &info.node;
     let spec = bench::Traffic {
         rate,
         duration: Duration::from_secs(seconds),
@@ -613,7 +572,7 @@ async fn bench_session(
         spec.min_size,
         spec.max_size,
         seconds,
-        grant.game.name,
+        info.game_name,
         node.id,
         node.control_addr
     );
@@ -626,10 +585,9 @@ async fn bench_session(
         }
     };
     let direct = run("direct", target).await.context("direct run")?;
-    let via = run("through PLG", p.local_addr)
+    let via = run("through PLG", local)
         .await
         .context("run through the session")?;
-    p.stop().await;
     print!(
         "\n{}",
         bench::table(&[("direct", &direct), ("through PLG", &via)])

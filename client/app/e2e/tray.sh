@@ -35,3 +35,11 @@ echo "ok   closed to the tray: no window, $(helpers) WebKit process left, the ap
 wait_until '[[ $(windows) -ge 1 ]]' "starting the app again did not bring the window back"
 [[ $(pgrep -x plg-app -c) -eq 1 ]] || fail "a second app process stayed"
 echo "ok   started again: the first instance shows its window ($(helpers) WebKit processes)"
+# SIGTERM (logout, shutdown, `systemctl stop`) quits through the same path as the tray's Quit:
+# the app exits 0 after closing any session, instead of dying by the signal (143).
+kill -TERM "$pid"
+for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+kill -0 "$pid" 2>/dev/null && fail "SIGTERM did not end the app"
+rc=0; wait "$pid" || rc=$?
+[[ $rc -eq 0 ]] || fail "SIGTERM ended the app by the signal (exit $rc), not through Quit's path"
+echo "ok   SIGTERM quits like Quit (exit 0; a running session is closed first)"
