@@ -87,8 +87,9 @@ enum Command {
         /// Local UDP address the game sends to.
         #[arg(long, default_value = "127.0.0.1:7777")]
         proxy: SocketAddr,
-        /// The game server's address (proxy mode: where the local port forwards to).
-        #[arg(long, required_if_eq("mode", "proxy"))]
+        /// The game server's address (proxy mode: where the local port forwards to; default:
+        /// the game's only server, when the catalog names exactly one).
+        #[arg(long)]
         to: Option<SocketAddr>,
         /// How game traffic is captured: `proxy` (point the game at --proxy), `tun` (Linux,
         /// root: routes the game's server ranges into a TUN device, no game settings touched),
