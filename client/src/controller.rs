@@ -466,6 +466,21 @@ impl Controller {
             |e: &dyn std::fmt::Display, what: &str| ConnectError::Capture(format!("{what}: {e}"));
         let targets = Targets::parse(&grant.destinations)
             .map_err(|e| capture_err(&e, "the ticket's destinations"))?;
+        // The data path on whichever capture the request names.
+        macro_rules! start {
+            ($capture:expr) => {
+                Proxy::start_on(
+                    node.clone(),
+                    tunnel,
+                    $capture,
+                    path_addrs,
+                    req.redundancy,
+                    Some(failover),
+                )
+                .await
+                .map_err(|e| capture_err(&e, "starting the data path"))?
+            };
+        }
         let (proxy, local_addr) = match req.capture {
             CaptureMode::Proxy { listen, .. } => {
                 let to = server.expect("checked above");
@@ -476,16 +491,7 @@ impl Controller {
                 let local = capture
                     .local_addr()
                     .map_err(|e| capture_err(&e, "proxy address"))?;
-                let p = Proxy::start_on(
-                    node.clone(),
-                    tunnel,
-                    capture,
-                    path_addrs,
-                    req.redundancy,
-                    Some(failover),
-                )
-                .await
-                .map_err(|e| capture_err(&e, "starting the data path"))?;
+                let p = start!(capture);
                 (p, Some(local))
             }
             #[cfg(target_os = "linux")]
@@ -497,16 +503,7 @@ impl Controller {
                         "cannot set up TUN capture (needs root or CAP_NET_ADMIN)",
                     )
                 })?;
-                let p = Proxy::start_on(
-                    node.clone(),
-                    tunnel,
-                    capture,
-                    path_addrs,
-                    req.redundancy,
-                    Some(failover),
-                )
-                .await
-                .map_err(|e| capture_err(&e, "starting the data path"))?;
+                let p = start!(capture);
                 (p, None)
             }
             #[cfg(windows)]
@@ -514,16 +511,7 @@ impl Controller {
                 let targets = own(targets).await;
                 let capture = WinDivertCapture::open(targets)
                     .map_err(|e| capture_err(&e, "cannot open WinDivert (run as administrator)"))?;
-                let p = Proxy::start_on(
-                    node.clone(),
-                    tunnel,
-                    capture,
-                    path_addrs,
-                    req.redundancy,
-                    Some(failover),
-                )
-                .await
-                .map_err(|e| capture_err(&e, "starting the data path"))?;
+                let p = start!(capture);
                 (p, None)
             }
             #[allow(unreachable_patterns)]

@@ -2,9 +2,8 @@
 //! `plg-billing join-token create`, `plg-node join`, `plg-node run`, `plg login`, `plg connect`.
 //! `cargo test --workspace` builds them (node, client and billing have integration tests).
 
-use std::io::Write;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use plg_sim::echo::EchoServer;
@@ -12,7 +11,7 @@ use plg_sim::traffic::{self, TrafficSpec};
 
 mod common;
 
-use common::{Proc, bin, run, start_billing};
+use common::{Proc, bin, plg_login, run, start_billing};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_real_binaries_carry_a_game_session() {
@@ -57,34 +56,7 @@ async fn the_real_binaries_carry_a_game_session() {
     node.wait_for("node running");
 
     let config_dir = dir.path().join("plg-config");
-    let mut login = Command::new(bin("plg"))
-        .args([
-            "login",
-            "--billing",
-            &url,
-            "--email",
-            "proc@example.com",
-            "--register",
-            "--password-stdin",
-        ])
-        .env("PLG_CONFIG_DIR", &config_dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    login
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"a long enough password\n")
-        .unwrap();
-    let out = login.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "plg login: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    plg_login(&url, "proc@example.com", &config_dir);
 
     let mut connect = Proc::spawn(
         "plg connect",

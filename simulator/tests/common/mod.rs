@@ -248,40 +248,7 @@ pub fn start_node(
     billing_dir: &std::path::Path,
     name: &str,
 ) -> Proc {
-    let token = run(Command::new(bin("plg-billing"))
-        .args(["join-token", "create", "--data-dir"])
-        .arg(billing_dir));
-    let node_dir = dir.join(name);
-    run(Command::new(bin("plg-node"))
-        .args([
-            "join",
-            "--billing",
-            url,
-            "--token",
-            token.trim(),
-            "--name",
-            name,
-            "--no-run",
-            "--data-dir",
-        ])
-        .arg(&node_dir));
-    let node = Proc::spawn(
-        "plg-node run",
-        Command::new(bin("plg-node"))
-            .args([
-                "--log-json",
-                "run",
-                "--control",
-                "127.0.0.1:0",
-                "--data",
-                "127.0.0.1:0",
-                "--allow-private-destinations",
-                "--data-dir",
-            ])
-            .arg(&node_dir),
-    );
-    node.wait_for("node running");
-    node
+    start_node_with_id(dir, url, billing_dir, name).0
 }
 
 /// [`start_node`], also returning the node's id (from its "node running" log line).
