@@ -71,6 +71,7 @@ mod tests {
     async fn tokio_clock_moves_only_with_tokio_time() {
         let clock = WallClock::following_tokio(1_000);
         assert_eq!(clock.now_ms(), 1_000);
+        // Real time passes (the point of the test), virtual time does not.
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(clock.now_ms(), 1_000);
         tokio::time::advance(Duration::from_secs(31)).await;

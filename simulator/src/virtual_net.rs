@@ -354,6 +354,23 @@ impl VirtualNet {
         self.elapsed()
     }
 
+    /// Puts `bytes` through path `p`'s impairment (`up`: client → node), queueing what
+    /// arrives (and a duplicate, if the link makes one) as `packet(bytes)`.
+    fn impaired(&mut self, up: bool, p: usize, packet: impl Fn(Vec<u8>) -> Packet, bytes: Vec<u8>) {
+        let at = self.at();
+        let link = if up {
+            &mut self.up[p]
+        } else {
+            &mut self.down[p]
+        };
+        if let Decision::Deliver { delay, duplicate } = link.decide(at, bytes.len()) {
+            if let Some(d) = duplicate {
+                self.push(self.now + d, packet(bytes.clone()));
+            }
+            self.push(self.now + delay, packet(bytes));
+        }
+    }
+
     /// Sends what the client queued.
     fn flush_client(&mut self) {
         while let Some(Transmit { via, bytes }) = self.client.poll_transmit() {
@@ -383,24 +400,7 @@ impl VirtualNet {
                         continue;
                     };
                     let from = self.sockets[p];
-                    let at = self.at();
-                    match self.up[p].decide(at, bytes.len()) {
-                        Decision::Drop(_) => {}
-                        Decision::Deliver { delay, duplicate } => {
-                            if let Some(d) = duplicate {
-                                let copy = bytes.clone();
-                                self.push(
-                                    self.now + d,
-                                    Packet::ToNode {
-                                        node,
-                                        from,
-                                        bytes: copy,
-                                    },
-                                );
-                            }
-                            self.push(self.now + delay, Packet::ToNode { node, from, bytes });
-                        }
-                    }
+                    self.impaired(true, p, |bytes| Packet::ToNode { node, from, bytes }, bytes);
                 }
             }
         }
@@ -544,31 +544,16 @@ impl VirtualNet {
         {
             return;
         }
-        let at = self.at();
-        match self.down[p].decide(at, bytes.len()) {
-            Decision::Drop(_) => {}
-            Decision::Deliver { delay, duplicate } => {
-                if let Some(d) = duplicate {
-                    let copy = bytes.clone();
-                    self.push(
-                        self.now + d,
-                        Packet::ToClient {
-                            to,
-                            quic: false,
-                            bytes: copy,
-                        },
-                    );
-                }
-                self.push(
-                    self.now + delay,
-                    Packet::ToClient {
-                        to,
-                        quic: false,
-                        bytes,
-                    },
-                );
-            }
-        }
+        self.impaired(
+            false,
+            p,
+            |bytes| Packet::ToClient {
+                to,
+                quic: false,
+                bytes,
+            },
+            bytes,
+        );
     }
 
     fn at_client(&mut self, to: SocketAddr, quic: bool, mut bytes: Vec<u8>) {

@@ -129,6 +129,7 @@ async fn a_pinned_exit_that_dies_still_fails_over() {
     let proxy = proxy_addr(&p);
     // The game plays while the pinned exit is killed.
     let game_task = tokio::spawn(play(proxy, 64, Duration::from_secs(6)));
+    // Scenario time, not a wait for a condition: two seconds of play before the kill.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut pinned = pinned;
     pinned.child.kill().unwrap();

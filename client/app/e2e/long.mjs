@@ -97,7 +97,9 @@ try {
     const wait = due - Date.now();
     if (wait > 0) await new Promise((ok) => setTimeout(ok, wait));
   }
-  await new Promise((ok) => setTimeout(ok, 2_000));
+  // The last echoes: wait until every packet is back, at most 2 s.
+  const settle = Date.now() + 2_000;
+  while (copies.some((c) => c === 0) && Date.now() < settle) await new Promise((ok) => setTimeout(ok, 50));
   clearInterval(poll);
   const s = await call("state");
   if (s.session) expiries.add(s.session.expires_at);
