@@ -32,8 +32,34 @@ pub enum BillingError {
     Protocol(String),
 }
 
+/// One leg's measurement as billing relays it from the mesh (integers, as nodes announce).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LegRtt {
+    /// Smoothed round-trip time, microseconds.
+    pub rtt_us: u64,
+    /// Smoothed jitter, microseconds.
+    #[serde(default)]
+    pub jitter_us: u64,
+    /// Probes lost, per mille (0–1000).
+    #[serde(default)]
+    pub loss_permille: u32,
+}
+
+/// What a node measured towards one game target (a /24 or /48 prefix).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TargetRtt {
+    /// The target prefix, e.g. `203.0.113.0/24`.
+    pub target: String,
+    /// The exit → game leg.
+    #[serde(flatten)]
+    pub leg: LegRtt,
+    /// Seconds since the node announced it.
+    #[serde(default)]
+    pub age_secs: u64,
+}
+
 /// One relay node a session may use.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct NodeInfo {
     /// Node id.
     pub id: String,
@@ -46,6 +72,12 @@ pub struct NodeInfo {
     pub control_addr: String,
     /// UDP data address.
     pub data_addr: String,
+    /// The node's exit → game measurements for this game's targets (empty: none yet).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub game_rtt: Vec<TargetRtt>,
+    /// The node's mesh RTT to other offered nodes, by node id.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub mesh_rtt: std::collections::BTreeMap<String, LegRtt>,
 }
 
 /// Game summary in a session grant.
@@ -55,6 +87,10 @@ pub struct GameRef {
     pub slug: String,
     /// Display name.
     pub name: String,
+    /// The game's own server query protocol, used to probe servers (`a2s`, `q3`, `echo`);
+    /// `None`: the catalog names none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
 }
 
 /// A session billing granted: the signed ticket and where to use it.

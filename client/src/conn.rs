@@ -1036,6 +1036,7 @@ mod tests {
             region: String::new(),
             control_addr: data.into(),
             data_addr: data.into(),
+            ..Default::default()
         }
     }
 

@@ -145,6 +145,7 @@ impl Proxy {
             region: String::new(),
             control_addr: tunnel.connection.remote_address().to_string(),
             data_addr: tunnel.data_addr.to_string(),
+            ..Default::default()
         };
         Self::start_on(node, tunnel, capture, paths, policy, failover).await
     }

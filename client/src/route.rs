@@ -191,6 +191,7 @@ mod tests {
                 region: String::new(),
                 control_addr: "127.0.0.1:1".into(),
                 data_addr: "127.0.0.1:2".into(),
+                ..Default::default()
             },
             probe: Probe {
                 sent,

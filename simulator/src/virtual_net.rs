@@ -173,6 +173,7 @@ fn node_info(i: usize) -> NodeInfo {
         region: String::new(),
         control_addr: addr.clone(),
         data_addr: addr,
+        ..Default::default()
     }
 }
 

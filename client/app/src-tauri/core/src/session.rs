@@ -41,6 +41,9 @@ impl From<plg_client::NodeInfo> for NodeInfo {
             region,
             control_addr,
             data_addr,
+            // Route measurements are shown by the route screen, not the session card.
+            game_rtt: _,
+            mesh_rtt: _,
         } = n;
         NodeInfo {
             id,
