@@ -1,14 +1,340 @@
-//! Route selection: probe the candidate nodes billing offers, order them best first, keep
-//! the current one unless another is clearly better, and say when the direct path already
-//! beats every node.
+//! Route selection on the whole path to the game server.
+//!
+//! A route is entry node (the one the client sends to) → optional mesh hop → exit node → game
+//! server. Its expected game RTT is the sum of its legs: client→entry (the client's own
+//! probes), entry→exit (the mesh's RTT matrix, from billing) and exit→game (what the exit
+//! measured and announced, from billing); losses compound. Routes are compared by
+//! [`Leg::cost`]: RTT plus [`LOSS_PENALTY_PER_PERCENT`] per percent of loss. The client also
+//! probes the game server directly with the same kind of probe, so it can say
+//! `direct 94 ms → via fra-2 61 ms (−35 %)`, or that direct is better.
+//!
+//! [`choose`] picks the exit whose best route is cheapest (keeping the current exit unless
+//! another is [`clearly_better`]) and, for that exit, its routes best first: the session's
+//! paths. An exit whose exit→game leg is unknown is assumed no closer to the game than the
+//! client is (its exit→game leg is taken as the direct RTT), so a measured exit wins over a
+//! guess; with no direct figure either, unknown exits rank after every known one by their
+//! client→node leg alone.
 
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use tokio::task::JoinSet;
 
-use crate::billing::NodeInfo;
+use crate::billing::{LegRtt, NodeInfo, TargetRtt};
 use crate::probe::{self, Probe};
+
+/// Cost of loss in route comparisons: this much RTT per percent of loss (a lost game packet
+/// costs about a resend interval; the mesh's own [`plg`-mesh `RttSummary::cost`] uses the
+/// same weight).
+pub const LOSS_PENALTY_PER_PERCENT: Duration = Duration::from_millis(2);
+
+/// One leg of a route (or a whole route): RTT, jitter and loss.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Leg {
+    /// Round-trip time.
+    pub rtt: Duration,
+    /// Jitter (mean absolute difference of consecutive samples).
+    pub jitter: Duration,
+    /// Fraction lost, 0–1.
+    pub loss: f64,
+}
+
+impl Leg {
+    /// A clean leg of `rtt`.
+    pub fn of(rtt: Duration) -> Leg {
+        Leg {
+            rtt,
+            ..Leg::default()
+        }
+    }
+
+    /// What a probe series saw (median RTT); `None` if nothing answered.
+    pub fn from_probe(p: &Probe) -> Option<Leg> {
+        Some(Leg {
+            rtt: p.median()?,
+            jitter: p.jitter(),
+            loss: p.loss_percent() / 100.0,
+        })
+    }
+
+    /// A measurement relayed by billing.
+    pub fn from_announced(l: &LegRtt) -> Leg {
+        Leg {
+            rtt: Duration::from_micros(l.rtt_us),
+            jitter: Duration::from_micros(l.jitter_us),
+            loss: f64::from(l.loss_permille.min(1000)) / 1000.0,
+        }
+    }
+
+    /// This leg followed by `next`: RTTs and jitters add, losses compound.
+    pub fn then(self, next: Leg) -> Leg {
+        Leg {
+            rtt: self.rtt + next.rtt,
+            jitter: self.jitter + next.jitter,
+            loss: 1.0 - (1.0 - self.loss) * (1.0 - next.loss),
+        }
+    }
+
+    /// What routes are compared by: RTT plus [`LOSS_PENALTY_PER_PERCENT`] per percent lost.
+    pub fn cost(&self) -> Duration {
+        self.rtt + LOSS_PENALTY_PER_PERCENT.mul_f64(self.loss.clamp(0.0, 1.0) * 100.0)
+    }
+}
+
+/// One way to the game server through the mesh.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RouteOption {
+    /// The node the client sends to.
+    pub entry: String,
+    /// The node that sends to the game server.
+    pub exit: String,
+    /// Client → entry.
+    pub to_entry: Leg,
+    /// Entry → exit through the mesh (`None` when the entry is the exit).
+    pub mesh: Option<Leg>,
+    /// Exit → game server (`None`: not measured yet).
+    pub to_game: Option<Leg>,
+}
+
+impl RouteOption {
+    /// The whole route, with `assumed` standing in for an unmeasured exit→game leg.
+    pub fn expected_with(&self, assumed: Option<Leg>) -> Option<Leg> {
+        let mut leg = self.to_entry;
+        if let Some(m) = self.mesh {
+            leg = leg.then(m);
+        }
+        Some(leg.then(self.to_game.or(assumed)?))
+    }
+
+    /// The whole route; `None` while its exit→game leg is unknown.
+    pub fn expected(&self) -> Option<Leg> {
+        self.expected_with(None)
+    }
+
+    /// `fra-2`, or `fra-2 via ams-1` when the entry is another node.
+    pub fn label(&self) -> String {
+        if self.entry == self.exit {
+            self.exit.clone()
+        } else {
+            format!("{} via {}", self.exit, self.entry)
+        }
+    }
+}
+
+/// Everything known when choosing a route.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Measurements {
+    /// Client → game server directly (`None`: the server does not answer probes).
+    pub direct: Option<Leg>,
+    /// Client → node, by node id (nodes that did not answer are left out).
+    pub to_node: BTreeMap<String, Leg>,
+    /// Node → node through the mesh, by (from, to).
+    pub mesh: BTreeMap<(String, String), Leg>,
+    /// Exit → game server, by node id.
+    pub to_game: BTreeMap<String, Leg>,
+}
+
+impl Measurements {
+    /// Every route the measurements allow: each answering node as an entry, to itself or
+    /// (through a measured mesh hop) to any other node as exit.
+    pub fn options(&self) -> Vec<RouteOption> {
+        let mut out = Vec::new();
+        let exits: std::collections::BTreeSet<&String> =
+            self.to_node.keys().chain(self.to_game.keys()).collect();
+        for (entry, to_entry) in &self.to_node {
+            for exit in &exits {
+                let mesh = if entry == *exit {
+                    None
+                } else {
+                    match self.mesh.get(&(entry.clone(), (*exit).clone())) {
+                        Some(m) => Some(*m),
+                        None => continue,
+                    }
+                };
+                out.push(RouteOption {
+                    entry: entry.clone(),
+                    exit: (*exit).clone(),
+                    to_entry: *to_entry,
+                    mesh,
+                    to_game: self.to_game.get(*exit).copied(),
+                });
+            }
+        }
+        out
+    }
+}
+
+/// The chosen exit and how to reach it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RoutePlan {
+    /// The exit node.
+    pub exit: String,
+    /// The exit's routes, best first, one per entry: the session's paths.
+    pub routes: Vec<RouteOption>,
+    /// The other exits, best first (failover order).
+    pub backups: Vec<String>,
+    /// The best route's expected game RTT (with the documented assumption for an unmeasured
+    /// exit→game leg); `None` when even that cannot be estimated.
+    pub expected: Option<Leg>,
+    /// Client → game server directly.
+    pub direct: Option<Leg>,
+}
+
+impl RoutePlan {
+    /// How much lower the expected game RTT is than direct (0.35 = 35 % lower; negative when
+    /// direct is better); `None` when either is unknown.
+    pub fn reduction(&self) -> Option<f64> {
+        let (d, e) = (self.direct?, self.expected?);
+        if d.rtt.is_zero() {
+            return None;
+        }
+        Some(1.0 - e.rtt.as_secs_f64() / d.rtt.as_secs_f64())
+    }
+
+    /// Whether going direct is at least as good as the best route (by [`Leg::cost`]).
+    pub fn direct_is_better(&self) -> bool {
+        matches!((self.direct, self.expected), (Some(d), Some(e)) if d.cost() <= e.cost())
+    }
+
+    /// One line for the gamer: `direct 94 ms → via fra-2 61 ms (−35 %)`, or why not.
+    pub fn summary(&self) -> String {
+        let Some(best) = self.routes.first() else {
+            return "no relay node answered: acceleration is not available right now".into();
+        };
+        let via = best.label();
+        let direct = match self.direct {
+            Some(d) => format!("direct {} ms", ms0(d.rtt)),
+            None => "direct unknown (the game server does not answer probes)".into(),
+        };
+        match (self.direct, self.expected) {
+            (_, None) => format!(
+                "{direct}; via {via}: {} ms to the node, its distance to the game server is not measured yet",
+                ms0(best.to_entry.rtt)
+            ),
+            (Some(d), Some(e)) if self.direct_is_better() => format!(
+                "direct {} ms is better than any route (best: via {via} {} ms) — acceleration would not lower the ping",
+                ms0(d.rtt),
+                ms0(e.rtt)
+            ),
+            (Some(_), Some(e)) => format!(
+                "{direct} → via {via} {} ms (−{:.0} %)",
+                ms0(e.rtt),
+                (self.reduction().unwrap_or(0.0) * 100.0).max(0.0)
+            ),
+            (None, Some(e)) => format!("{direct} → via {via} {} ms", ms0(e.rtt)),
+        }
+    }
+}
+
+/// Whole milliseconds, at least 1 decimal below 10 ms (loopback figures stay readable).
+fn ms0(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1000.0;
+    if ms < 10.0 {
+        format!("{ms:.1}")
+    } else {
+        format!("{ms:.0}")
+    }
+}
+
+/// Picks the exit and its paths from `m` (see the module docs); `current`: the exit in use,
+/// kept unless another is [`clearly_better`]. `None` when no node answered.
+pub fn choose(m: &Measurements, current: Option<&str>) -> Option<RoutePlan> {
+    let options = m.options();
+    // Cost of each route: measured, else with the exit→game leg assumed to be the direct
+    // RTT, else unknown (ranked by its client→entry leg, after every estimated route).
+    let key = |r: &RouteOption| -> (bool, Duration) {
+        match r.expected_with(m.direct) {
+            Some(l) => (false, l.cost()),
+            None => (true, r.to_entry.cost()),
+        }
+    };
+    let mut by_exit: BTreeMap<&str, Vec<&RouteOption>> = BTreeMap::new();
+    for r in &options {
+        by_exit.entry(r.exit.as_str()).or_default().push(r);
+    }
+    for routes in by_exit.values_mut() {
+        routes.sort_by(|a, b| key(a).cmp(&key(b)).then_with(|| a.entry.cmp(&b.entry)));
+    }
+    let mut exits: Vec<(&str, (bool, Duration))> = by_exit
+        .iter()
+        .map(|(exit, routes)| (*exit, key(routes[0])))
+        .collect();
+    exits.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(b.0)));
+    let (mut exit, best) = *exits.first()?;
+    if let Some((cur, cur_key)) = current.and_then(|c| exits.iter().find(|(e, _)| *e == c))
+        && cur_key.0 == best.0
+        && !clearly_better(Some(cur_key.1), Some(best.1))
+    {
+        exit = cur;
+    }
+    let routes: Vec<RouteOption> = by_exit[exit].iter().map(|r| (*r).clone()).collect();
+    Some(RoutePlan {
+        exit: exit.to_owned(),
+        expected: routes[0].expected(),
+        routes,
+        backups: exits
+            .iter()
+            .filter(|(e, _)| *e != exit)
+            .map(|(e, _)| (*e).to_owned())
+            .collect(),
+        direct: m.direct,
+    })
+}
+
+/// The announced exit→game figure of `node` for `server` (the entry whose prefix holds it),
+/// or, when the server is not known yet, the node's best figure among the game's targets
+/// (matchmaking favours the nearest server group).
+pub fn game_leg(node: &NodeInfo, server: Option<IpAddr>) -> Option<Leg> {
+    let pick: Option<&TargetRtt> = match server {
+        Some(ip) => node
+            .game_rtt
+            .iter()
+            .find(|t| prefix_contains(&t.target, ip)),
+        None => node
+            .game_rtt
+            .iter()
+            .min_by_key(|t| Leg::from_announced(&t.leg).cost()),
+    };
+    pick.map(|t| Leg::from_announced(&t.leg))
+}
+
+/// Whether `prefix` (`a.b.c.0/24`, `x:y::/48`) contains `ip`.
+fn prefix_contains(prefix: &str, ip: IpAddr) -> bool {
+    prefix
+        .parse::<ipnet::IpNet>()
+        .is_ok_and(|net| net.contains(&ip))
+}
+
+/// The measurements for a session: the client's probes of `ranked` nodes, the mesh and
+/// exit→game figures billing relayed for them, and the direct probe.
+pub fn measurements(
+    ranked: &[Candidate],
+    direct: Option<&Probe>,
+    server: Option<IpAddr>,
+) -> Measurements {
+    let mut m = Measurements {
+        direct: direct.and_then(Leg::from_probe),
+        ..Measurements::default()
+    };
+    let offered: std::collections::BTreeSet<&str> =
+        ranked.iter().map(|c| c.node.id.as_str()).collect();
+    for c in ranked {
+        if let Some(l) = Leg::from_probe(&c.probe) {
+            m.to_node.insert(c.node.id.clone(), l);
+        }
+        if let Some(l) = game_leg(&c.node, server) {
+            m.to_game.insert(c.node.id.clone(), l);
+        }
+        for (peer, leg) in &c.node.mesh_rtt {
+            if offered.contains(peer.as_str()) && peer != &c.node.id {
+                m.mesh
+                    .insert((c.node.id.clone(), peer.clone()), Leg::from_announced(leg));
+            }
+        }
+    }
+    m
+}
 
 /// Probes per node when choosing a route.
 pub const PROBES: u32 = 4;
@@ -293,5 +619,202 @@ mod tests {
         assert!(text.contains("direct ping is unknown"), "{text}");
         let text = advice(None, Some(&cand("x", 4, &[])));
         assert!(text.contains("no relay node answered"), "{text}");
+    }
+
+    fn leg(ms: u64) -> Leg {
+        Leg::of(Duration::from_millis(ms))
+    }
+
+    fn measured(
+        direct: Option<u64>,
+        to_node: &[(&str, u64)],
+        to_game: &[(&str, u64)],
+        mesh: &[(&str, &str, u64)],
+    ) -> Measurements {
+        Measurements {
+            direct: direct.map(leg),
+            to_node: to_node
+                .iter()
+                .map(|(n, v)| (n.to_string(), leg(*v)))
+                .collect(),
+            to_game: to_game
+                .iter()
+                .map(|(n, v)| (n.to_string(), leg(*v)))
+                .collect(),
+            mesh: mesh
+                .iter()
+                .map(|(a, b, v)| ((a.to_string(), b.to_string()), leg(*v)))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn legs_add_rtt_and_compound_loss() {
+        let a = Leg {
+            rtt: Duration::from_millis(10),
+            jitter: Duration::from_millis(1),
+            loss: 0.1,
+        };
+        let b = Leg {
+            rtt: Duration::from_millis(20),
+            jitter: Duration::from_millis(2),
+            loss: 0.1,
+        };
+        let ab = a.then(b);
+        assert_eq!(ab.rtt, Duration::from_millis(30));
+        assert_eq!(ab.jitter, Duration::from_millis(3));
+        assert!((ab.loss - 0.19).abs() < 1e-9);
+        // 2 ms per percent: 19 % adds 38 ms.
+        assert_eq!(ab.cost(), Duration::from_millis(68));
+        assert_eq!(leg(5).cost(), Duration::from_millis(5));
+    }
+
+    #[test]
+    fn the_nearest_node_is_not_always_the_best_exit() {
+        // Direct 95 ms; the nearest node is 8 ms away but 90 ms from the server; another
+        // is 25 ms + 30 ms.
+        let m = measured(
+            Some(95),
+            &[("near", 8), ("far", 25)],
+            &[("near", 90), ("far", 30)],
+            &[],
+        );
+        let plan = choose(&m, None).unwrap();
+        assert_eq!(plan.exit, "far");
+        assert_eq!(plan.backups, ["near"]);
+        assert_eq!(plan.expected.unwrap().rtt, Duration::from_millis(55));
+        assert!((plan.reduction().unwrap() - 40.0 / 95.0).abs() < 1e-9);
+        assert_eq!(plan.summary(), "direct 95 ms → via far 55 ms (−42 %)");
+    }
+
+    #[test]
+    fn a_mesh_hop_can_beat_going_straight_to_the_exit() {
+        // The client reaches `b` badly (60 ms) but `a` well (8 ms), and a→b is 10 ms.
+        let m = measured(
+            Some(100),
+            &[("a", 8), ("b", 60)],
+            &[("a", 80), ("b", 20)],
+            &[("a", "b", 10), ("b", "a", 10)],
+        );
+        let plan = choose(&m, None).unwrap();
+        assert_eq!(plan.exit, "b");
+        let routes: Vec<String> = plan.routes.iter().map(RouteOption::label).collect();
+        assert_eq!(routes, ["b via a", "b"]);
+        assert_eq!(plan.expected.unwrap().rtt, Duration::from_millis(38));
+        assert!(
+            plan.summary()
+                .starts_with("direct 100 ms → via b via a 38 ms"),
+            "{}",
+            plan.summary()
+        );
+        // Without the mesh figure there is no such route.
+        let m = measured(
+            Some(100),
+            &[("a", 8), ("b", 60)],
+            &[("a", 80), ("b", 20)],
+            &[],
+        );
+        assert_eq!(
+            choose(&m, None).unwrap().expected.unwrap().rtt,
+            Duration::from_millis(80)
+        );
+    }
+
+    #[test]
+    fn direct_is_said_to_be_better_when_it_is() {
+        let m = measured(Some(20), &[("a", 6)], &[("a", 25)], &[]);
+        let plan = choose(&m, None).unwrap();
+        assert!(plan.direct_is_better());
+        assert!(plan.reduction().unwrap() < 0.0);
+        assert_eq!(
+            plan.summary(),
+            "direct 20 ms is better than any route (best: via a 31 ms) — acceleration would not lower the ping"
+        );
+        // Loss counts: a 2 % lossy direct path (cost 24 ms) loses to a clean 22 ms route.
+        let mut m = measured(Some(20), &[("a", 6)], &[("a", 16)], &[]);
+        m.direct.as_mut().unwrap().loss = 0.02;
+        assert!(!choose(&m, None).unwrap().direct_is_better());
+    }
+
+    #[test]
+    fn the_current_exit_stays_unless_another_is_clearly_better() {
+        let m = measured(None, &[("a", 10), ("b", 10)], &[("a", 40), ("b", 45)], &[]);
+        assert_eq!(choose(&m, None).unwrap().exit, "a");
+        // 5 ms better on 55: kept.
+        assert_eq!(choose(&m, Some("b")).unwrap().exit, "b");
+        // 15 ms better: moved.
+        let m = measured(None, &[("a", 10), ("b", 10)], &[("a", 30), ("b", 45)], &[]);
+        assert_eq!(choose(&m, Some("b")).unwrap().exit, "a");
+        // An exit that vanished from the measurements is not kept.
+        assert_eq!(choose(&m, Some("gone")).unwrap().exit, "a");
+    }
+
+    #[test]
+    fn unmeasured_exits_are_assumed_no_closer_than_the_client() {
+        // `x` has no exit→game figure: assumed 5 + 50 = 55 ms, beaten by a measured 45 ms.
+        let m = measured(Some(50), &[("x", 5), ("y", 15)], &[("y", 30)], &[]);
+        let plan = choose(&m, None).unwrap();
+        assert_eq!(plan.exit, "y");
+        assert_eq!(plan.summary(), "direct 50 ms → via y 45 ms (−10 %)");
+        // With nothing measured and no direct figure: by the client→node leg, and the line
+        // says what is missing.
+        let m = measured(None, &[("x", 5), ("y", 15)], &[], &[]);
+        let plan = choose(&m, None).unwrap();
+        assert_eq!((plan.exit.as_str(), plan.expected), ("x", None));
+        assert!(
+            plan.summary().contains("not measured yet"),
+            "{}",
+            plan.summary()
+        );
+        // A measured exit ranks before unknown ones when there is no direct figure.
+        let m = measured(None, &[("x", 5), ("y", 15)], &[("y", 300)], &[]);
+        assert_eq!(choose(&m, None).unwrap().exit, "y");
+        assert!(choose(&Measurements::default(), None).is_none());
+    }
+
+    #[test]
+    fn billing_figures_become_legs() {
+        let mut n = cand("a", 4, &[10; 4]).node;
+        let t = |target: &str, rtt_ms: u64| TargetRtt {
+            target: target.into(),
+            leg: LegRtt {
+                rtt_us: rtt_ms * 1000,
+                jitter_us: 0,
+                loss_permille: 0,
+            },
+            age_secs: 1,
+        };
+        n.game_rtt = vec![t("203.0.113.0/24", 30), t("198.51.100.0/24", 12)];
+        n.mesh_rtt.insert(
+            "b".into(),
+            LegRtt {
+                rtt_us: 7000,
+                jitter_us: 0,
+                loss_permille: 50,
+            },
+        );
+        let server: IpAddr = "203.0.113.77".parse().unwrap();
+        assert_eq!(game_leg(&n, Some(server)), Some(leg(30)));
+        assert_eq!(game_leg(&n, Some("192.0.2.1".parse().unwrap())), None);
+        // Server not known yet: the nearest group.
+        assert_eq!(game_leg(&n, None), Some(leg(12)));
+        let mut b = cand("b", 4, &[20; 4]);
+        b.node.game_rtt = vec![t("203.0.113.0/24", 10)];
+        let ranked = vec![
+            Candidate {
+                node: n,
+                probe: cand("a", 4, &[10; 4]).probe,
+            },
+            b,
+        ];
+        let m = measurements(&ranked, None, Some(server));
+        assert_eq!(m.to_node.len(), 2);
+        assert_eq!(m.to_game["b"], leg(10));
+        let hop = m.mesh[&("a".to_string(), "b".to_string())];
+        assert_eq!((hop.rtt, hop.loss), (Duration::from_millis(7), 0.05));
+        // a (10) → b (7, 5 % loss) → game (10): 27 ms + 10 ms penalty = 37; b direct: 30.
+        let plan = choose(&m, None).unwrap();
+        assert_eq!(plan.exit, "b");
+        assert_eq!(plan.routes[0].entry, "b");
     }
 }
