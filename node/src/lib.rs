@@ -48,6 +48,9 @@ pub struct NodeConfig {
     pub max_sessions: usize,
     /// Allow loopback/private destinations (local demos and tests only).
     pub allow_private_destinations: bool,
+    /// Source address for traffic to game servers (a host with several addresses; the
+    /// simulator gives each node its own loopback address). `None`: the kernel picks.
+    pub upstream_bind: Option<IpAddr>,
     /// Fetch ticket keys from billing and announce this node's addresses (periodically).
     pub talk_to_billing: bool,
     /// Gossip (UDP) listen address; `None` runs the node alone, outside any mesh.
@@ -68,6 +71,7 @@ impl Default for NodeConfig {
             flow_idle: Duration::from_secs(60),
             max_sessions: 10_000,
             allow_private_destinations: false,
+            upstream_bind: None,
             talk_to_billing: true,
             gossip_listen: None,
             gossip_interval: Duration::from_millis(200),
@@ -229,6 +233,7 @@ pub async fn start(mut identity: Identity, cfg: NodeConfig) -> Result<RunningNod
         flow_idle: cfg.flow_idle,
         max_sessions: cfg.max_sessions,
         allow_private_destinations: cfg.allow_private_destinations,
+        upstream_bind: cfg.upstream_bind,
     };
     tasks.spawn(dataplane::run(
         Arc::new(data),
