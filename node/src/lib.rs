@@ -40,6 +40,9 @@ pub struct NodeConfig {
     pub data_listen: SocketAddr,
     /// Address announced to billing when listening on a wildcard address.
     pub public_ip: Option<IpAddr>,
+    /// Announce these control and data addresses instead of the bound ones (a port forward
+    /// or a proxy in front of the node: the simulator puts its links there).
+    pub public_addrs: Option<(SocketAddr, SocketAddr)>,
     /// Forget sessions without traffic for this long.
     pub session_idle: Duration,
     /// Close flows without traffic for this long.
@@ -67,6 +70,7 @@ impl Default for NodeConfig {
             control_listen: "0.0.0.0:4443".parse().unwrap(),
             data_listen: "0.0.0.0:443".parse().unwrap(),
             public_ip: None,
+            public_addrs: None,
             session_idle: Duration::from_secs(60),
             flow_idle: Duration::from_secs(60),
             max_sessions: 10_000,
@@ -174,7 +178,9 @@ pub async fn start(mut identity: Identity, cfg: NodeConfig) -> Result<RunningNod
         .with_context(|| format!("binding control port {}", cfg.control_listen))?;
     let control_addr = endpoint.local_addr()?;
     let node_id = identity.state.node_id.clone();
-    let (public_control, public_data) = (cfg.public(control_addr), cfg.public(data_addr));
+    let (public_control, public_data) = cfg
+        .public_addrs
+        .unwrap_or((cfg.public(control_addr), cfg.public(data_addr)));
 
     let gossip_key = identity.gossip_key()?;
     let mesh = match (cfg.gossip_listen, gossip_key) {

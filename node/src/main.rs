@@ -111,6 +111,7 @@ impl RunArgs {
             control_listen: self.control,
             data_listen: self.data,
             public_ip: self.public_ip,
+            public_addrs: None,
             session_idle: Duration::from_secs(self.session_idle_secs),
             flow_idle: Duration::from_secs(self.flow_idle_secs),
             max_sessions: self.max_sessions,

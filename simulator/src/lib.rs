@@ -11,6 +11,7 @@ pub mod plot;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod site;
 pub mod tick;
 pub mod traffic;
 pub mod virtual_net;
