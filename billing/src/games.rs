@@ -416,6 +416,41 @@ pub(crate) async fn find(db: &Pool, slug: &str) -> Result<Option<Game>, ApiError
     Ok(row.map(from_row).transpose()?)
 }
 
+/// One game's probe addresses, as handed to nodes at announce.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct ProbeSet {
+    /// Game slug.
+    game: String,
+    /// How to query its servers; absent: ICMP echo (the node's fallback).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    query: Option<QueryKind>,
+    /// `ip:port` addresses to probe.
+    addrs: Vec<SocketAddr>,
+}
+
+/// Probe addresses of every live game that can be played (unverified games are stored with
+/// neither destinations nor probes), by slug.
+pub(crate) async fn catalog_probes(db: &Pool) -> Result<Vec<ProbeSet>, ApiError> {
+    let rows: Vec<GameRow> = sqlx::query_as(&format!(
+        "SELECT {GAME_COLUMNS} FROM games WHERE deleted_at IS NULL AND probes <> '[]' \
+         AND destinations <> '[]' ORDER BY slug"
+    ))
+    .fetch_all(db)
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let g = from_row(row)?;
+        if !g.probes.is_empty() && !g.destinations.is_empty() {
+            out.push(ProbeSet {
+                game: g.slug,
+                query: g.query,
+                addrs: g.probes,
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// A game as listed.
 #[derive(Serialize)]
 pub(crate) struct GameView {

@@ -75,7 +75,7 @@ pub(crate) async fn preview(
     let game = crate::games::find(billing.db(), slug.trim())
         .await?
         .ok_or(ApiError::UnknownGame)?;
-    let nodes = crate::nodes::live_nodes(billing.db()).await?;
+    let nodes = crate::nodes::offered_nodes(billing.db(), &game).await?;
     Ok(Json(RoutePreview {
         game: GameRef::of(&game),
         destinations: game.destinations,
@@ -189,7 +189,7 @@ pub(crate) async fn create(
         destinations: game.destinations.clone(),
     };
     let bytes = ticket.sign(&signer.key);
-    let nodes = crate::nodes::live_nodes(billing.db()).await?;
+    let nodes = crate::nodes::offered_nodes(billing.db(), &game).await?;
     Metrics::inc(&billing.metrics().tickets_issued);
     tracing::info!(
         session = session_id,
@@ -437,7 +437,7 @@ pub(crate) async fn renew(
         destinations: game.destinations.clone(),
     };
     let bytes = ticket.sign(&signer.key);
-    let nodes = crate::nodes::live_nodes(billing.db()).await?;
+    let nodes = crate::nodes::offered_nodes(billing.db(), &game).await?;
     Metrics::inc(&billing.metrics().tickets_issued);
     tracing::info!(
         session = id as u64,

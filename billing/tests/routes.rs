@@ -126,3 +126,240 @@ async fn catalog_probes_are_validated_and_served(db: Db) {
     assert!(format!("{err:#}").contains("not a public"), "{err:#}");
     env.cleanup().await;
 }
+
+/// A joined node: its id and secret.
+struct Node {
+    id: String,
+    secret: String,
+}
+
+async fn join(s: &Server, name: &str) -> Node {
+    let (body, _) = s.join(name).await;
+    Node {
+        id: body["node_id"].as_str().unwrap().to_owned(),
+        secret: body["node_secret"].as_str().unwrap().to_owned(),
+    }
+}
+
+/// Announces `node` with `extra` fields (targets, peers, …); returns the answer.
+async fn announce(s: &Server, node: &Node, extra: Value) -> (StatusCode, Value) {
+    let mut body = json!({
+        "control_addr": "198.51.100.7:4433",
+        "data_addr": "198.51.100.7:443",
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    s.post("/v1/nodes/announce", Some(&node.secret), body).await
+}
+
+fn target(prefix: &str, rtt_us: u64, loss_permille: u32) -> Value {
+    json!({"target": prefix, "rtt_us": rtt_us, "jitter_us": 500, "loss_permille": loss_permille})
+}
+
+/// The nodes billing offers for `game` (the preview a route screen shows).
+async fn offered(s: &Server, gamer: &str, game: &str) -> Vec<Value> {
+    let (status, body) = s.get_auth(&format!("/v1/routes/{game}"), gamer).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["nodes"].as_array().unwrap().clone()
+}
+
+fn ids(nodes: &[Value]) -> Vec<&str> {
+    nodes.iter().map(|n| n["id"].as_str().unwrap()).collect()
+}
+
+both!(announced_measurements_are_validated_stored_and_replaced);
+async fn announced_measurements_are_validated_stored_and_replaced(db: Db) {
+    let env = Env::new(db).await;
+    let s = env.start().await;
+    let admin = s.admin("root@example.com").await;
+    let (status, body) = s
+        .post(
+            "/v1/admin/games",
+            Some(&admin),
+            arena(json!(["203.0.113.9:27015"])),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    s.register("g@example.com").await;
+    let g = s.login("g@example.com").await;
+    let a = join(&s, "fra-1").await;
+    let b = join(&s, "ams-1").await;
+
+    // Old nodes announce without measurements; the answer carries the catalog's probes.
+    let (status, body) = announce(&s, &b, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["probes"],
+        json!([{"game": "arena", "query": "a2s", "addrs": ["203.0.113.9:27015"]}])
+    );
+
+    let (status, body) = announce(
+        &s,
+        &a,
+        json!({
+            "targets": [target("203.0.113.0/24", 61_000, 0)],
+            "peers": {b.id.as_str(): {"rtt_us": 12_000, "jitter_us": 300, "loss_permille": 0}},
+        }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let nodes = offered(&s, &g, "arena").await;
+    let a_view = nodes.iter().find(|n| n["id"] == a.id.as_str()).unwrap();
+    assert_eq!(
+        a_view["game_rtt"],
+        json!([{"target": "203.0.113.0/24", "rtt_us": 61_000, "jitter_us": 500,
+                "loss_permille": 0, "age_secs": 0}])
+    );
+    assert_eq!(
+        a_view["mesh_rtt"],
+        json!({b.id.as_str(): {"rtt_us": 12_000, "jitter_us": 300, "loss_permille": 0}})
+    );
+
+    // Bad values are refused with invalid_rtt and leave the stored set alone.
+    for bad in [
+        json!({"targets": [target("203.0.113.1/24", 1, 0)]}),
+        json!({"targets": [target("203.0.112.0/23", 1, 0)]}),
+        json!({"targets": [target("2001:db8::/64", 1, 0)]}),
+        json!({"targets": [target("203.0.113.0/24", 60_000_001, 0)]}),
+        json!({"targets": [target("203.0.113.0/24", 1, 1001)]}),
+        json!({"targets": [{"target": "203.0.113.0/24", "rtt_us": -5}]}),
+        json!({"targets": [{"target": "203.0.113.0/24", "rtt_us": 2.5}]}),
+        json!({"targets": [target("203.0.113.0/24", 1, 0), target("203.0.113.0/24", 2, 0)]}),
+        json!({"targets": (0..257).map(|i| target(&format!("10.0.{}.0/24", i % 256), 1, 0)).collect::<Vec<_>>()}),
+        json!({"peers": {"not a node id": {"rtt_us": 1}}}),
+        json!({"peers": {b.id.as_str(): {"rtt_us": 1, "jitter_us": 70_000_000}}}),
+    ] {
+        let (status, body) = announce(&s, &a, bad.clone()).await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_rtt");
+    }
+    let nodes = offered(&s, &g, "arena").await;
+    let a_view = nodes.iter().find(|n| n["id"] == a.id.as_str()).unwrap();
+    assert_eq!(a_view["game_rtt"][0]["rtt_us"], 61_000);
+
+    // The next announce replaces the whole set: the old target and peer are gone.
+    let (status, body) = announce(
+        &s,
+        &a,
+        json!({"targets": [target("198.51.100.0/24", 30_000, 5)]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let nodes = offered(&s, &g, "arena").await;
+    let a_view = nodes.iter().find(|n| n["id"] == a.id.as_str()).unwrap();
+    assert_eq!(a_view["game_rtt"].as_array().unwrap().len(), 1, "{a_view}");
+    assert_eq!(a_view["game_rtt"][0]["target"], "198.51.100.0/24");
+    assert!(a_view.get("mesh_rtt").is_none(), "{a_view}");
+
+    // The session grant offers the same, and an old client's fields are all still there.
+    let (status, body) = s.session(&g, "arena").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let granted = body["nodes"].as_array().unwrap();
+    assert_eq!(ids(granted), vec![a.id.as_str(), b.id.as_str()]);
+    for field in ["id", "server_name", "region", "control_addr", "data_addr"] {
+        assert!(granted[1][field].is_string(), "{field}: {}", granted[1]);
+    }
+    assert_eq!(granted[0]["game_rtt"][0]["rtt_us"], 30_000);
+    s.shutdown().await;
+    env.cleanup().await;
+}
+
+both!(offered_nodes_are_ordered_by_what_the_mesh_measured);
+async fn offered_nodes_are_ordered_by_what_the_mesh_measured(db: Db) {
+    let env = Env::new(db).await;
+    let s = env.start().await;
+    let admin = s.admin("root@example.com").await;
+    let (status, body) = s
+        .post("/v1/admin/games", Some(&admin), arena(json!([])))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    s.register("g@example.com").await;
+    let g = s.login("g@example.com").await;
+    // Named so that name order is the reverse of RTT order.
+    let a = join(&s, "a-far").await;
+    let b = join(&s, "b-lossy").await;
+    let c = join(&s, "c-unknown").await;
+    let d = join(&s, "d-near").await;
+    let gone = join(&s, "e-draining").await;
+    let (status, body) = announce(
+        &s,
+        &a,
+        json!({
+            "targets": [target("203.0.113.0/24", 80_000, 0),
+                        // Not the game's: never offered for it, however good.
+                        target("192.0.2.0/24", 1_000, 0)],
+            "peers": {
+                b.id.as_str(): {"rtt_us": 9_000},
+                gone.id.as_str(): {"rtt_us": 1_000},
+                a.id.as_str(): {"rtt_us": 1},
+                "node-never-joined": {"rtt_us": 1_000},
+            },
+        }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // 40 ms with 10 % loss costs 40 + 20 = 60 ms: better than 80, worse than 55.
+    announce(
+        &s,
+        &b,
+        json!({"targets": [target("198.51.100.0/24", 40_000, 100)]}),
+    )
+    .await;
+    announce(&s, &c, json!({})).await;
+    announce(
+        &s,
+        &d,
+        json!({"targets": [target("203.0.113.0/24", 55_000, 0)]}),
+    )
+    .await;
+    announce(&s, &gone, json!({"draining": true})).await;
+
+    let nodes = offered(&s, &g, "arena").await;
+    assert_eq!(
+        ids(&nodes),
+        vec![d.id.as_str(), b.id.as_str(), a.id.as_str(), c.id.as_str()]
+    );
+    let a_view = &nodes[2];
+    assert_eq!(a_view["game_rtt"].as_array().unwrap().len(), 1, "{a_view}");
+    assert_eq!(a_view["game_rtt"][0]["target"], "203.0.113.0/24");
+    // Only the other offered nodes: not itself, not a draining or unknown node.
+    assert_eq!(
+        a_view["mesh_rtt"],
+        json!({b.id.as_str(): {"rtt_us": 9_000, "jitter_us": 0, "loss_permille": 0}})
+    );
+    assert!(nodes[3].get("game_rtt").is_none());
+    // The demo game's destinations are loopback: nobody measured them.
+    let demo = offered(&s, &g, "demo").await;
+    assert!(demo.iter().all(|n| n.get("game_rtt").is_none()), "{demo:?}");
+    assert_eq!(
+        ids(&demo),
+        vec![a.id.as_str(), b.id.as_str(), c.id.as_str(), d.id.as_str()]
+    );
+
+    // Priority still comes first.
+    let (status, body) = s
+        .send(
+            Method::PATCH,
+            &format!("/v1/admin/nodes/{}", c.id),
+            Some(&admin),
+            Some(json!({"priority": 10})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(offered(&s, &g, "arena").await[0]["id"], c.id.as_str());
+
+    // Stale (> 5 min) measurements are not offered: D falls back among the unknowns.
+    env.sql(&format!(
+        "UPDATE node_rtt SET updated_at = updated_at - 301 WHERE node_id = '{}'",
+        d.id
+    ))
+    .await;
+    let nodes = offered(&s, &g, "arena").await;
+    assert_eq!(
+        ids(&nodes),
+        vec![c.id.as_str(), b.id.as_str(), a.id.as_str(), d.id.as_str()]
+    );
+    assert!(nodes[3].get("game_rtt").is_none(), "{}", nodes[3]);
+    s.shutdown().await;
+    env.cleanup().await;
+}
