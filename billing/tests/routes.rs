@@ -363,3 +363,91 @@ async fn offered_nodes_are_ordered_by_what_the_mesh_measured(db: Db) {
     s.shutdown().await;
     env.cleanup().await;
 }
+
+both!(admins_see_every_measurement_with_its_age);
+async fn admins_see_every_measurement_with_its_age(db: Db) {
+    let env = Env::new(db).await;
+    let s = env.start().await;
+    let admin = s.admin("root@example.com").await;
+    let a = join(&s, "fra-1").await;
+    let b = join(&s, "ams-1").await;
+    announce(
+        &s,
+        &a,
+        json!({
+            "targets": [target("203.0.113.0/24", 61_000, 3), target("2001:db8:7::/48", 9_000, 0)],
+            "peers": {b.id.as_str(): {"rtt_us": 12_000, "jitter_us": 300}},
+        }),
+    )
+    .await;
+    announce(&s, &b, json!({})).await;
+    env.sql(&format!(
+        "UPDATE node_rtt SET updated_at = updated_at - 600 WHERE node_id = '{}' AND key = '2001:db8:7::/48'",
+        a.id
+    ))
+    .await;
+
+    let (status, list) = s.get_auth("/v1/admin/nodes", &admin).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let a_view = list["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == a.id.as_str())
+        .unwrap()
+        .clone();
+    let targets = a_view["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 2, "{a_view}");
+    let fresh = targets
+        .iter()
+        .find(|t| t["target"] == "203.0.113.0/24")
+        .unwrap();
+    assert_eq!(fresh["rtt_us"], 61_000);
+    assert_eq!(fresh["loss_permille"], 3);
+    assert_eq!(fresh["fresh"], true);
+    assert!(fresh["age_secs"].as_u64().unwrap() < 60);
+    let stale = targets
+        .iter()
+        .find(|t| t["target"] == "2001:db8:7::/48")
+        .unwrap();
+    assert_eq!(stale["fresh"], false);
+    assert!(stale["age_secs"].as_u64().unwrap() >= 600);
+    assert_eq!(
+        a_view["peers"],
+        json!([{"peer": b.id.as_str(), "rtt_us": 12_000, "jitter_us": 300,
+                "loss_permille": 0, "age_secs": fresh["age_secs"], "fresh": true}])
+    );
+    let b_view = list["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == b.id.as_str())
+        .unwrap();
+    assert_eq!(b_view["targets"], json!([]));
+
+    let (status, detail) = s
+        .get_auth(&format!("/v1/admin/nodes/{}", a.id), &admin)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{detail}");
+    assert_eq!(detail["targets"], a_view["targets"]);
+    assert_eq!(detail["peers"], a_view["peers"]);
+
+    let metrics = s
+        .http
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "plg_billing_fresh_target_rtts 1",
+        "plg_billing_nodes_with_target_rtts 1",
+        "plg_billing_fresh_peer_rtts 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
+    s.shutdown().await;
+    env.cleanup().await;
+}
