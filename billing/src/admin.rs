@@ -605,7 +605,13 @@ async fn load_node(billing: &Billing, id: &str) -> Result<NodeAdminView, ApiErro
     let view = row
         .map(|r| node_view(r, now, &dead))
         .ok_or_else(|| ApiError::not_found("unknown_node", "no such node"))?;
-    let mut rtt = crate::rtt::load(billing.db(), now, None, Some(&[view.id.clone()])).await?;
+    let mut rtt = crate::rtt::load(
+        billing.db(),
+        now,
+        None,
+        Some(std::slice::from_ref(&view.id)),
+    )
+    .await?;
     let measured = rtt.remove(&view.id);
     Ok(with_rtt(view, measured))
 }
