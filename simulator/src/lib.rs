@@ -12,5 +12,6 @@ pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod tick;
+pub mod topology;
 pub mod traffic;
 pub mod virtual_net;
