@@ -5,6 +5,7 @@ pub mod bench;
 pub mod client;
 pub mod demo;
 pub mod echo;
+pub mod geo;
 pub mod link;
 pub mod local_mesh;
 pub mod plot;
