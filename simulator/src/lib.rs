@@ -10,6 +10,7 @@ pub mod link;
 pub mod local_mesh;
 pub mod plot;
 pub mod report;
+pub mod routes;
 pub mod runner;
 pub mod scenario;
 pub mod tick;

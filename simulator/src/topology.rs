@@ -104,7 +104,16 @@ pub struct Topology {
     pub games: Vec<GameSite>,
     /// Mesh edges by node index pair `(a, b)` with `a < b`; `up` is a→b. A pair without an
     /// edge has no mesh route between the two nodes.
+    #[serde(serialize_with = "mesh_as_list")]
     pub mesh: BTreeMap<(usize, usize), Edge>,
+}
+
+/// JSON has no tuple keys: the mesh is written as `[[a, b], edge]` pairs.
+fn mesh_as_list<S: serde::Serializer>(
+    mesh: &BTreeMap<(usize, usize), Edge>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(mesh.iter())
 }
 
 /// A way from the client to a game server.
