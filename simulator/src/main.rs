@@ -44,6 +44,10 @@ enum Command {
     Run(plg_sim::runner::RunArgs),
     /// Run a scenario at several injected loss rates and plot residual loss per policy.
     Sweep(plg_sim::runner::SweepArgs),
+    /// Route choice against the oracle in virtual time: random geographic topologies (or one
+    /// hand-written `--topology FILE`), the client deciding from its probes only; print the
+    /// targets, write routes.json and routes.txt.
+    Routes(plg_sim::routes::RoutesArgs),
     /// Benchmark direct vs nginx's UDP proxy vs a PLG node, side by side; print the tables.
     Bench(plg_sim::bench::BenchArgs),
     /// (Internal) a node in its own process for `bench`.
@@ -100,6 +104,10 @@ async fn main() -> Result<()> {
                 "{}",
                 plg_sim::runner::sweep_command(args, |m| eprintln!("{m}")).await?
             );
+            Ok(())
+        }
+        Command::Routes(args) => {
+            print!("{}", plg_sim::routes::routes_command(args)?);
             Ok(())
         }
         Command::Bench(args) => {
