@@ -19,7 +19,10 @@ mod view;
 
 pub use clock::WallClock;
 pub use memnet::{MemoryNetwork, MemorySocket};
-pub use mesh::{Mesh, MeshConfig, MeshHandle, StartError};
+pub use mesh::{
+    MAX_GOSSIPED_TARGETS, MAX_REPORTED_TARGETS, Mesh, MeshConfig, MeshHandle, StartError,
+    TARGET_TTL,
+};
 pub use node::{Health, InvalidValue, Load, NodeId, NodeInfo, NodeView};
 pub use rtt::{RttConfig, RttMatrix, RttSummary};
 pub use seal::GossipKey;

@@ -7,7 +7,7 @@
 //! happens, or the publish interval ticks.
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -227,6 +227,8 @@ impl Mesh {
                 sessions: HashMap::new(),
                 peer_rtt: RttMatrix::new(config.rtt.clone()),
                 target_rtt: RttMatrix::new(config.rtt.clone()),
+                target_members: HashMap::new(),
+                target_priority: HashMap::new(),
                 published_peer: HashMap::new(),
                 published_target: HashMap::new(),
             }),
@@ -265,9 +267,56 @@ struct Local {
     session_ops: Vec<SessionOp>,
     sessions: HashMap<u64, SessionRecord>,
     peer_rtt: RttMatrix<NodeId>,
+    /// Estimators per measured member: a game server address, or a named target.
     target_rtt: RttMatrix<String>,
+    /// Each member's target key and when it was last probed.
+    target_members: HashMap<String, TargetMember>,
+    /// Gossip rank of target keys (higher first), from [`MeshHandle::set_target_priorities`].
+    target_priority: HashMap<String, u32>,
     published_peer: HashMap<NodeId, RttSummary>,
     published_target: HashMap<String, RttSummary>,
+}
+
+/// Most target keys a node gossips (`g:<key>`): 16 keys of at most ~55 bytes keep targets
+/// within the ~1 KB a chitchat message has to spare (`docs/mesh.md`).
+pub const MAX_GOSSIPED_TARGETS: usize = 16;
+/// Most target keys [`MeshHandle::own_target_rtts`] returns (billing's announce limit).
+pub const MAX_REPORTED_TARGETS: usize = 256;
+/// Most measured members (addresses or named targets) kept; probes of more are ignored.
+const MAX_TARGET_MEMBERS: usize = 1024;
+/// A member not probed for this long is forgotten (and its key withdrawn when it was the
+/// last one).
+pub const TARGET_TTL: Duration = Duration::from_secs(300);
+
+struct TargetMember {
+    key: String,
+    last: Instant,
+}
+
+/// One target key's aggregate, ranked for gossip.
+struct RankedTarget {
+    key: String,
+    summary: RttSummary,
+    priority: u32,
+}
+
+/// Aggregates the members of one target key: the median (the upper one for an even count)
+/// of each field, so one odd server does not move the prefix.
+fn aggregate(members: &mut [RttSummary]) -> Option<RttSummary> {
+    fn median<T: Copy + PartialOrd>(v: &mut [RttSummary], f: impl Fn(&RttSummary) -> T) -> T {
+        v.sort_by(|a, b| f(a).partial_cmp(&f(b)).unwrap_or(std::cmp::Ordering::Equal));
+        f(&v[v.len() / 2])
+    }
+    if members.is_empty() {
+        return None;
+    }
+    Some(RttSummary {
+        srtt: median(members, |s| s.srtt),
+        jitter: median(members, |s| s.jitter),
+        p50: median(members, |s| s.p50),
+        p99: median(members, |s| s.p99),
+        loss: median(members, |s| s.loss),
+    })
 }
 
 /// Key writes computed under the local lock, applied under chitchat's.
@@ -277,7 +326,62 @@ enum KeyOp {
 }
 
 impl Local {
-    fn take_ops(&mut self, rtt_due: bool, view: &MeshView) -> Vec<KeyOp> {
+    fn record_target(
+        &mut self,
+        member: String,
+        key: String,
+        sent_at: Instant,
+        rtt: Option<Duration>,
+    ) {
+        let full = self.target_members.len() >= MAX_TARGET_MEMBERS;
+        match self.target_members.get_mut(&member) {
+            Some(m) => m.last = m.last.max(sent_at),
+            None if full => return,
+            None => {
+                self.target_members
+                    .insert(member.clone(), TargetMember { key, last: sent_at });
+            }
+        }
+        self.target_rtt.record_probe(&member, sent_at, rtt);
+    }
+
+    /// Forgets members not probed since `now − TARGET_TTL`.
+    fn expire_targets(&mut self, now: Instant) {
+        let members = &mut self.target_members;
+        members.retain(|_, m| now.saturating_duration_since(m.last) < TARGET_TTL);
+        self.target_rtt
+            .retain(|member| members.contains_key(member));
+    }
+
+    /// Every target key with its aggregate, best first: higher priority, then usable
+    /// (under 50 % loss), then by key, so the published set is stable.
+    fn ranked_targets(&self) -> Vec<RankedTarget> {
+        let mut by_key: HashMap<&str, Vec<RttSummary>> = HashMap::new();
+        for (member, summary) in self.target_rtt.summaries() {
+            if let Some(m) = self.target_members.get(member) {
+                by_key.entry(&m.key).or_default().push(summary);
+            }
+        }
+        let mut v: Vec<RankedTarget> = by_key
+            .into_iter()
+            .filter_map(|(key, mut members)| {
+                Some(RankedTarget {
+                    key: key.to_owned(),
+                    summary: aggregate(&mut members)?,
+                    priority: self.target_priority.get(key).copied().unwrap_or(0),
+                })
+            })
+            .collect();
+        v.sort_by(|a, b| {
+            b.priority
+                .cmp(&a.priority)
+                .then(a.summary.cost().is_none().cmp(&b.summary.cost().is_none()))
+                .then_with(|| a.key.cmp(&b.key))
+        });
+        v
+    }
+
+    fn take_ops(&mut self, rtt_due: bool, view: &MeshView, now: Instant) -> Vec<KeyOp> {
         let mut ops = Vec::new();
         if std::mem::take(&mut self.dirty_load) {
             ops.push(KeyOp::Set(KEY_LOAD.to_owned(), self.load.encode()));
@@ -318,17 +422,33 @@ impl Local {
                     ));
                 }
             }
-            for (target, summary) in self.target_rtt.summaries() {
+            // Targets: only the best-ranked keys are gossiped; the rest (and the expired)
+            // are withdrawn.
+            self.expire_targets(now);
+            let mut ranked = self.ranked_targets();
+            ranked.truncate(MAX_GOSSIPED_TARGETS);
+            let keep: HashSet<&str> = ranked.iter().map(|t| t.key.as_str()).collect();
+            let dropped: Vec<String> = self
+                .published_target
+                .keys()
+                .filter(|k| !keep.contains(k.as_str()))
+                .cloned()
+                .collect();
+            for key in dropped {
+                self.published_target.remove(&key);
+                ops.push(KeyOp::Delete(format!("{}{key}", rtt::PREFIX_TARGET)));
+            }
+            for RankedTarget { key, summary, .. } in ranked {
                 if self
                     .published_target
-                    .get(target)
+                    .get(&key)
                     .is_none_or(|old| summary.differs_notably(old))
                 {
-                    self.published_target.insert(target.clone(), summary);
                     ops.push(KeyOp::Set(
-                        format!("{}{target}", rtt::PREFIX_TARGET),
+                        format!("{}{key}", rtt::PREFIX_TARGET),
                         summary.encode(),
                     ));
+                    self.published_target.insert(key, summary);
                 }
             }
         }
@@ -382,7 +502,7 @@ async fn run(
                 .local
                 .lock()
                 .expect("not poisoned")
-                .take_ops(rtt_due, &view)
+                .take_ops(rtt_due, &view, Instant::now())
         };
         let mut guard = chitchat.lock().await;
         if !ops.is_empty() {
@@ -517,7 +637,33 @@ impl MeshHandle {
             .rtt_to(peer)
     }
 
-    /// Records a probe towards a game target (a catalog name or `ip:port`, no spaces).
+    /// Every peer this node has an estimate for (billing's announce `peers`).
+    pub fn peer_rtts(&self) -> Vec<(NodeId, RttSummary)> {
+        let local = self.shared.local.lock().expect("not poisoned");
+        let mut v: Vec<(NodeId, RttSummary)> = local
+            .peer_rtt
+            .summaries()
+            .map(|(id, s)| (id.clone(), s))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// Records a probe to game server `addr`, sent at `sent_at`: `Some(rtt)` when answered,
+    /// `None` when given up on. Addresses are aggregated per
+    /// [`plg_proto::query::target_key`] (median over the prefix's addresses).
+    pub fn record_target_addr_probe(&self, addr: IpAddr, sent_at: Instant, rtt: Option<Duration>) {
+        let addr = addr.to_canonical();
+        let key = plg_proto::query::target_key(addr);
+        self.shared
+            .local
+            .lock()
+            .expect("not poisoned")
+            .record_target(addr.to_string(), key, sent_at, rtt);
+    }
+
+    /// Records a probe towards a named game target (1–64 printable ASCII bytes, no spaces),
+    /// which is its own target key.
     pub fn record_target_probe(
         &self,
         target: &str,
@@ -529,19 +675,41 @@ impl MeshHandle {
             .local
             .lock()
             .expect("not poisoned")
-            .target_rtt
-            .record_probe(&target.to_owned(), sent_at, rtt);
+            .record_target(target.to_owned(), target.to_owned(), sent_at, rtt);
         Ok(())
     }
 
-    /// This node's own estimate towards a game target.
-    pub fn target_rtt(&self, target: &str) -> Option<RttSummary> {
+    /// Ranks target keys for gossip: higher first, absent ones count 0 (the node passes how
+    /// much its sessions use each prefix). Replaces the previous priorities.
+    pub fn set_target_priorities(&self, priorities: impl IntoIterator<Item = (String, u32)>) {
         self.shared
             .local
             .lock()
             .expect("not poisoned")
-            .target_rtt
-            .rtt_to(&target.to_owned())
+            .target_priority = priorities.into_iter().collect();
+    }
+
+    /// This node's own aggregate towards a target key.
+    pub fn target_rtt(&self, target: &str) -> Option<RttSummary> {
+        self.own_target_rtts()
+            .into_iter()
+            .find(|(k, _)| k == target)
+            .map(|(_, s)| s)
+    }
+
+    /// This node's own target aggregates, best-ranked first, at most
+    /// [`MAX_REPORTED_TARGETS`] (billing's announce `targets`); the first
+    /// [`MAX_GOSSIPED_TARGETS`] are the gossiped ones.
+    pub fn own_target_rtts(&self) -> Vec<(String, RttSummary)> {
+        let mut local = self.shared.local.lock().expect("not poisoned");
+        local.expire_targets(Instant::now());
+        let mut v: Vec<(String, RttSummary)> = local
+            .ranked_targets()
+            .into_iter()
+            .map(|t| (t.key, t.summary))
+            .collect();
+        v.truncate(MAX_REPORTED_TARGETS);
+        v
     }
 
     /// Publishes (or updates) a session whose exit is this node.
@@ -597,5 +765,143 @@ impl MeshHandle {
     pub fn kill(self) {
         self.task.abort();
         self.chitchat.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local() -> Local {
+        Local {
+            load: Load::default(),
+            status: Status::default(),
+            dirty_load: false,
+            dirty_status: false,
+            session_ops: Vec::new(),
+            sessions: HashMap::new(),
+            peer_rtt: RttMatrix::new(RttConfig::default()),
+            target_rtt: RttMatrix::new(RttConfig::default()),
+            target_members: HashMap::new(),
+            target_priority: HashMap::new(),
+            published_peer: HashMap::new(),
+            published_target: HashMap::new(),
+        }
+    }
+
+    fn record(l: &mut Local, ip: IpAddr, at: Instant, rtt: Option<Duration>) {
+        let ip = ip.to_canonical();
+        l.record_target(ip.to_string(), plg_proto::query::target_key(ip), at, rtt);
+    }
+
+    fn target_sets(ops: &[KeyOp]) -> Vec<(&str, &str)> {
+        ops.iter()
+            .filter_map(|op| match op {
+                KeyOp::Set(k, v) if k.starts_with(rtt::PREFIX_TARGET) => {
+                    Some((k.as_str(), v.as_str()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn three_hundred_targets_gossip_sixteen_keys_within_a_kilobyte() {
+        let t0 = Instant::now();
+        let mut l = local();
+        // Worst case for key length: 300 distinct IPv6 /48s with the longest text form, and
+        // RTTs up to a second with some loss (six-digit µs values, three-digit ‰).
+        for i in 0..300u32 {
+            let ip: IpAddr = format!("fff{:x}:ffff:f{i:03x}::1", i % 16).parse().unwrap();
+            for j in 0..20u32 {
+                let rtt =
+                    (j % 7 != 0).then(|| Duration::from_micros(900_000 + u64::from(i * 331 + j)));
+                record(&mut l, ip, t0 + Duration::from_millis(100) * j, rtt);
+            }
+        }
+        let ops = l.take_ops(true, &MeshView::default(), t0 + Duration::from_secs(3));
+        let sets = target_sets(&ops);
+        assert_eq!(sets.len(), MAX_GOSSIPED_TARGETS);
+        let bytes: usize = sets.iter().map(|(k, v)| k.len() + v.len()).sum();
+        println!("16 of 300 target keys gossiped: {bytes} bytes of keys and values");
+        assert!(bytes <= 1024, "{bytes} bytes: {sets:?}");
+        // The next round re-sends nothing that did not move.
+        let again = l.take_ops(true, &MeshView::default(), t0 + Duration::from_secs(4));
+        assert!(target_sets(&again).is_empty());
+        // The announce still sees up to 256.
+        assert_eq!(l.ranked_targets().len(), 300);
+    }
+
+    #[test]
+    fn priorities_pick_the_gossiped_keys_and_losers_are_withdrawn() {
+        let t0 = Instant::now();
+        let mut l = local();
+        for i in 100..120u8 {
+            record(
+                &mut l,
+                IpAddr::from([203, 0, i, 1]),
+                t0,
+                Some(Duration::from_millis(30)),
+            );
+        }
+        let first = l.take_ops(true, &MeshView::default(), t0);
+        assert_eq!(target_sets(&first).len(), 16);
+        assert!(!l.published_target.contains_key("203.0.119.0/24"));
+        // The least-ranked key by name becomes the most used.
+        l.target_priority = [("203.0.119.0/24".to_owned(), 5)].into();
+        let ops = l.take_ops(true, &MeshView::default(), t0);
+        let sets = target_sets(&ops);
+        assert_eq!(sets.len(), 1);
+        assert_eq!(sets[0].0, "g:203.0.119.0/24");
+        let deleted: Vec<&str> = ops
+            .iter()
+            .filter_map(|op| match op {
+                KeyOp::Delete(k) => Some(k.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(deleted, ["g:203.0.115.0/24"]);
+    }
+
+    #[test]
+    fn prefixes_aggregate_by_median_and_members_expire() {
+        let t0 = Instant::now();
+        let mut l = local();
+        for (host, ms) in [(1u8, 20u64), (2, 30), (3, 200)] {
+            record(
+                &mut l,
+                IpAddr::from([198, 51, 100, host]),
+                t0,
+                Some(Duration::from_millis(ms)),
+            );
+        }
+        let later = t0 + Duration::from_secs(200);
+        record(
+            &mut l,
+            IpAddr::from([198, 51, 100, 3]),
+            later,
+            Some(Duration::from_millis(200)),
+        );
+        let r = l.ranked_targets();
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].key, "198.51.100.0/24");
+        assert_eq!(r[0].summary.srtt, Duration::from_millis(30));
+        assert_eq!(
+            target_sets(&l.take_ops(true, &MeshView::default(), later)).len(),
+            1
+        );
+        // Five minutes after their last probe, .1 and .2 are gone; .3 remains.
+        l.expire_targets(t0 + TARGET_TTL);
+        assert_eq!(
+            l.ranked_targets()[0].summary.srtt,
+            Duration::from_millis(200)
+        );
+        // Then .3 too, and the key is withdrawn from gossip.
+        let ops = l.take_ops(true, &MeshView::default(), later + TARGET_TTL);
+        assert!(
+            ops.iter()
+                .any(|op| matches!(op, KeyOp::Delete(k) if k == "g:198.51.100.0/24"))
+        );
+        assert!(l.ranked_targets().is_empty());
     }
 }
