@@ -14,19 +14,18 @@ pub mod rtt;
 pub mod seal;
 mod selection;
 mod session;
+mod targets;
 mod transport;
 mod view;
 
 pub use clock::WallClock;
 pub use memnet::{MemoryNetwork, MemorySocket};
-pub use mesh::{
-    MAX_GOSSIPED_TARGETS, MAX_REPORTED_TARGETS, Mesh, MeshConfig, MeshHandle, StartError,
-    TARGET_TTL,
-};
+pub use mesh::{Mesh, MeshConfig, MeshHandle, StartError};
 pub use node::{Health, InvalidValue, Load, NodeId, NodeInfo, NodeView};
 pub use rtt::{RttConfig, RttMatrix, RttSummary};
 pub use seal::GossipKey;
 pub use selection::{Candidate, SelectionPolicy, clearly_better, cost, select_exits};
 pub use session::{SessionRecord, SessionRoute};
+pub use targets::{MAX_GOSSIPED_TARGETS, MAX_REPORTED_TARGETS, TARGET_TTL, TargetRtts};
 pub use transport::{GossipCounters, GossipNetwork, GossipStats, GossipTransport};
 pub use view::{MembershipChange, MeshView};

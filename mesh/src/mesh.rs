@@ -25,6 +25,7 @@ use crate::node::{
 use crate::rtt::{self, RttConfig, RttMatrix, RttSummary};
 use crate::seal::GossipKey;
 use crate::session::{SessionRecord, SessionRoute};
+use crate::targets::{MAX_GOSSIPED_TARGETS, MAX_REPORTED_TARGETS, TargetRtts};
 use crate::transport::{GossipCounters, GossipNetwork, GossipStats, GossipTransport};
 use crate::view::{MeshView, NodeEntry};
 
@@ -226,9 +227,7 @@ impl Mesh {
                 session_ops: Vec::new(),
                 sessions: HashMap::new(),
                 peer_rtt: RttMatrix::new(config.rtt.clone()),
-                target_rtt: RttMatrix::new(config.rtt.clone()),
-                target_members: HashMap::new(),
-                target_priority: HashMap::new(),
+                targets: TargetRtts::new(config.rtt.clone()),
                 published_peer: HashMap::new(),
                 published_target: HashMap::new(),
             }),
@@ -267,56 +266,9 @@ struct Local {
     session_ops: Vec<SessionOp>,
     sessions: HashMap<u64, SessionRecord>,
     peer_rtt: RttMatrix<NodeId>,
-    /// Estimators per measured member: a game server address, or a named target.
-    target_rtt: RttMatrix<String>,
-    /// Each member's target key and when it was last probed.
-    target_members: HashMap<String, TargetMember>,
-    /// Gossip rank of target keys (higher first), from [`MeshHandle::set_target_priorities`].
-    target_priority: HashMap<String, u32>,
+    targets: TargetRtts,
     published_peer: HashMap<NodeId, RttSummary>,
     published_target: HashMap<String, RttSummary>,
-}
-
-/// Most target keys a node gossips (`g:<key>`): 16 keys of at most ~55 bytes keep targets
-/// within the ~1 KB a chitchat message has to spare (`docs/mesh.md`).
-pub const MAX_GOSSIPED_TARGETS: usize = 16;
-/// Most target keys [`MeshHandle::own_target_rtts`] returns (billing's announce limit).
-pub const MAX_REPORTED_TARGETS: usize = 256;
-/// Most measured members (addresses or named targets) kept; probes of more are ignored.
-const MAX_TARGET_MEMBERS: usize = 1024;
-/// A member not probed for this long is forgotten (and its key withdrawn when it was the
-/// last one).
-pub const TARGET_TTL: Duration = Duration::from_secs(300);
-
-struct TargetMember {
-    key: String,
-    last: Instant,
-}
-
-/// One target key's aggregate, ranked for gossip.
-struct RankedTarget {
-    key: String,
-    summary: RttSummary,
-    priority: u32,
-}
-
-/// Aggregates the members of one target key: the median (the upper one for an even count)
-/// of each field, so one odd server does not move the prefix.
-fn aggregate(members: &mut [RttSummary]) -> Option<RttSummary> {
-    fn median<T: Copy + PartialOrd>(v: &mut [RttSummary], f: impl Fn(&RttSummary) -> T) -> T {
-        v.sort_by(|a, b| f(a).partial_cmp(&f(b)).unwrap_or(std::cmp::Ordering::Equal));
-        f(&v[v.len() / 2])
-    }
-    if members.is_empty() {
-        return None;
-    }
-    Some(RttSummary {
-        srtt: median(members, |s| s.srtt),
-        jitter: median(members, |s| s.jitter),
-        p50: median(members, |s| s.p50),
-        p99: median(members, |s| s.p99),
-        loss: median(members, |s| s.loss),
-    })
 }
 
 /// Key writes computed under the local lock, applied under chitchat's.
@@ -326,61 +278,6 @@ enum KeyOp {
 }
 
 impl Local {
-    fn record_target(
-        &mut self,
-        member: String,
-        key: String,
-        sent_at: Instant,
-        rtt: Option<Duration>,
-    ) {
-        let full = self.target_members.len() >= MAX_TARGET_MEMBERS;
-        match self.target_members.get_mut(&member) {
-            Some(m) => m.last = m.last.max(sent_at),
-            None if full => return,
-            None => {
-                self.target_members
-                    .insert(member.clone(), TargetMember { key, last: sent_at });
-            }
-        }
-        self.target_rtt.record_probe(&member, sent_at, rtt);
-    }
-
-    /// Forgets members not probed since `now − TARGET_TTL`.
-    fn expire_targets(&mut self, now: Instant) {
-        let members = &mut self.target_members;
-        members.retain(|_, m| now.saturating_duration_since(m.last) < TARGET_TTL);
-        self.target_rtt
-            .retain(|member| members.contains_key(member));
-    }
-
-    /// Every target key with its aggregate, best first: higher priority, then usable
-    /// (under 50 % loss), then by key, so the published set is stable.
-    fn ranked_targets(&self) -> Vec<RankedTarget> {
-        let mut by_key: HashMap<&str, Vec<RttSummary>> = HashMap::new();
-        for (member, summary) in self.target_rtt.summaries() {
-            if let Some(m) = self.target_members.get(member) {
-                by_key.entry(&m.key).or_default().push(summary);
-            }
-        }
-        let mut v: Vec<RankedTarget> = by_key
-            .into_iter()
-            .filter_map(|(key, mut members)| {
-                Some(RankedTarget {
-                    key: key.to_owned(),
-                    summary: aggregate(&mut members)?,
-                    priority: self.target_priority.get(key).copied().unwrap_or(0),
-                })
-            })
-            .collect();
-        v.sort_by(|a, b| {
-            b.priority
-                .cmp(&a.priority)
-                .then(a.summary.cost().is_none().cmp(&b.summary.cost().is_none()))
-                .then_with(|| a.key.cmp(&b.key))
-        });
-        v
-    }
-
     fn take_ops(&mut self, rtt_due: bool, view: &MeshView, now: Instant) -> Vec<KeyOp> {
         let mut ops = Vec::new();
         if std::mem::take(&mut self.dirty_load) {
@@ -424,10 +321,10 @@ impl Local {
             }
             // Targets: only the best-ranked keys are gossiped; the rest (and the expired)
             // are withdrawn.
-            self.expire_targets(now);
-            let mut ranked = self.ranked_targets();
+            self.targets.expire(now);
+            let mut ranked = self.targets.ranked();
             ranked.truncate(MAX_GOSSIPED_TARGETS);
-            let keep: HashSet<&str> = ranked.iter().map(|t| t.key.as_str()).collect();
+            let keep: HashSet<&str> = ranked.iter().map(|(key, _)| key.as_str()).collect();
             let dropped: Vec<String> = self
                 .published_target
                 .keys()
@@ -438,7 +335,7 @@ impl Local {
                 self.published_target.remove(&key);
                 ops.push(KeyOp::Delete(format!("{}{key}", rtt::PREFIX_TARGET)));
             }
-            for RankedTarget { key, summary, .. } in ranked {
+            for (key, summary) in ranked {
                 if self
                     .published_target
                     .get(&key)
@@ -651,15 +548,14 @@ impl MeshHandle {
 
     /// Records a probe to game server `addr`, sent at `sent_at`: `Some(rtt)` when answered,
     /// `None` when given up on. Addresses are aggregated per
-    /// [`plg_proto::query::target_key`] (median over the prefix's addresses).
+    /// [`plg_proto::query::target_key`] (see [`TargetRtts`]).
     pub fn record_target_addr_probe(&self, addr: IpAddr, sent_at: Instant, rtt: Option<Duration>) {
-        let addr = addr.to_canonical();
-        let key = plg_proto::query::target_key(addr);
         self.shared
             .local
             .lock()
             .expect("not poisoned")
-            .record_target(addr.to_string(), key, sent_at, rtt);
+            .targets
+            .record_addr(addr, sent_at, rtt);
     }
 
     /// Records a probe towards a named game target (1–64 printable ASCII bytes, no spaces),
@@ -675,7 +571,8 @@ impl MeshHandle {
             .local
             .lock()
             .expect("not poisoned")
-            .record_target(target.to_owned(), target.to_owned(), sent_at, rtt);
+            .targets
+            .record_named(target, sent_at, rtt);
         Ok(())
     }
 
@@ -686,7 +583,8 @@ impl MeshHandle {
             .local
             .lock()
             .expect("not poisoned")
-            .target_priority = priorities.into_iter().collect();
+            .targets
+            .set_priorities(priorities);
     }
 
     /// This node's own aggregate towards a target key.
@@ -702,12 +600,8 @@ impl MeshHandle {
     /// [`MAX_GOSSIPED_TARGETS`] are the gossiped ones.
     pub fn own_target_rtts(&self) -> Vec<(String, RttSummary)> {
         let mut local = self.shared.local.lock().expect("not poisoned");
-        local.expire_targets(Instant::now());
-        let mut v: Vec<(String, RttSummary)> = local
-            .ranked_targets()
-            .into_iter()
-            .map(|t| (t.key, t.summary))
-            .collect();
+        local.targets.expire(Instant::now());
+        let mut v = local.targets.ranked();
         v.truncate(MAX_REPORTED_TARGETS);
         v
     }
@@ -771,6 +665,7 @@ impl MeshHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::targets::TARGET_TTL;
 
     fn local() -> Local {
         Local {
@@ -781,17 +676,14 @@ mod tests {
             session_ops: Vec::new(),
             sessions: HashMap::new(),
             peer_rtt: RttMatrix::new(RttConfig::default()),
-            target_rtt: RttMatrix::new(RttConfig::default()),
-            target_members: HashMap::new(),
-            target_priority: HashMap::new(),
+            targets: TargetRtts::new(RttConfig::default()),
             published_peer: HashMap::new(),
             published_target: HashMap::new(),
         }
     }
 
     fn record(l: &mut Local, ip: IpAddr, at: Instant, rtt: Option<Duration>) {
-        let ip = ip.to_canonical();
-        l.record_target(ip.to_string(), plg_proto::query::target_key(ip), at, rtt);
+        l.targets.record_addr(ip, at, rtt);
     }
 
     fn target_sets(ops: &[KeyOp]) -> Vec<(&str, &str)> {
@@ -829,7 +721,7 @@ mod tests {
         let again = l.take_ops(true, &MeshView::default(), t0 + Duration::from_secs(4));
         assert!(target_sets(&again).is_empty());
         // The announce still sees up to 256.
-        assert_eq!(l.ranked_targets().len(), 300);
+        assert_eq!(l.targets.ranked().len(), 300);
     }
 
     #[test]
@@ -848,7 +740,7 @@ mod tests {
         assert_eq!(target_sets(&first).len(), 16);
         assert!(!l.published_target.contains_key("203.0.119.0/24"));
         // The least-ranked key by name becomes the most used.
-        l.target_priority = [("203.0.119.0/24".to_owned(), 5)].into();
+        l.targets.set_priorities([("203.0.119.0/24".to_owned(), 5)]);
         let ops = l.take_ops(true, &MeshView::default(), t0);
         let sets = target_sets(&ops);
         assert_eq!(sets.len(), 1);
@@ -864,44 +756,25 @@ mod tests {
     }
 
     #[test]
-    fn prefixes_aggregate_by_median_and_members_expire() {
+    fn expired_targets_are_withdrawn_from_gossip() {
         let t0 = Instant::now();
         let mut l = local();
-        for (host, ms) in [(1u8, 20u64), (2, 30), (3, 200)] {
-            record(
-                &mut l,
-                IpAddr::from([198, 51, 100, host]),
-                t0,
-                Some(Duration::from_millis(ms)),
-            );
-        }
-        let later = t0 + Duration::from_secs(200);
         record(
             &mut l,
-            IpAddr::from([198, 51, 100, 3]),
-            later,
-            Some(Duration::from_millis(200)),
+            IpAddr::from([198, 51, 100, 1]),
+            t0,
+            Some(Duration::from_millis(20)),
         );
-        let r = l.ranked_targets();
-        assert_eq!(r.len(), 1);
-        assert_eq!(r[0].key, "198.51.100.0/24");
-        assert_eq!(r[0].summary.srtt, Duration::from_millis(30));
-        assert_eq!(
-            target_sets(&l.take_ops(true, &MeshView::default(), later)).len(),
-            1
-        );
-        // Five minutes after their last probe, .1 and .2 are gone; .3 remains.
-        l.expire_targets(t0 + TARGET_TTL);
-        assert_eq!(
-            l.ranked_targets()[0].summary.srtt,
-            Duration::from_millis(200)
-        );
-        // Then .3 too, and the key is withdrawn from gossip.
-        let ops = l.take_ops(true, &MeshView::default(), later + TARGET_TTL);
+        let ops = l.take_ops(true, &MeshView::default(), t0);
+        let sets = target_sets(&ops);
+        assert_eq!(sets.len(), 1);
+        assert_eq!(sets[0].0, "g:198.51.100.0/24");
+        assert!(sets[0].1.starts_with("1 20000 0 "), "{sets:?}");
+        let ops = l.take_ops(true, &MeshView::default(), t0 + TARGET_TTL);
         assert!(
             ops.iter()
                 .any(|op| matches!(op, KeyOp::Delete(k) if k == "g:198.51.100.0/24"))
         );
-        assert!(l.ranked_targets().is_empty());
+        assert!(l.published_target.is_empty());
     }
 }
