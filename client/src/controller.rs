@@ -448,11 +448,12 @@ pub async fn direct_probe_raw(
     timeout: Duration,
 ) -> Option<probe::Probe> {
     let server = server?;
-    match query {
-        None | Some("echo") => probe::echo(server, count, Duration::from_millis(50), timeout)
+    match query.map(str::parse::<plg_proto::query::QueryKind>) {
+        None => probe::echo(server, count, Duration::from_millis(50), timeout)
             .await
             .ok(),
-        Some(_) => None,
+        Some(Ok(kind)) => probe::query(server, kind, count, timeout).await.ok(),
+        Some(Err(_)) => None,
     }
 }
 

@@ -100,6 +100,60 @@ pub async fn echo(
     Ok(echo_on(&socket, 0, count, interval, timeout).await)
 }
 
+/// Probes `target` with a game's own query protocol (`a2s`, `q3`; `echo` is [`echo`]):
+/// `count` requests one after another, each timed until its answer (an `a2s` challenge is
+/// answered at once and the RTT is that of the final request) or `timeout`.
+pub async fn query(
+    target: SocketAddr,
+    kind: QueryKind,
+    count: u32,
+    timeout: Duration,
+) -> std::io::Result<Probe> {
+    if kind == QueryKind::Echo {
+        return echo(target, count, Duration::from_millis(50), timeout).await;
+    }
+    let bind: SocketAddr = if target.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = UdpSocket::bind(bind).await?;
+    crate::connreset::disable_connreset(&socket)?;
+    socket.connect(target).await?;
+    let mut rtts = Vec::new();
+    let mut buf = vec![0u8; 2048];
+    for i in 0..count {
+        let nonce = getrandom::u64().unwrap_or(0) ^ u64::from(i);
+        let mut req = query::request(kind, nonce);
+        let mut sent = Instant::now();
+        let _ = socket.send(&req).await;
+        let deadline = sent + timeout;
+        let mut challenges = 0;
+        loop {
+            let n = match tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await {
+                Err(_) => break,
+                Ok(Err(e)) if crate::connreset::is_icmp_report(&e) => continue,
+                Ok(Err(_)) => break,
+                Ok(Ok(n)) => n,
+            };
+            match query::classify(kind, nonce, &buf[..n]) {
+                query::Reply::Answer => {
+                    rtts.push(sent.elapsed());
+                    break;
+                }
+                query::Reply::Challenge(c) if challenges < 2 => {
+                    challenges += 1;
+                    req = query::request_with_challenge(c);
+                    sent = Instant::now();
+                    let _ = socket.send(&req).await;
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(Probe { sent: count, rtts })
+}
+
 /// The nonce of echo probe `index` of call `round`: the round in the high half (modulo 2³²)
 /// tells this call's answers from late ones of earlier calls.
 fn echo_nonce(round: u64, index: u32) -> u64 {
@@ -227,6 +281,52 @@ pub async fn quic(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A Source server stand-in: answers A2S_INFO with a challenge first (as servers have
+    /// since 2020), then with an info reply once the request carries the challenge.
+    #[tokio::test]
+    async fn a2s_probe_answers_the_challenge() {
+        let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut buf = [0u8; 256];
+            let mut challenged = 0;
+            loop {
+                let (n, from) = server.recv_from(&mut buf).await.unwrap();
+                let req = &buf[..n];
+                if req == query::request_with_challenge(0x0403_0201).as_slice() {
+                    let mut reply = vec![0xff, 0xff, 0xff, 0xff, 0x49, 17];
+                    reply.extend_from_slice(b"test server\0");
+                    server.send_to(&reply, from).await.unwrap();
+                    if challenged == 3 {
+                        return challenged;
+                    }
+                } else if req == query::request(QueryKind::A2s, 0).as_slice() {
+                    challenged += 1;
+                    server
+                        .send_to(&[0xff, 0xff, 0xff, 0xff, 0x41, 1, 2, 3, 4], from)
+                        .await
+                        .unwrap();
+                }
+            }
+        });
+        let p = query(addr, QueryKind::A2s, 3, Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert_eq!((p.sent, p.answered()), (3, 3));
+        assert_eq!(task.await.unwrap(), 3);
+        // A server that never answers: all lost, after the timeout.
+        let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let p = query(
+            silent.local_addr().unwrap(),
+            QueryKind::Q3,
+            2,
+            Duration::from_millis(100),
+        )
+        .await
+        .unwrap();
+        assert_eq!((p.sent, p.answered()), (2, 0));
+    }
 
     fn p(sent: u32, ms: &[u64]) -> Probe {
         Probe {
