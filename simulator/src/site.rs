@@ -258,6 +258,168 @@ impl Drop for SiteLink {
     }
 }
 
+/// A relay node's place in a [`World`].
+#[derive(Clone, Debug)]
+pub struct SiteNode {
+    /// Node name (as joined, e.g. `fra-2`).
+    pub name: String,
+    /// Client → node leg (one way; both directions).
+    pub to_client: Impairment,
+    /// Node → game server leg (one way; both directions).
+    pub to_game: Impairment,
+}
+
+/// Where the sites of a [`World`] are, as seen from each other.
+#[derive(Clone, Debug)]
+pub struct WorldSpec {
+    /// Client → game server directly (one way; both directions).
+    pub direct: Impairment,
+    /// The relay nodes.
+    pub nodes: Vec<SiteNode>,
+    /// Seed of every leg's random stream.
+    pub seed: u64,
+}
+
+/// A whole deployment on loopback with an internet between its sites: billing (in-process,
+/// temporary SQLite), a [`GameSite`] as the catalog's only game (`demo`, query `echo`, its
+/// address as the catalog probe), and real nodes, each behind a [`SiteLink`] (client→node)
+/// and sending to the game from its own loopback address `127.0.0.(10+k)` (exit→game).
+#[derive(Debug)]
+pub struct World {
+    /// Billing's base URL.
+    pub billing_url: String,
+    /// Mesh CA certificate (PEM).
+    pub ca_pem: String,
+    /// The game server.
+    pub game: GameSite,
+    /// The nodes, in the spec's order, with the links in front of their control and data
+    /// ports.
+    pub nodes: Vec<(String, plg_node::RunningNode, SiteLink, SiteLink)>,
+    billing: plg_billing::Billing,
+    billing_stop: tokio::sync::oneshot::Sender<()>,
+    billing_task: JoinHandle<anyhow::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl World {
+    /// Starts billing, the game server and the nodes of `spec`.
+    pub async fn start(spec: &WorldSpec) -> anyhow::Result<World> {
+        use anyhow::Context;
+        let lo: IpAddr = std::net::Ipv4Addr::LOCALHOST.into();
+        let dir = tempfile::tempdir()?;
+        let game = GameSite::start((lo, 0).into(), spec.direct, derive_seed(spec.seed, 1))
+            .await
+            .context("starting the game server")?;
+        let config = plg_billing::Config {
+            listen: (lo, 0).into(),
+            data_dir: dir.path().join("billing"),
+            extra_games: vec![plg_billing::games::GameSeed {
+                slug: crate::local_mesh::DEMO_GAME.into(),
+                name: "Local demo game".into(),
+                destinations: vec![format!("127.0.0.1/32:{}", game.addr.port()).parse()?],
+                query: Some(plg_billing::games::QueryKind::Echo),
+                probes: vec![game.addr],
+                probes_source: Some("the simulator's game server".into()),
+                ..Default::default()
+            }],
+            allow_private_probes: true,
+            ..plg_billing::Config::default()
+        };
+        let billing = plg_billing::Billing::open(config)
+            .await
+            .context("opening billing")?;
+        let listener = billing.bind().await?;
+        let billing_url = format!("http://{}", listener.local_addr()?);
+        let (billing_stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let billing_task = tokio::spawn(billing.clone().serve(listener, async {
+            let _ = stop_rx.await;
+        }));
+        let mut nodes = Vec::new();
+        for (k, n) in spec.nodes.iter().enumerate() {
+            let ip = IpAddr::from([127, 0, 0, 10 + k as u8]);
+            game.set_link(ip, n.to_game);
+            let seed = derive_seed(spec.seed, 100 + k as u64);
+            let control = SiteLink::bind((lo, 0).into(), n.to_client, derive_seed(seed, 1)).await?;
+            let data = SiteLink::bind((lo, 0).into(), n.to_client, derive_seed(seed, 2)).await?;
+            let token = billing.create_join_token(Duration::from_secs(600)).await?;
+            let identity = plg_node::join(
+                &billing_url,
+                &token,
+                &n.name,
+                "local",
+                &dir.path().join(&n.name),
+            )
+            .await
+            .with_context(|| format!("joining node {}", n.name))?;
+            let cfg = plg_node::NodeConfig {
+                upstream_bind: Some(ip),
+                public_addrs: Some((control.addr(), data.addr())),
+                ..crate::local_mesh::loopback_node_config()
+            };
+            let node = plg_node::start(identity, cfg)
+                .await
+                .with_context(|| format!("starting node {}", n.name))?;
+            control.connect(node.control_addr);
+            data.connect(node.data_addr);
+            nodes.push((n.name.clone(), node, control, data));
+        }
+        Ok(World {
+            billing_url,
+            ca_pem: billing.ca_cert_pem().to_owned(),
+            game,
+            nodes,
+            billing,
+            billing_stop,
+            billing_task,
+            _dir: dir,
+        })
+    }
+
+    /// Registers and logs in a gamer.
+    pub async fn gamer(&self, email: &str) -> anyhow::Result<plg_client::BillingClient> {
+        let mut c = plg_client::BillingClient::new(&self.billing_url);
+        c.register(email, crate::local_mesh::DEMO_PASSWORD).await?;
+        c.login(email, crate::local_mesh::DEMO_PASSWORD).await?;
+        Ok(c)
+    }
+
+    /// Waits (up to `within`) until billing offers every node with an exit→game figure for
+    /// the game; returns the offered nodes.
+    pub async fn wait_measured(
+        &self,
+        gamer: &plg_client::BillingClient,
+        within: Duration,
+    ) -> anyhow::Result<Vec<plg_client::NodeInfo>> {
+        let deadline = Instant::now() + within;
+        loop {
+            let p = gamer.route_preview(crate::local_mesh::DEMO_GAME).await?;
+            if p.nodes.len() == self.nodes.len() && p.nodes.iter().all(|n| !n.game_rtt.is_empty())
+            {
+                return Ok(p.nodes);
+            }
+            if Instant::now() >= deadline {
+                anyhow::bail!(
+                    "billing offers {} of {} nodes, {} with an exit→game figure, after {within:?}",
+                    p.nodes.len(),
+                    self.nodes.len(),
+                    p.nodes.iter().filter(|n| !n.game_rtt.is_empty()).count()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Stops everything.
+    pub async fn stop(self) {
+        for (_, n, _, _) in self.nodes {
+            n.shutdown().await;
+        }
+        let _ = self.billing_stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.billing_task).await;
+        self.billing.close().await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
