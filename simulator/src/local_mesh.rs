@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use plg_billing::Billing;
-use plg_billing::games::GameSeed;
+use plg_billing::games::{GameSeed, QueryKind};
 use plg_client::BillingClient;
 use plg_node::{Identity, NodeConfig, RunningNode};
 use tokio::sync::oneshot;
@@ -94,8 +94,14 @@ impl LocalMesh {
                 name: "Local demo game".into(),
                 destinations: vec![destination.parse()?],
                 process_names: vec![],
-                ..Default::default()
+                // The echo server answers PLG's echo probe, so nodes can measure their
+                // exit→game leg to it before any session uses it.
+                query: Some(QueryKind::Echo),
+                probes: vec![game.addr],
+                probes_source: Some("the local mesh's echo server".into()),
             }],
+            // The echo server is on loopback; production billing refuses private probes.
+            allow_private_probes: true,
             ..plg_billing::Config::default()
         };
         let mut config = config;
@@ -114,9 +120,10 @@ impl LocalMesh {
         steps.push((
             "billing".into(),
             format!(
-                "plg-billing serve --listen {} --data-dir {}   (SQLite; catalog + game `{DEMO_GAME}` → {destination})",
+                "plg-billing serve --listen {} --data-dir {}   (SQLite; catalog + game `{DEMO_GAME}` → {destination}, echo probe {}; allow_private_probes)",
                 billing_url.trim_start_matches("http://"),
-                config.data_dir.display()
+                config.data_dir.display(),
+                game.addr
             ),
         ));
         let ca_pem = billing.ca_cert_pem().to_owned();
