@@ -384,7 +384,7 @@ impl Summary {
 /// Everything a `plg-sim routes` run produced (`routes.json`).
 #[derive(Debug, Clone, Serialize)]
 pub struct RoutesReport {
-    /// The command's settings.
+    /// The generator's seed (sweeps) or the probes' (one topology).
     pub seed: Option<u64>,
     /// Probes per edge.
     pub probes: u32,
