@@ -441,6 +441,58 @@ pub(crate) struct NodeAdminView {
     reported_dead_by: Vec<String>,
     /// Enabled, announced recently, not draining and not reported dead: offered to clients.
     live: bool,
+    /// Its exit→game measurements per target prefix, from its last announce.
+    targets: Vec<TargetView>,
+    /// Its mesh RTT per peer node, from its last announce.
+    peers: Vec<PeerView>,
+}
+
+/// A node's measurement towards a target prefix, as admins see it.
+#[derive(Serialize)]
+pub(crate) struct TargetView {
+    target: String,
+    #[serde(flatten)]
+    leg: crate::rtt::Leg,
+    age_secs: u64,
+    /// Young enough to be offered to clients.
+    fresh: bool,
+}
+
+/// A node's measurement towards a peer, as admins see it.
+#[derive(Serialize)]
+pub(crate) struct PeerView {
+    peer: String,
+    #[serde(flatten)]
+    leg: crate::rtt::Leg,
+    age_secs: u64,
+    /// Young enough to be offered to clients.
+    fresh: bool,
+}
+
+fn with_rtt(mut view: NodeAdminView, rtt: Option<crate::rtt::NodeRtt>) -> NodeAdminView {
+    let Some(rtt) = rtt else { return view };
+    let fresh = |age: u64| age <= crate::rtt::FRESH_SECS as u64;
+    view.targets = rtt
+        .targets
+        .into_iter()
+        .map(|t| TargetView {
+            fresh: fresh(t.age_secs),
+            target: t.key,
+            leg: t.leg,
+            age_secs: t.age_secs,
+        })
+        .collect();
+    view.peers = rtt
+        .peers
+        .into_iter()
+        .map(|p| PeerView {
+            fresh: fresh(p.age_secs),
+            peer: p.key,
+            leg: p.leg,
+            age_secs: p.age_secs,
+        })
+        .collect();
+    view
 }
 
 type NodeRow = (
@@ -506,6 +558,8 @@ fn node_view(
         data_addr: data,
         last_seen,
         created_at,
+        targets: Vec::new(),
+        peers: Vec::new(),
     }
 }
 
@@ -526,8 +580,16 @@ pub(crate) async fn nodes(
     .await?;
     let now = now_secs();
     let dead = crate::nodes::reported_dead(billing.db()).await?;
+    let mut rtt = crate::rtt::load(billing.db(), now, None, None).await?;
     Ok(Json(NodeList {
-        nodes: rows.into_iter().map(|r| node_view(r, now, &dead)).collect(),
+        nodes: rows
+            .into_iter()
+            .map(|r| {
+                let view = node_view(r, now, &dead);
+                let measured = rtt.remove(&view.id);
+                with_rtt(view, measured)
+            })
+            .collect(),
     }))
 }
 
@@ -539,8 +601,19 @@ async fn load_node(billing: &Billing, id: &str) -> Result<NodeAdminView, ApiErro
     .fetch_optional(billing.db())
     .await?;
     let dead = crate::nodes::reported_dead(billing.db()).await?;
-    row.map(|r| node_view(r, now_secs(), &dead))
-        .ok_or_else(|| ApiError::not_found("unknown_node", "no such node"))
+    let now = now_secs();
+    let view = row
+        .map(|r| node_view(r, now, &dead))
+        .ok_or_else(|| ApiError::not_found("unknown_node", "no such node"))?;
+    let mut rtt = crate::rtt::load(
+        billing.db(),
+        now,
+        None,
+        Some(std::slice::from_ref(&view.id)),
+    )
+    .await?;
+    let measured = rtt.remove(&view.id);
+    Ok(with_rtt(view, measured))
 }
 
 /// `GET /v1/admin/nodes/{id}`.

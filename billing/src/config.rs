@@ -73,6 +73,9 @@ pub struct Config {
     pub donatepay: Option<DonatePayConfig>,
     /// Games added to the embedded catalog (the local demo adds its loopback game here).
     pub extra_games: Vec<GameSeed>,
+    /// Accept loopback/private catalog probe addresses (local demos and tests only, like the
+    /// node's `allow_private_destinations`); production refuses them.
+    pub allow_private_probes: bool,
 }
 
 /// One plan's terms.
@@ -219,6 +222,7 @@ impl Default for Config {
             rate_limits: RateLimits::default(),
             donatepay: None,
             extra_games: Vec::new(),
+            allow_private_probes: false,
         }
     }
 }
@@ -314,7 +318,7 @@ impl Config {
             }
         }
         for game in &self.extra_games {
-            game.validate()
+            game.validate(self.allow_private_probes)
                 .with_context(|| format!("extra_games entry {:?}", game.slug))?;
         }
         Ok(())

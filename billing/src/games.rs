@@ -1,6 +1,9 @@
 //! Game catalog: the embedded `games.toml` plus the config's `extra_games`, upserted by slug
 //! at start-up (unless an admin edited the row); searchable; admin-editable; looked up by
-//! slug when a session is requested.
+//! slug when a session is requested. A game may name its server query protocol and a few
+//! representative server addresses that nodes probe to measure the exit→game leg.
+
+use std::net::{IpAddr, SocketAddr};
 
 use crate::db::Pool;
 use anyhow::{Context, bail};
@@ -18,8 +21,134 @@ use crate::error::{ApiError, ApiJson};
 /// The built-in catalog, compiled into the binary.
 const BUILTIN_CATALOG: &str = include_str!("../games.toml");
 
+/// Most probe addresses per game.
+pub const MAX_PROBES: usize = 8;
+/// Longest `probes_source` text.
+const MAX_PROBES_SOURCE: usize = 1024;
+
+/// A game server's query protocol, which nodes speak to measure RTT to its servers.
+/// (`plg_proto::query::QueryKind` is the wire-side twin; billing only names it.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueryKind {
+    /// PLG's echo probe (the local demo's game server echoes datagrams).
+    Echo,
+    /// Source engine `A2S_INFO`.
+    A2s,
+    /// Quake 3 `getinfo`.
+    Q3,
+}
+
+impl QueryKind {
+    /// Every kind, in documentation order.
+    pub const ALL: [QueryKind; 3] = [QueryKind::A2s, QueryKind::Q3, QueryKind::Echo];
+
+    /// The wire name (`a2s`, `q3`, `echo`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueryKind::Echo => "echo",
+            QueryKind::A2s => "a2s",
+            QueryKind::Q3 => "q3",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<QueryKind> {
+        QueryKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// Whether `addr` is a globally routable unicast address with a port: the rule the node
+/// applies to destinations (`plg_node::policy::is_public`), applied here to catalog probes.
+pub fn is_public(addr: SocketAddr) -> bool {
+    if addr.port() == 0 {
+        return false;
+    }
+    match addr.ip() {
+        IpAddr::V4(ip) => {
+            let o = ip.octets();
+            !(ip.is_loopback()
+                || ip.is_private()
+                || ip.is_link_local()
+                || ip.is_unspecified()
+                || ip.is_multicast()
+                || ip.is_broadcast()
+                || o[0] == 0
+                || (o[0] == 100 && (o[1] & 0xc0) == 64)
+                || o[0] >= 240)
+        }
+        IpAddr::V6(ip) => {
+            if let Some(v4) = ip.to_ipv4_mapped() {
+                return is_public(SocketAddr::new(v4.into(), addr.port()));
+            }
+            let s = ip.segments();
+            !(ip.is_loopback()
+                || ip.is_unspecified()
+                || ip.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80)
+        }
+    }
+}
+
+/// Why a game's query or probes were refused (each message names the rule).
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// More than [`MAX_PROBES`] addresses.
+    #[error("at most {MAX_PROBES} probes per game, got {0}")]
+    TooMany(usize),
+    /// Not an `ip:port`.
+    #[error("probe {0:?} is not an ip:port (e.g. 203.0.113.7:27015)")]
+    Malformed(String),
+    /// Loopback, private, link-local, CGNAT, multicast or port 0.
+    #[error(
+        "probe {0} is not a public address (loopback, private, link-local, CGNAT and multicast are refused)"
+    )]
+    NotPublic(SocketAddr),
+    /// Inside none of the game's destinations.
+    #[error("probe {0} is outside the game's destinations")]
+    OutsideDestinations(SocketAddr),
+    /// Listed twice.
+    #[error("probe {0} is listed twice")]
+    Duplicate(SocketAddr),
+    /// Probes without a source, or a source that is too long.
+    #[error(
+        "probes_source must say where the probe addresses come from (1..={MAX_PROBES_SOURCE} bytes) when probes are given"
+    )]
+    Source,
+}
+
+/// Checks a game's probe list against its destinations.
+pub fn check_probes(
+    probes: &[SocketAddr],
+    source: Option<&str>,
+    destinations: &[Destination],
+    allow_private: bool,
+) -> Result<(), ProbeError> {
+    if probes.len() > MAX_PROBES {
+        return Err(ProbeError::TooMany(probes.len()));
+    }
+    for (i, &p) in probes.iter().enumerate() {
+        if !allow_private && !is_public(p) {
+            return Err(ProbeError::NotPublic(p));
+        }
+        if !destinations.iter().any(|d| d.contains(p)) {
+            return Err(ProbeError::OutsideDestinations(p));
+        }
+        if probes[..i].contains(&p) {
+            return Err(ProbeError::Duplicate(p));
+        }
+    }
+    let too_long = source.is_some_and(|s| s.len() > MAX_PROBES_SOURCE);
+    let missing = source.is_none_or(|s| s.trim().is_empty());
+    if too_long || (!probes.is_empty() && missing) {
+        return Err(ProbeError::Source);
+    }
+    Ok(())
+}
+
 /// One game as written in `games.toml` or in the config's `extra_games`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GameSeed {
     /// Stable identifier used by clients (`cs2`, `dota2`, …).
@@ -31,11 +160,21 @@ pub struct GameSeed {
     /// Executable names for auto-detection.
     #[serde(default)]
     pub process_names: Vec<String>,
+    /// The game servers' query protocol, if they answer one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<QueryKind>,
+    /// Representative server addresses nodes probe (≤ 8, public, inside `destinations`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probes: Vec<SocketAddr>,
+    /// Where the probe addresses come from (required with `probes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probes_source: Option<String>,
 }
 
 impl GameSeed {
-    /// Checks slug shape and destination count (a ticket carries at most 32).
-    pub fn validate(&self) -> anyhow::Result<()> {
+    /// Checks slug shape, destination count (a ticket carries at most 32) and probes
+    /// (public unless `allow_private_probes`, the local demo's and tests' setting).
+    pub fn validate(&self, allow_private_probes: bool) -> anyhow::Result<()> {
         let slug_ok = !self.slug.is_empty()
             && self.slug.len() <= 64
             && self
@@ -51,6 +190,12 @@ impl GameSeed {
         if self.destinations.is_empty() || self.destinations.len() > MAX_DESTINATIONS {
             bail!("a game needs 1..={MAX_DESTINATIONS} destinations");
         }
+        check_probes(
+            &self.probes,
+            self.probes_source.as_deref(),
+            &self.destinations,
+            allow_private_probes,
+        )?;
         Ok(())
     }
 }
@@ -81,6 +226,15 @@ pub struct CatalogEntry {
     /// auto-detection) but sessions are refused, so no ticket ever allows unverified ranges.
     #[serde(default = "verified_by_default")]
     pub verified: bool,
+    /// The game servers' query protocol, if they answer one.
+    #[serde(default)]
+    pub query: Option<QueryKind>,
+    /// Representative server addresses nodes probe.
+    #[serde(default)]
+    pub probes: Vec<SocketAddr>,
+    /// Where the probe addresses come from.
+    #[serde(default)]
+    pub probes_source: Option<String>,
 }
 
 fn verified_by_default() -> bool {
@@ -98,6 +252,9 @@ impl From<GameSeed> for CatalogEntry {
             regions: Vec::new(),
             sources: Vec::new(),
             verified: true,
+            query: g.query,
+            probes: g.probes,
+            probes_source: g.probes_source,
         }
     }
 }
@@ -110,6 +267,9 @@ impl CatalogEntry {
             name: self.name.clone(),
             destinations: self.destinations.clone(),
             process_names: self.process_names.clone(),
+            query: self.query,
+            probes: self.probes.clone(),
+            probes_source: self.probes_source.clone(),
         }
     }
 }
@@ -126,7 +286,7 @@ pub fn builtin_catalog() -> anyhow::Result<Vec<CatalogEntry>> {
         toml::from_str(BUILTIN_CATALOG).context("parsing embedded games.toml")?;
     for g in &catalog.game {
         g.seed()
-            .validate()
+            .validate(false)
             .with_context(|| format!("embedded game {:?}", g.slug))?;
     }
     Ok(catalog.game)
@@ -142,18 +302,25 @@ pub fn builtin_games() -> anyhow::Result<Vec<GameSeed>> {
 pub(crate) async fn seed(db: &Pool, entries: &[CatalogEntry]) -> anyhow::Result<()> {
     let mut tx = db.begin().await?;
     for g in entries {
-        // An unverified entry is stored without destinations: sessions for it are refused.
-        let destinations: Vec<String> = if g.verified {
-            g.destinations.iter().map(ToString::to_string).collect()
+        // An unverified entry is stored without destinations or probes: sessions for it are
+        // refused and nodes don't probe it.
+        let (destinations, probes): (Vec<String>, Vec<String>) = if g.verified {
+            (
+                g.destinations.iter().map(ToString::to_string).collect(),
+                g.probes.iter().map(ToString::to_string).collect(),
+            )
         } else {
-            Vec::new()
+            (Vec::new(), Vec::new())
         };
         sqlx::query(
-            "INSERT INTO games (slug, name, destinations, process_names, category, regions) \
-             VALUES ($1, $2, $3, $4, $5, $6) \
+            "INSERT INTO games (slug, name, destinations, process_names, category, regions, \
+             query_kind, probes, probes_source) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
              ON CONFLICT (slug) DO UPDATE SET name = excluded.name, \
              destinations = excluded.destinations, process_names = excluded.process_names, \
-             category = excluded.category, regions = excluded.regions \
+             category = excluded.category, regions = excluded.regions, \
+             query_kind = excluded.query_kind, probes = excluded.probes, \
+             probes_source = excluded.probes_source \
              WHERE games.admin_edited = 0",
         )
         .bind(&g.slug)
@@ -162,6 +329,9 @@ pub(crate) async fn seed(db: &Pool, entries: &[CatalogEntry]) -> anyhow::Result<
         .bind(serde_json::to_string(&g.process_names)?)
         .bind(g.category.as_deref())
         .bind(serde_json::to_string(&g.regions)?)
+        .bind(g.query.map(QueryKind::as_str))
+        .bind(serde_json::to_string(&probes)?)
+        .bind(g.probes_source.as_deref())
         .execute(&mut *tx)
         .await?;
     }
@@ -180,10 +350,13 @@ pub(crate) struct Game {
     pub category: Option<String>,
     pub regions: Vec<String>,
     pub deleted_at: Option<i64>,
+    pub query: Option<QueryKind>,
+    pub probes: Vec<SocketAddr>,
+    pub probes_source: Option<String>,
 }
 
-const GAME_COLUMNS: &str =
-    "id, slug, name, destinations, process_names, category, regions, deleted_at";
+const GAME_COLUMNS: &str = "id, slug, name, destinations, process_names, category, regions, \
+     deleted_at, query_kind, probes, probes_source";
 type GameRow = (
     i64,
     String,
@@ -193,11 +366,30 @@ type GameRow = (
     Option<String>,
     String,
     Option<i64>,
+    Option<String>,
+    String,
+    Option<String>,
 );
 
 fn from_row(
-    (id, slug, name, destinations, process_names, category, regions, deleted_at): GameRow,
+    (
+        id,
+        slug,
+        name,
+        destinations,
+        process_names,
+        category,
+        regions,
+        deleted_at,
+        query,
+        probes,
+        probes_source,
+    ): GameRow,
 ) -> anyhow::Result<Game> {
+    // A query kind this build doesn't know (written by a newer one) is not a reason to
+    // refuse the game: it is served as "none".
+    let query = query.as_deref().and_then(QueryKind::parse);
+    let probes: Vec<String> = serde_json::from_str(&probes).context("games.probes")?;
     Ok(Game {
         id,
         slug,
@@ -207,6 +399,9 @@ fn from_row(
         category,
         regions: serde_json::from_str(&regions).context("games.regions")?,
         deleted_at,
+        query,
+        probes: probes.iter().filter_map(|p| p.parse().ok()).collect(),
+        probes_source,
     })
 }
 
@@ -221,6 +416,41 @@ pub(crate) async fn find(db: &Pool, slug: &str) -> Result<Option<Game>, ApiError
     Ok(row.map(from_row).transpose()?)
 }
 
+/// One game's probe addresses, as handed to nodes at announce.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct ProbeSet {
+    /// Game slug.
+    game: String,
+    /// How to query its servers; absent: ICMP echo (the node's fallback).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    query: Option<QueryKind>,
+    /// `ip:port` addresses to probe.
+    addrs: Vec<SocketAddr>,
+}
+
+/// Probe addresses of every live game that can be played (unverified games are stored with
+/// neither destinations nor probes), by slug.
+pub(crate) async fn catalog_probes(db: &Pool) -> Result<Vec<ProbeSet>, ApiError> {
+    let rows: Vec<GameRow> = sqlx::query_as(&format!(
+        "SELECT {GAME_COLUMNS} FROM games WHERE deleted_at IS NULL AND probes <> '[]' \
+         AND destinations <> '[]' ORDER BY slug"
+    ))
+    .fetch_all(db)
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let g = from_row(row)?;
+        if !g.probes.is_empty() && !g.destinations.is_empty() {
+            out.push(ProbeSet {
+                game: g.slug,
+                query: g.query,
+                addrs: g.probes,
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// A game as listed.
 #[derive(Serialize)]
 pub(crate) struct GameView {
@@ -232,6 +462,15 @@ pub(crate) struct GameView {
     destinations: Vec<Destination>,
     #[serde(skip_serializing_if = "Option::is_none")]
     deleted_at: Option<i64>,
+    /// The servers' query protocol (`a2s`, `q3`, `echo`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    query: Option<QueryKind>,
+    /// Addresses nodes probe for this game.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    probes: Vec<SocketAddr>,
+    /// Where the probe addresses come from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    probes_source: Option<String>,
 }
 
 impl From<Game> for GameView {
@@ -244,6 +483,9 @@ impl From<Game> for GameView {
             regions: g.regions,
             destinations: g.destinations,
             deleted_at: g.deleted_at,
+            query: g.query,
+            probes: g.probes,
+            probes_source: g.probes_source,
         }
     }
 }
@@ -346,18 +588,70 @@ pub(crate) struct GameInput {
     category: Option<String>,
     #[serde(default)]
     regions: Vec<String>,
+    /// `a2s`, `q3` or `echo`; absent: none.
+    #[serde(default)]
+    query: Option<String>,
+    /// `ip:port` strings (checked here, so a bad one gets a clear message).
+    #[serde(default)]
+    probes: Vec<String>,
+    #[serde(default)]
+    probes_source: Option<String>,
 }
 
-fn validated(slug: String, input: &GameInput) -> Result<GameSeed, ApiError> {
+fn validated(
+    slug: String,
+    input: &GameInput,
+    allow_private_probes: bool,
+) -> Result<GameSeed, ApiError> {
+    let query = match input.query.as_deref() {
+        None => None,
+        Some(q) => Some(QueryKind::parse(q).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_query",
+                format!("query {q:?} is not one of a2s, q3, echo"),
+            )
+        })?),
+    };
+    let probe_error = |e: ProbeError| ApiError::bad_request("invalid_probes", e.to_string());
+    let probes = input
+        .probes
+        .iter()
+        .map(|p| {
+            p.trim()
+                .parse::<SocketAddr>()
+                .map_err(|_| probe_error(ProbeError::Malformed(p.clone())))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let seed = GameSeed {
         slug,
         name: input.name.clone(),
         destinations: input.destinations.clone(),
         process_names: input.process_names.clone(),
+        query,
+        probes,
+        probes_source: input
+            .probes_source
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned),
     };
-    seed.validate()
+    check_probes(
+        &seed.probes,
+        seed.probes_source.as_deref(),
+        &seed.destinations,
+        allow_private_probes,
+    )
+    .map_err(probe_error)?;
+    seed.validate(allow_private_probes)
         .map_err(|e| ApiError::bad_request("invalid_game", e.to_string()))?;
     Ok(seed)
+}
+
+/// The JSON-encoded probe list as stored.
+fn probes_json(probes: &[SocketAddr]) -> Result<String, ApiError> {
+    let strings: Vec<String> = probes.iter().map(ToString::to_string).collect();
+    serde_json::to_string(&strings).map_err(|e| ApiError::Internal(e.into()))
 }
 
 /// `POST /v1/admin/games`.
@@ -370,11 +664,12 @@ pub(crate) async fn admin_create(
         .slug
         .clone()
         .ok_or_else(|| ApiError::bad_request("invalid_game", "slug is required"))?;
-    let seed = validated(slug, &input)?;
+    let seed = validated(slug, &input, billing.config().allow_private_probes)?;
     let destinations: Vec<String> = seed.destinations.iter().map(ToString::to_string).collect();
     let done = sqlx::query(
-        "INSERT INTO games (slug, name, destinations, process_names, category, regions, admin_edited) \
-         VALUES ($1, $2, $3, $4, $5, $6, 1)",
+        "INSERT INTO games (slug, name, destinations, process_names, category, regions, \
+         query_kind, probes, probes_source, admin_edited) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1)",
     )
     .bind(&seed.slug)
     .bind(&seed.name)
@@ -382,6 +677,9 @@ pub(crate) async fn admin_create(
     .bind(serde_json::to_string(&seed.process_names).map_err(|e| ApiError::Internal(e.into()))?)
     .bind(input.category.as_deref())
     .bind(serde_json::to_string(&input.regions).map_err(|e| ApiError::Internal(e.into()))?)
+    .bind(seed.query.map(QueryKind::as_str))
+    .bind(probes_json(&seed.probes)?)
+    .bind(seed.probes_source.as_deref())
     .execute(billing.db())
     .await;
     match done {
@@ -409,11 +707,12 @@ pub(crate) async fn admin_update(
     Path(slug): Path<String>,
     ApiJson(input): ApiJson<GameInput>,
 ) -> Result<Json<GameView>, ApiError> {
-    let seed = validated(slug, &input)?;
+    let seed = validated(slug, &input, billing.config().allow_private_probes)?;
     let destinations: Vec<String> = seed.destinations.iter().map(ToString::to_string).collect();
     let done = sqlx::query(
         "UPDATE games SET name = $2, destinations = $3, process_names = $4, category = $5, \
-         regions = $6, admin_edited = 1, deleted_at = NULL WHERE slug = $1",
+         regions = $6, query_kind = $7, probes = $8, probes_source = $9, admin_edited = 1, \
+         deleted_at = NULL WHERE slug = $1",
     )
     .bind(&seed.slug)
     .bind(&seed.name)
@@ -421,6 +720,9 @@ pub(crate) async fn admin_update(
     .bind(serde_json::to_string(&seed.process_names).map_err(|e| ApiError::Internal(e.into()))?)
     .bind(input.category.as_deref())
     .bind(serde_json::to_string(&input.regions).map_err(|e| ApiError::Internal(e.into()))?)
+    .bind(seed.query.map(QueryKind::as_str))
+    .bind(probes_json(&seed.probes)?)
+    .bind(seed.probes_source.as_deref())
     .execute(billing.db())
     .await?;
     if done.rows_affected() != 1 {
@@ -528,15 +830,15 @@ mod tests {
             slug: "Bad Slug".into(),
             name: "x".into(),
             destinations: vec!["198.51.100.0/24:1".parse().unwrap()],
-            process_names: vec![],
+            ..Default::default()
         };
-        assert!(g.validate().is_err());
+        assert!(g.validate(false).is_err());
         assert!(
             GameSeed {
                 slug: "ok-1".into(),
                 ..g.clone()
             }
-            .validate()
+            .validate(false)
             .is_ok()
         );
         assert!(
@@ -545,7 +847,84 @@ mod tests {
                 destinations: vec![],
                 ..g
             }
-            .validate()
+            .validate(false)
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn probe_rules() {
+        let dest: Vec<Destination> = vec![
+            "203.0.113.0/24:27015-27020".parse().unwrap(),
+            "127.0.0.1/32:4000".parse().unwrap(),
+        ];
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let src = Some("publisher's server list");
+        assert!(check_probes(&[a("203.0.113.7:27015")], src, &dest, false).is_ok());
+        assert!(check_probes(&[], None, &dest, false).is_ok());
+        assert!(matches!(
+            check_probes(&[a("203.0.113.7:27015")], None, &dest, false),
+            Err(ProbeError::Source)
+        ));
+        assert!(matches!(
+            check_probes(&[a("203.0.113.7:9")], src, &dest, false),
+            Err(ProbeError::OutsideDestinations(_))
+        ));
+        assert!(matches!(
+            check_probes(&[a("198.51.100.1:27015")], src, &dest, false),
+            Err(ProbeError::OutsideDestinations(_))
+        ));
+        assert!(matches!(
+            check_probes(&[a("127.0.0.1:4000")], src, &dest, false),
+            Err(ProbeError::NotPublic(_))
+        ));
+        assert!(check_probes(&[a("127.0.0.1:4000")], src, &dest, true).is_ok());
+        assert!(matches!(
+            check_probes(
+                &[a("203.0.113.7:27015"), a("203.0.113.7:27015")],
+                src,
+                &dest,
+                false
+            ),
+            Err(ProbeError::Duplicate(_))
+        ));
+        let nine: Vec<SocketAddr> = (1..=9)
+            .map(|i| a(&format!("203.0.113.{i}:27015")))
+            .collect();
+        assert!(matches!(
+            check_probes(&nine, src, &dest, false),
+            Err(ProbeError::TooMany(9))
+        ));
+        for private in [
+            "10.0.0.1:1",
+            "192.168.1.1:1",
+            "100.64.0.1:1",
+            "[fd00::1]:1",
+            "[::1]:1",
+        ] {
+            assert!(!is_public(a(private)), "{private}");
+        }
+        assert!(is_public(a("155.133.226.71:27015")));
+        assert_eq!(QueryKind::parse("a2s"), Some(QueryKind::A2s));
+        assert_eq!(QueryKind::parse("A2S"), None);
+        assert_eq!(serde_json::to_string(&QueryKind::Q3).unwrap(), "\"q3\"");
+    }
+
+    #[test]
+    fn catalog_entries_carry_query_and_probes() {
+        let one: Catalog = toml::from_str(
+            "[[game]]\nslug = \"x\"\nname = \"X\"\ndestinations = [\"203.0.113.0/24:27015\"]\n\
+             query = \"a2s\"\nprobes = [\"203.0.113.9:27015\"]\nprobes_source = \"test\"\n",
+        )
+        .unwrap();
+        let seed = one.game[0].seed();
+        assert_eq!(seed.query, Some(QueryKind::A2s));
+        assert_eq!(seed.probes, vec!["203.0.113.9:27015".parse().unwrap()]);
+        seed.validate(false).unwrap();
+        assert!(
+            toml::from_str::<Catalog>(
+                "[[game]]\nslug = \"x\"\nname = \"X\"\ndestinations = []\nquery = \"icmp\"\n"
+            )
             .is_err()
         );
     }

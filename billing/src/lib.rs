@@ -37,6 +37,7 @@ pub mod payments;
 pub mod plans;
 mod promo;
 mod ratelimit;
+mod rtt;
 mod sessions;
 mod tickets;
 
@@ -55,6 +56,8 @@ use tickets::TicketSigner;
 
 /// Largest request body accepted.
 pub const BODY_LIMIT: usize = 64 * 1024;
+/// Largest announce body: 256 targets and 1024 peers with their measurements fit.
+pub const ANNOUNCE_BODY_LIMIT: usize = 256 * 1024;
 
 /// The billing service: cheap to clone (one `Arc` inside).
 #[derive(Clone)]
@@ -605,8 +608,8 @@ pub(crate) fn routes() -> Vec<Route> {
             "/v1/nodes/announce",
             "nodes",
             Node,
-            "Announce addresses (heartbeat).",
-            post(nodes::announce),
+            "Announce addresses, mesh view and RTT measurements (heartbeat); answers seeds and catalog probes.",
+            post(nodes::announce).layer(DefaultBodyLimit::max(ANNOUNCE_BODY_LIMIT)),
         ),
         r(
             "post",

@@ -176,5 +176,31 @@ pub(crate) async fn render(State(billing): State<Billing>) -> Result<Response, A
          # TYPE plg_billing_live_nodes gauge\nplg_billing_live_nodes {}",
         gauges.0, gauges.1, gauges.2
     );
+    // What the mesh measured, as billing holds it (counts only: per-target series belong to
+    // the nodes' own metrics, where the label set is bounded by the node's probe cap).
+    let measured: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT kind, COUNT(*), COUNT(DISTINCT node_id) FROM node_rtt WHERE updated_at >= $1 \
+         GROUP BY kind ORDER BY kind",
+    )
+    .bind(now - crate::rtt::FRESH_SECS)
+    .fetch_all(billing.db())
+    .await?;
+    let count = |kind: &str| {
+        measured
+            .iter()
+            .find(|(k, ..)| k == kind)
+            .map_or((0, 0), |&(_, rows, nodes)| (rows, nodes))
+    };
+    let (targets, target_nodes) = count("target");
+    let (peers, _) = count("peer");
+    let _ = writeln!(
+        out,
+        "# HELP plg_billing_fresh_target_rtts Fresh exit-to-game measurements nodes announced.\n\
+         # TYPE plg_billing_fresh_target_rtts gauge\nplg_billing_fresh_target_rtts {targets}\n\
+         # HELP plg_billing_nodes_with_target_rtts Nodes with at least one fresh exit-to-game measurement.\n\
+         # TYPE plg_billing_nodes_with_target_rtts gauge\nplg_billing_nodes_with_target_rtts {target_nodes}\n\
+         # HELP plg_billing_fresh_peer_rtts Fresh node-to-node measurements nodes announced.\n\
+         # TYPE plg_billing_fresh_peer_rtts gauge\nplg_billing_fresh_peer_rtts {peers}"
+    );
     Ok(([(CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
 }

@@ -212,13 +212,21 @@ pub(crate) struct Announce {
     /// Peers its failure detector holds dead.
     #[serde(default)]
     dead_peers: Vec<String>,
+    /// Its exit→game measurements per target prefix (≤ 256).
+    #[serde(default)]
+    targets: Vec<crate::rtt::TargetReport>,
+    /// Its mesh RTT per peer node id (≤ 1024).
+    #[serde(default)]
+    peers: std::collections::BTreeMap<String, crate::rtt::LegReport>,
 }
 
-/// Answer to an announce: where the rest of the mesh gossips.
+/// Answer to an announce: where the rest of the mesh gossips, and what to probe.
 #[derive(Serialize)]
 pub(crate) struct Announced {
     /// Gossip addresses of the other live nodes.
     seeds: Vec<String>,
+    /// The catalog's probe addresses (games that have any and can be played).
+    probes: Vec<crate::games::ProbeSet>,
 }
 
 fn parse_public_addr(field: &'static str, s: &str) -> Result<SocketAddr, ApiError> {
@@ -258,31 +266,47 @@ pub(crate) async fn announce(
             format!("dead_peers must be at most {MAX_DEAD_PEERS} node ids"),
         ));
     }
+    let measurements = crate::rtt::validate(&req.targets, &req.peers)?;
+    let now = now_secs();
+    let guard = billing.write_guard().await;
+    let mut tx = billing.db().begin().await?;
     let updated: Option<(String,)> = sqlx::query_as(
-        "UPDATE nodes SET control_addr = $1, data_addr = $2, last_seen = $3, gossip_addr = $4,          health = $5, draining = $6, sessions = $7, dead_peers = $8          WHERE secret_hash = $9 AND deleted_at IS NULL RETURNING id",
+        "UPDATE nodes SET control_addr = $1, data_addr = $2, last_seen = $3, gossip_addr = $4, \
+         health = $5, draining = $6, sessions = $7, dead_peers = $8 \
+         WHERE secret_hash = $9 AND deleted_at IS NULL RETURNING id",
     )
     .bind(control.to_string())
     .bind(data.to_string())
-    .bind(now_secs())
+    .bind(now)
     .bind(gossip.map(|g| g.to_string()))
     .bind(health)
     .bind(i64::from(req.draining))
     .bind(i64::from(req.sessions))
     .bind(req.dead_peers.join(" "))
     .bind(secret_hash(secret))
-    .fetch_optional(billing.db())
+    .fetch_optional(&mut *tx)
     .await?;
     let Some((id,)) = updated else {
         return Err(ApiError::InvalidNodeSecret);
     };
-    tracing::debug!(node = %id, control = %control, data = %data, "node announced");
+    crate::rtt::replace(&mut tx, &id, &measurements, now).await?;
+    tx.commit().await?;
+    drop(guard);
+    tracing::debug!(
+        node = %id,
+        control = %control,
+        data = %data,
+        measurements = measurements.len(),
+        "node announced"
+    );
     let seeds = gossip_seeds(billing.db())
         .await?
         .into_iter()
         .filter(|(node, _)| *node != id)
         .map(|(_, addr)| addr)
         .collect();
-    Ok(Json(Announced { seeds }))
+    let probes = crate::games::catalog_probes(billing.db()).await?;
+    Ok(Json(Announced { seeds, probes }))
 }
 
 /// The node id behind `Authorization: Bearer <node_secret>`.
@@ -304,6 +328,16 @@ pub(crate) struct NodeView {
     region: String,
     control_addr: String,
     data_addr: String,
+    /// Its fresh exit→game measurements for the session's game (best first, ≤ 16).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    game_rtt: Vec<crate::rtt::TargetRtt>,
+    /// Its fresh mesh RTT to each of the other offered nodes.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    mesh_rtt: std::collections::BTreeMap<String, crate::rtt::Leg>,
+    #[serde(skip)]
+    name: String,
+    #[serde(skip)]
+    priority: i64,
 }
 
 /// Ids that some freshly announced node reports dead: billing's view of the mesh's
@@ -350,8 +384,9 @@ async fn gossip_seeds(db: &Pool) -> Result<Vec<(String, String)>, ApiError> {
 /// draining and not reported dead by a peer; by priority then name.
 pub(crate) async fn live_nodes(db: &Pool) -> Result<Vec<NodeView>, ApiError> {
     let dead = reported_dead(db).await?;
-    let rows: Vec<(String, String, String, String, String)> = sqlx::query_as(
-        "SELECT id, server_name, region, control_addr, data_addr FROM nodes \
+    type Row = (String, String, String, String, String, String, i64);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT id, server_name, region, control_addr, data_addr, name, priority FROM nodes \
          WHERE enabled = 1 AND deleted_at IS NULL AND last_seen >= $1 AND draining = 0 \
          AND control_addr IS NOT NULL AND data_addr IS NOT NULL \
          ORDER BY priority, name, id",
@@ -363,15 +398,59 @@ pub(crate) async fn live_nodes(db: &Pool) -> Result<Vec<NodeView>, ApiError> {
         .into_iter()
         .filter(|(id, ..)| !dead.contains_key(id))
         .map(
-            |(id, server_name, region, control_addr, data_addr)| NodeView {
+            |(id, server_name, region, control_addr, data_addr, name, priority)| NodeView {
                 id,
                 server_name,
                 region,
                 control_addr,
                 data_addr,
+                game_rtt: Vec::new(),
+                mesh_rtt: Default::default(),
+                name,
+                priority,
             },
         )
         .collect())
+}
+
+/// The live nodes offered for `game`, each with what the mesh knows: its fresh RTTs towards
+/// the game's servers and towards the other offered nodes. Ordered by priority, then best
+/// known game cost (RTT + 2 ms per % loss; unknown last), then name and id.
+pub(crate) async fn offered_nodes(
+    db: &Pool,
+    game: &crate::games::Game,
+) -> Result<Vec<NodeView>, ApiError> {
+    let mut nodes = live_nodes(db).await?;
+    let ids: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
+    let mut rtt = crate::rtt::load(
+        db,
+        now_secs(),
+        Some(crate::rtt::FRESH_SECS),
+        Some(ids.as_slice()),
+    )
+    .await?;
+    for node in &mut nodes {
+        let Some(measured) = rtt.remove(&node.id) else {
+            continue;
+        };
+        node.game_rtt = crate::rtt::game_rtt(&measured.targets, &game.destinations, &game.probes);
+        node.mesh_rtt = measured
+            .peers
+            .into_iter()
+            .filter(|p| p.key != node.id && ids.contains(&p.key))
+            .map(|p| (p.key, p.leg))
+            .collect();
+    }
+    // game_rtt is sorted best first, so its head is the node's best known cost.
+    let best = |n: &NodeView| n.game_rtt.first().map_or(u64::MAX, |t| t.leg.cost_us());
+    nodes.sort_by(|a, b| {
+        a.priority
+            .cmp(&b.priority)
+            .then_with(|| best(a).cmp(&best(b)))
+            .then_with(|| a.name.cmp(&b.name))
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    Ok(nodes)
 }
 
 use crate::hex;

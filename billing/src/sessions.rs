@@ -14,6 +14,7 @@ use crate::Billing;
 use crate::auth::AuthAccount;
 use crate::db::{Pool, now_secs};
 use crate::error::{ApiError, ApiJson};
+use crate::games::{Game, QueryKind};
 use crate::metrics::Metrics;
 use crate::nodes::NodeView;
 use crate::plans::Plan;
@@ -28,6 +29,19 @@ pub(crate) struct SessionRequest {
 pub(crate) struct GameRef {
     slug: String,
     name: String,
+    /// The servers' query protocol (`a2s`, `q3`, `echo`), when the catalog names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    query: Option<QueryKind>,
+}
+
+impl GameRef {
+    fn of(game: &Game) -> GameRef {
+        GameRef {
+            slug: game.slug.clone(),
+            name: game.name.clone(),
+            query: game.query,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -61,12 +75,9 @@ pub(crate) async fn preview(
     let game = crate::games::find(billing.db(), slug.trim())
         .await?
         .ok_or(ApiError::UnknownGame)?;
-    let nodes = crate::nodes::live_nodes(billing.db()).await?;
+    let nodes = crate::nodes::offered_nodes(billing.db(), &game).await?;
     Ok(Json(RoutePreview {
-        game: GameRef {
-            slug: game.slug,
-            name: game.name,
-        },
+        game: GameRef::of(&game),
         destinations: game.destinations,
         nodes,
     }))
@@ -178,7 +189,7 @@ pub(crate) async fn create(
         destinations: game.destinations.clone(),
     };
     let bytes = ticket.sign(&signer.key);
-    let nodes = crate::nodes::live_nodes(billing.db()).await?;
+    let nodes = crate::nodes::offered_nodes(billing.db(), &game).await?;
     Metrics::inc(&billing.metrics().tickets_issued);
     tracing::info!(
         session = session_id,
@@ -194,10 +205,7 @@ pub(crate) async fn create(
             session_id: session_id.to_string(),
             ticket: STANDARD.encode(bytes),
             expires_at: ticket.expires_at,
-            game: GameRef {
-                slug: game.slug,
-                name: game.name,
-            },
+            game: GameRef::of(&game),
             destinations: game.destinations,
             nodes,
             plan: plan.name().into(),
@@ -429,7 +437,7 @@ pub(crate) async fn renew(
         destinations: game.destinations.clone(),
     };
     let bytes = ticket.sign(&signer.key);
-    let nodes = crate::nodes::live_nodes(billing.db()).await?;
+    let nodes = crate::nodes::offered_nodes(billing.db(), &game).await?;
     Metrics::inc(&billing.metrics().tickets_issued);
     tracing::info!(
         session = id as u64,
@@ -441,10 +449,7 @@ pub(crate) async fn renew(
         session_id: (id as u64).to_string(),
         ticket: STANDARD.encode(bytes),
         expires_at: ticket.expires_at,
-        game: GameRef {
-            slug: game.slug,
-            name: game.name,
-        },
+        game: GameRef::of(&game),
         destinations: game.destinations,
         nodes,
         plan: plan.name().to_owned(),

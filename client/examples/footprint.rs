@@ -268,6 +268,7 @@ mod linux {
                 name: "Demo".into(),
                 destinations: vec![format!("127.0.0.1/32:{}", game.port()).parse()?],
                 process_names: vec![],
+                ..Default::default()
             }],
             ..plg_billing::Config::default()
         };

@@ -23,7 +23,7 @@ use crate::capture::WinDivertCapture;
 use crate::capture::{ProxyCapture, Targets};
 #[cfg(target_os = "linux")]
 use crate::capture::{TunCapture, TunConfig};
-use crate::route::{self, Candidate};
+use crate::route::{self, Candidate, Leg, RoutePlan};
 use crate::{
     BillingClient, BillingError, Failover, NodeInfo, PathsView, Protection, Proxy, ProxyEvent,
     ProxyStats, SessionGrant, Tunnel, TunnelError, probe, renew,
@@ -35,6 +35,14 @@ pub const REEVALUATE: Duration = Duration::from_secs(60);
 pub const RENEW_RETRY: Duration = Duration::from_secs(10);
 /// Every path silent this long moves the session to another node.
 pub const FAILOVER_AFTER: Duration = Duration::from_secs(1);
+/// A better exit is taken only once the game has sent nothing for this long (between
+/// matches): a game server knows its players by source address, so a new exit mid-match
+/// would cost the match. Until then it is recommended.
+pub const EXIT_CHANGE_IDLE: Duration = Duration::from_secs(30);
+/// The shadow probe of the direct route: one probe this often, all session long.
+pub const SHADOW_EVERY: Duration = Duration::from_secs(2);
+/// Shadow probe samples the live direct figure is taken over (the last minute).
+const SHADOW_WINDOW: usize = 30;
 
 /// How the game's traffic is captured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,7 +149,8 @@ pub enum Progress {
     Ticket,
     /// Probing this many nodes.
     Probing(usize),
-    /// The ranking's advice (direct vs the best node), for the user.
+    /// The route verdict, for the user: `direct 94 ms → via fra-2 61 ms (−35 %)`, or that
+    /// direct is better ([`RoutePlan::summary`]).
     Advice(String),
     /// Opening the session with a node.
     Opening,
@@ -174,6 +183,109 @@ pub struct SessionInfo {
     pub started_at: u64,
     /// Unix seconds the current ticket expires.
     pub expires_at: u64,
+}
+
+/// The route as the session sees it now: the verdict and the figures behind it, refreshed
+/// by the shadow probe ([`SHADOW_EVERY`]) and each re-evaluation ([`REEVALUATE`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RouteView {
+    /// The one-line verdict of the last evaluation ([`RoutePlan::summary`]).
+    pub summary: String,
+    /// The direct route now: the shadow probe over the last minute (`None`: the server does
+    /// not answer, or its address is not known to this capture mode).
+    pub direct: Option<Leg>,
+    /// The exit's own exit→game figure, as it announced it (`None`: not measured yet).
+    pub exit_game: Option<Leg>,
+    /// The game RTT through PLG now: client↔exit from the session's ping frames plus the
+    /// exit→game figure (`None` until both are known).
+    pub plg: Option<Duration>,
+    /// An exit that would lower the ping, waiting for the game to go idle.
+    pub recommended: Option<String>,
+}
+
+/// A game RTT series summarised for the session report.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct RttSummary {
+    /// Probes or samples taken.
+    pub samples: u32,
+    /// Of which answered (a figure was available).
+    pub answered: u32,
+    /// Median, milliseconds.
+    pub p50_ms: Option<f64>,
+    /// 99th percentile, milliseconds.
+    pub p99_ms: Option<f64>,
+    /// Share unanswered, percent.
+    pub loss_percent: f64,
+}
+
+impl RttSummary {
+    fn of(samples: &[Option<Duration>]) -> RttSummary {
+        let probe = probe::Probe {
+            sent: samples.len() as u32,
+            rtts: samples.iter().flatten().copied().collect(),
+        };
+        let ms = |d: Option<Duration>| d.map(|d| (d.as_secs_f64() * 1e5).round() / 100.0);
+        RttSummary {
+            samples: probe.sent,
+            answered: probe.answered(),
+            p50_ms: ms(probe.median()),
+            p99_ms: ms(probe.quantile(0.99)),
+            loss_percent: probe.loss_percent(),
+        }
+    }
+}
+
+/// What a session did, before vs after, for the gamer and for telemetry (`plg connect`
+/// writes it as JSON when the session ends).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct SessionReport {
+    /// Game slug.
+    pub game: String,
+    /// Billing's session id (the last one, after renewals).
+    pub session_id: String,
+    /// Unix seconds the session started and ended (0: still running).
+    pub started_at: u64,
+    /// See `started_at`.
+    pub ended_at: u64,
+    /// The verdict when connecting.
+    pub route_at_connect: String,
+    /// The verdict at the last evaluation.
+    pub route_now: String,
+    /// The exit at the end.
+    pub exit: String,
+    /// The direct route, from the shadow probe all session long (and the connect probe).
+    pub direct: RttSummary,
+    /// The game RTT through PLG: client↔exit (ping frames) + the exit's exit→game figure,
+    /// sampled with each shadow probe.
+    pub plg: RttSummary,
+    /// Median reduction, percent (positive: PLG lower), when both medians are known.
+    pub reduction_percent: Option<f64>,
+    /// Exit changes and recommendations, as told to the user.
+    pub route_events: Vec<String>,
+    /// Packets the game sent and received through the session.
+    pub packets_up: u64,
+    /// See `packets_up`.
+    pub packets_down: u64,
+}
+
+/// What the runner records for the report.
+#[derive(Debug, Default)]
+struct Record {
+    report: SessionReport,
+    direct: Vec<Option<Duration>>,
+    plg: Vec<Option<Duration>>,
+}
+
+/// Most samples a report keeps per series (a day at one per [`SHADOW_EVERY`]); older ones are
+/// thinned out by half so memory stays bounded in endless sessions.
+const RECORD_MAX: usize = 43_200;
+
+fn push_sample(v: &mut Vec<Option<Duration>>, x: Option<Duration>) {
+    if v.len() >= RECORD_MAX {
+        let kept: Vec<Option<Duration>> = v.iter().step_by(2).copied().collect();
+        *v = kept;
+    }
+    v.push(x);
 }
 
 /// Why a session ended.
@@ -216,6 +328,14 @@ pub enum SessionEvent {
         /// Why, for the user.
         why: String,
     },
+    /// Another exit would lower the ping, but the game is playing: the session moves there
+    /// once the game has been idle for [`EXIT_CHANGE_IDLE`] (between matches).
+    Recommend {
+        /// The exit recommended.
+        exit: String,
+        /// What it would give, for the user.
+        text: String,
+    },
     /// The session ended (the last event).
     Ended(EndReason),
 }
@@ -225,6 +345,8 @@ pub enum SessionEvent {
 #[derive(Debug)]
 pub struct Controller {
     info: watch::Receiver<SessionInfo>,
+    route: watch::Receiver<RouteView>,
+    record: Arc<std::sync::Mutex<Record>>,
     stats: Arc<ProxyStats>,
     paths: watch::Receiver<PathsView>,
     events: mpsc::Receiver<SessionEvent>,
@@ -293,6 +415,57 @@ pub fn single_target(destinations: &[String]) -> Option<SocketAddr> {
     let d: plg_proto::ticket::Destination = only.parse().ok()?;
     (d.net.prefix_len() == d.net.max_prefix_len() && d.port_lo == d.port_hi)
         .then(|| SocketAddr::new(d.net.addr(), d.port_lo))
+}
+
+/// Candidates in the order to try them as the exit: the plan's exit, its backups, then the
+/// nodes that did not answer (billing's order); only the `pinned` node when there is one.
+fn exit_order(all: &[Candidate], plan: Option<&RoutePlan>, pinned: Option<&str>) -> Vec<Candidate> {
+    if let Some(id) = pinned {
+        return all.iter().filter(|c| c.node.id == id).cloned().collect();
+    }
+    let mut out: Vec<Candidate> = plan
+        .into_iter()
+        .flat_map(|p| std::iter::once(&p.exit).chain(&p.backups))
+        .filter_map(|id| all.iter().find(|c| c.node.id == *id))
+        .cloned()
+        .collect();
+    for c in all {
+        if !out.iter().any(|o| o.node.id == c.node.id) {
+            out.push(c.clone());
+        }
+    }
+    out
+}
+
+/// Probes the game server at `server` directly, `count` times, the way the exits probe it:
+/// with the game's own query protocol where the catalog names one (`query`), else with an
+/// echo probe (which only servers that echo answer: the demo's, a test's). `None` when the
+/// address is unknown or the kind of probe is one this client does not speak.
+pub async fn direct_probe_raw(
+    server: Option<SocketAddr>,
+    query: Option<&str>,
+    count: u32,
+    timeout: Duration,
+) -> Option<probe::Probe> {
+    let server = server?;
+    match query {
+        None | Some("echo") => probe::echo(server, count, Duration::from_millis(50), timeout)
+            .await
+            .ok(),
+        Some(_) => None,
+    }
+}
+
+/// [`direct_probe_raw`] when the server answered at least once (else the direct RTT is
+/// unknown, not infinite).
+pub async fn direct_probe(
+    server: Option<SocketAddr>,
+    query: Option<&str>,
+    count: u32,
+) -> Option<probe::Probe> {
+    direct_probe_raw(server, query, count, Duration::from_millis(500))
+        .await
+        .filter(|p| p.answered() > 0)
 }
 
 /// Opens the session on the first candidate that accepts it (a refusal ends the search: the
@@ -409,51 +582,61 @@ impl Controller {
             _ => single_target(&grant.destinations),
         };
         progress(Progress::Probing(grant.nodes.len()));
-        // Every offered node is probed: a pinned exit still needs relays and a backup.
-        let all = route::probe_nodes(&grant.nodes, &ca_pem, req.probes).await;
-        let ranked: Vec<Candidate> = match &req.node {
-            Some(id) => all.iter().filter(|c| c.node.id == *id).cloned().collect(),
-            None => all.clone(),
+        // Every offered node is probed (a pinned exit still needs relays and a backup), and
+        // the game server directly with the same kind of probe, at the same time.
+        let (all, direct) = tokio::join!(
+            route::probe_nodes(&grant.nodes, &ca_pem, req.probes),
+            direct_probe(server, grant.game.query.as_deref(), 3),
+        );
+        let m = route::measurements(&all, direct.as_ref(), server.map(|s| s.ip()));
+        let chosen = match &req.node {
+            Some(id) => route::choose_exit(&m, id),
+            None => route::choose(&m, None),
         };
-        let direct = match (req.capture, server) {
-            (CaptureMode::Proxy { .. }, Some(t)) => {
-                probe::echo(t, 3, Duration::from_millis(50), Duration::from_millis(500))
-                    .await
-                    .ok()
-                    .filter(|p| p.answered() > 0)
-            }
-            _ => None,
-        };
-        progress(Progress::Advice(route::advice(
-            direct.as_ref(),
-            ranked.first(),
-        )));
+        let verdict = chosen.as_ref().map_or_else(
+            || "no relay node answered: acceleration is not available right now".to_owned(),
+            RoutePlan::summary,
+        );
+        progress(Progress::Advice(verdict.clone()));
         progress(Progress::Opening);
         let ticket = grant.ticket_bytes()?;
-        let (node, tunnel) = open_ranked(&ranked, &ca_pem, &ticket).await?;
+        let order = exit_order(&all, chosen.as_ref(), req.node.as_deref());
+        let (node, tunnel) = open_ranked(&order, &ca_pem, &ticket).await?;
         let tunnel = tunnel.with_protection(req.protection);
         let allowed = tunnel.accept.max_paths.max(1);
-        let plan = route::plan_paths(
-            &node,
-            tunnel.data_addr,
-            &route::answering(&all),
-            req.paths.clamp(1, allowed) as usize,
-        );
+        let n = req.paths.clamp(1, allowed) as usize;
+        let relays = route::answering(&all);
+        // The plan of the exit that accepted (the chosen one unless it was unreachable).
+        let node_plan = match chosen {
+            Some(p) if p.exit == node.id => Some(p),
+            _ => route::choose_exit(&m, &node.id),
+        };
+        let plan = match &node_plan {
+            Some(p) => route::plan_route_paths(p, tunnel.data_addr, &relays, n),
+            None => route::plan_paths(&node, tunnel.data_addr, &relays, n),
+        };
         let failover = Failover {
             ticket: ticket.clone(),
             ca_pem: ca_pem.clone(),
-            // A pinned exit fails over too: every other node, best first (the engine puts
-            // the backup the exit named first).
-            candidates: all
-                .iter()
+            // A pinned exit fails over too: every other node, best exit first (the engine
+            // puts the backup the exit named first).
+            candidates: exit_order(&all, node_plan.as_ref(), None)
+                .into_iter()
                 .filter(|c| c.node.id != node.id)
-                .map(|c| c.node.clone())
+                .map(|c| c.node)
                 .collect(),
             after: FAILOVER_AFTER,
             relays: plan
                 .iter()
                 .map(|p| p.relay.as_ref().map(|r| r.id.clone()))
                 .collect(),
+        };
+        let route_view = RouteView {
+            summary: verdict.clone(),
+            direct: m.direct,
+            exit_game: m.to_game.get(&node.id).copied(),
+            plg: None,
+            recommended: None,
         };
         let path_addrs: Vec<SocketAddr> = plan.iter().map(|p| p.addr).collect();
         let data_ip = tunnel.data_addr.ip();
@@ -537,10 +720,32 @@ impl Controller {
             expires_at: grant.expires_at,
         };
         let (info_tx, info_rx) = watch::channel(info);
+        let (route_tx, route_rx) = watch::channel(route_view);
+        let record = Arc::new(std::sync::Mutex::new(Record {
+            report: SessionReport {
+                game: grant.game.slug.clone(),
+                session_id: grant.session_id.clone(),
+                started_at: unix_now(),
+                route_at_connect: verdict.clone(),
+                route_now: verdict,
+                exit: node.id.clone(),
+                ..SessionReport::default()
+            },
+            direct: direct
+                .iter()
+                .flat_map(|p| {
+                    let mut v: Vec<Option<Duration>> = p.rtts.iter().copied().map(Some).collect();
+                    v.resize(p.sent as usize, None);
+                    v
+                })
+                .collect(),
+            plg: Vec::new(),
+        }));
         let (events_tx, events) = mpsc::channel(64);
         let (stop, stop_rx) = watch::channel(false);
         let stats = proxy.stats.clone();
         let paths = proxy.paths.clone();
+        let grant_query = grant.game.query.clone();
         let runner = Runner {
             billing,
             ca_pem,
@@ -551,10 +756,22 @@ impl Controller {
             ticket,
             info: info_tx,
             events: events_tx,
+            route: route_tx,
+            record: record.clone(),
+            // The shadow probe needs the server's address, and must not be captured itself:
+            // proxy capture only (TUN and WinDivert would carry it through the session).
+            shadow: match req.capture {
+                CaptureMode::Proxy { .. } => server,
+                _ => None,
+            },
+            query: grant_query,
+            pinned: req.node.clone(),
         };
         let task = tokio::spawn(runner.run(proxy, stop_rx));
         Ok(Controller {
             info: info_rx,
+            route: route_rx,
+            record,
             stats,
             paths,
             events,
@@ -571,6 +788,23 @@ impl Controller {
     /// Watch the session info.
     pub fn watch_info(&self) -> watch::Receiver<SessionInfo> {
         self.info.clone()
+    }
+
+    /// The route now: verdict, direct vs through PLG, any recommended exit.
+    pub fn route(&self) -> RouteView {
+        self.route.borrow().clone()
+    }
+
+    /// The session report so far ([`Controller::finish`] gives the final one).
+    pub fn report(&self) -> SessionReport {
+        report_of(&self.record, &self.stats)
+    }
+
+    /// [`Controller::stop`], then the session's final report.
+    pub async fn finish(self) -> (EndReason, SessionReport) {
+        let (record, stats) = (self.record.clone(), self.stats.clone());
+        let reason = self.stop().await;
+        (reason, report_of(&record, &stats))
     }
 
     /// Live counters.
@@ -613,6 +847,21 @@ impl Drop for Controller {
     }
 }
 
+/// The report from what the runner recorded and the live counters.
+fn report_of(record: &std::sync::Mutex<Record>, stats: &ProxyStats) -> SessionReport {
+    let rec = record.lock().unwrap_or_else(|e| e.into_inner());
+    let mut r = rec.report.clone();
+    r.direct = RttSummary::of(&rec.direct);
+    r.plg = RttSummary::of(&rec.plg);
+    r.reduction_percent = match (r.direct.p50_ms, r.plg.p50_ms) {
+        (Some(d), Some(p)) if d > 0.0 => Some(((1.0 - p / d) * 1000.0).round() / 10.0),
+        _ => None,
+    };
+    r.packets_up = stats.from_game.load(std::sync::atomic::Ordering::Relaxed);
+    r.packets_down = stats.to_game.load(std::sync::atomic::Ordering::Relaxed);
+    r
+}
+
 /// The background half of a [`Controller`]: renewal, re-probing, events, the end.
 struct Runner {
     billing: BillingClient,
@@ -625,12 +874,23 @@ struct Runner {
     ticket: Vec<u8>,
     info: watch::Sender<SessionInfo>,
     events: mpsc::Sender<SessionEvent>,
+    route: watch::Sender<RouteView>,
+    record: Arc<std::sync::Mutex<Record>>,
+    /// The game server the shadow probe measures directly (`None`: no shadow probe).
+    shadow: Option<SocketAddr>,
+    /// The game's query protocol, for the shadow probe.
+    query: Option<String>,
+    /// The exit the user pinned: never moved for a better one.
+    pinned: Option<String>,
 }
 
 /// What a background job of the session loop finished with.
 enum Job {
     Renewed(anyhow::Result<renew::Renewed>),
     RenewedInPlace((SessionGrant, Vec<u8>)),
+    /// A re-evaluation: the plan (keeping the current exit unless another is clearly
+    /// better) and the nodes it was made from.
+    Evaluated(Option<(RoutePlan, Vec<NodeInfo>)>),
     Better(Option<(NodeInfo, Tunnel, String)>),
 }
 
@@ -639,6 +899,19 @@ impl Runner {
         // A slow or absent reader must not stall the session: events are dropped when the
         // front end lags by 64.
         let _ = self.events.try_send(ev);
+    }
+
+    /// The recommended exit, once the game has been idle long enough to take it.
+    fn due_move(&self, idle: Duration) -> Option<NodeInfo> {
+        if idle < EXIT_CHANGE_IDLE {
+            return None;
+        }
+        let exit = self.route.borrow().recommended.clone()?;
+        self.node_by_id(&exit)
+    }
+
+    fn lock_record(&self) -> std::sync::MutexGuard<'_, Record> {
+        self.record.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn node_by_id(&self, id: &str) -> Option<NodeInfo> {
@@ -654,8 +927,30 @@ impl Runner {
         let mut job: Option<JoinHandle<Job>> = None;
         let mut last_error: Option<String> = None;
         let mut tick = tokio::time::interval(Duration::from_millis(500));
+        // The game's activity, for exit changes (see EXIT_CHANGE_IDLE).
+        let stats = p.stats.clone();
+        let mut game_packets = 0u64;
+        let mut game_active_at = now();
+        let mut sample_at = now();
+        let mut direct_window: std::collections::VecDeque<Option<Duration>> = Default::default();
+        let (shadow_tx, mut shadow_rx) = mpsc::channel::<Option<Duration>>(8);
+        let shadow = self
+            .shadow
+            .map(|server| tokio::spawn(shadow_probe(server, self.query.clone(), shadow_tx)));
         let reason = loop {
             tokio::select! {
+                Some(sample) = shadow_rx.recv() => {
+                    if direct_window.len() >= SHADOW_WINDOW {
+                        direct_window.pop_front();
+                    }
+                    direct_window.push_back(sample);
+                    let probe = probe::Probe {
+                        sent: direct_window.len() as u32,
+                        rtts: direct_window.iter().flatten().copied().collect(),
+                    };
+                    self.route.send_modify(|r| r.direct = Leg::from_probe(&probe));
+                    push_sample(&mut self.lock_record().direct, sample);
+                }
                 r = stop.changed() => {
                     // Stopped, or the controller was dropped.
                     let _ = r;
@@ -727,13 +1022,68 @@ impl Runner {
                         }
                         Ok(Job::Better(Some((node, tunnel, why)))) => {
                             self.info.send_modify(|i| i.node = node.clone());
-                            p.switch_tunnel(node, tunnel, self.ticket.clone()).await;
+                            p.switch_tunnel(node.clone(), tunnel, self.ticket.clone()).await;
+                            self.route.send_modify(|r| r.recommended = None);
+                            {
+                                let mut rec = self.lock_record();
+                                rec.report.exit = node.id.clone();
+                                rec.report.route_events.push(why.clone());
+                            }
                             self.emit(SessionEvent::Moved { why }).await;
                         }
-                        Ok(Job::Better(None)) | Err(_) => {}
+                        Ok(Job::Evaluated(Some((plan, nodes)))) => {
+                            let current = self.info.borrow().node.id.clone();
+                            let summary = plan.summary();
+                            let exit_game = plan
+                                .routes
+                                .first()
+                                .filter(|_| plan.exit == current)
+                                .and_then(|r| r.to_game);
+                            self.lock_record().report.route_now = summary.clone();
+                            let better = (plan.exit != current && self.pinned.is_none())
+                                .then(|| plan.exit.clone());
+                            let told = self.route.borrow().recommended.clone();
+                            self.route.send_modify(|r| {
+                                r.summary = summary.clone();
+                                if plan.exit == current {
+                                    r.exit_game = exit_game;
+                                }
+                                r.recommended = better.clone();
+                            });
+                            if !nodes.is_empty() {
+                                self.grant.nodes = nodes;
+                            }
+                            if let Some(exit) = better
+                                && told.as_deref() != Some(exit.as_str())
+                            {
+                                let text = format!(
+                                    "{summary}: a better exit than {current}; the session moves there once the game has been idle for {} s (between matches)",
+                                    EXIT_CHANGE_IDLE.as_secs()
+                                );
+                                self.lock_record().report.route_events.push(text.clone());
+                                self.emit(SessionEvent::Recommend { exit, text }).await;
+                            }
+                        }
+                        Ok(Job::Better(None)) | Ok(Job::Evaluated(None)) | Err(_) => {}
                     }
                 }
                 _ = tick.tick() => {
+                    let sent = stats.from_game.load(std::sync::atomic::Ordering::Relaxed);
+                    if sent != game_packets {
+                        game_packets = sent;
+                        game_active_at = now();
+                    }
+                    if now() >= sample_at {
+                        sample_at = now() + SHADOW_EVERY;
+                        // Through PLG: client↔exit from the ping frames + exit→game as announced.
+                        let node_rtt = stats.rtt_us.load(std::sync::atomic::Ordering::Relaxed);
+                        let exit_game = self.route.borrow().exit_game;
+                        let plg = (node_rtt > 0)
+                            .then(|| exit_game.map(|g| Duration::from_micros(node_rtt) + g.rtt))
+                            .flatten();
+                        self.route.send_modify(|r| r.plg = plg);
+                        push_sample(&mut self.lock_record().plg, plg);
+                    }
                     if now() >= self.valid_until {
                         break EndReason::TicketExpired {
                             error: last_error.clone().unwrap_or_else(|| "no renewal happened".into()),
@@ -755,17 +1105,41 @@ impl Runner {
                                 }
                             }
                         }));
+                    } else if let Some(exit) = self.due_move(now().duration_since(game_active_at)) {
+                        // Between matches: take the recommended exit now.
+                        let (ca, ticket) = (self.ca_pem.clone(), self.ticket.clone());
+                        let summary = self.route.borrow().summary.clone();
+                        let why = format!(
+                            "route: {summary}; the game was idle for {} s, so the session moved to {}",
+                            now().duration_since(game_active_at).as_secs(),
+                            exit.id
+                        );
+                        self.route.send_modify(|r| r.recommended = None);
+                        job = Some(tokio::spawn(async move { Job::Better(move_to(exit, ca, ticket, why).await) }));
                     } else if tokio::time::Instant::now() >= reevaluate_at {
                         reevaluate_at = tokio::time::Instant::now() + REEVALUATE;
-                        let (nodes, ca, ticket) = (self.grant.nodes.clone(), self.ca_pem.clone(), self.ticket.clone());
+                        let (billing, game, grant_nodes, ca) = (self.billing.clone(), self.game.clone(), self.grant.nodes.clone(), self.ca_pem.clone());
                         let current = self.info.borrow().node.id.clone();
-                        job = Some(tokio::spawn(async move { Job::Better(better_node(nodes, ca, ticket, current).await) }));
+                        let direct = self.route.borrow().direct;
+                        let server = self.info.borrow().server;
+                        job = Some(tokio::spawn(async move {
+                            Job::Evaluated(reevaluate(billing, game, grant_nodes, ca, current, direct, server).await)
+                        }));
                     }
                 }
             }
         };
         if let Some(j) = job {
             j.abort();
+        }
+        if let Some(s) = shadow {
+            s.abort();
+        }
+        {
+            let session = self.grant.session_id.clone();
+            let mut rec = self.lock_record();
+            rec.report.ended_at = unix_now();
+            rec.report.session_id = session;
         }
         p.stop().await;
         let session = self.grant.session_id.clone();
@@ -777,35 +1151,69 @@ impl Runner {
     }
 }
 
-/// Re-probes the nodes; if one is clearly better than `current` (hysteresis in
-/// [`route::clearly_better`]), opens the session there and returns it with a message.
-async fn better_node(
-    nodes: Vec<NodeInfo>,
+/// Re-evaluates the route: billing's current view of the nodes (their exit→game figures
+/// move as the exits measure; the grant's list when billing does not answer), fresh client
+/// probes, and the shadow probe's direct figure; keeps `current` unless another exit is
+/// clearly better ([`route::choose`]).
+async fn reevaluate(
+    billing: BillingClient,
+    game: String,
+    grant_nodes: Vec<NodeInfo>,
+    ca: String,
+    current: String,
+    direct: Option<Leg>,
+    server: Option<SocketAddr>,
+) -> Option<(RoutePlan, Vec<NodeInfo>)> {
+    let nodes = match billing.route_preview(&game).await {
+        Ok(p) if !p.nodes.is_empty() => p.nodes,
+        _ => grant_nodes,
+    };
+    let ranked = route::probe_nodes(&nodes, &ca, 3).await;
+    let mut m = route::measurements(&ranked, None, server.map(|s| s.ip()));
+    m.direct = direct;
+    Some((route::choose(&m, Some(&current))?, nodes))
+}
+
+/// Opens the session on `node` (same ticket: a node takes any valid one).
+async fn move_to(
+    node: NodeInfo,
     ca: String,
     ticket: Vec<u8>,
-    current: String,
+    why: String,
 ) -> Option<(NodeInfo, Tunnel, String)> {
-    let ranked = route::probe_nodes(&nodes, &ca, 3).await;
-    let best = ranked.first()?;
-    if best.node.id == current {
-        return None;
-    }
-    let cur = ranked.iter().find(|c| c.node.id == current);
-    let cur_score = cur.and_then(|c| c.probe.score());
-    if !route::clearly_better(cur_score, best.probe.score()) {
-        return None;
-    }
-    let addr = best.node.control_addr.parse().ok()?;
-    let tunnel = Tunnel::open(addr, &best.node.server_name, &ca, &ticket)
+    let addr = node.control_addr.parse().ok()?;
+    let tunnel = Tunnel::open(addr, &node.server_name, &ca, &ticket)
         .await
         .ok()?;
-    let why = format!(
-        "route: node {} is clearly better ({} ms vs {} ms to node {current}); session moved there",
-        best.node.id,
-        probe::ms(best.probe.median()),
-        probe::ms(cur.and_then(|c| c.probe.median())),
-    );
-    Some((best.node.clone(), tunnel, why))
+    Some((node, tunnel, why))
+}
+
+/// The shadow probe: one direct probe of `server` every [`SHADOW_EVERY`], all session long;
+/// stops after five unanswered probes if the server never answered (it does not speak the
+/// probe).
+async fn shadow_probe(
+    server: SocketAddr,
+    query: Option<String>,
+    tx: mpsc::Sender<Option<Duration>>,
+) {
+    let mut ever = false;
+    let mut silent = 0u32;
+    let mut every = tokio::time::interval(SHADOW_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let Some(p) =
+            direct_probe_raw(Some(server), query.as_deref(), 1, Duration::from_secs(1)).await
+        else {
+            return;
+        };
+        let rtt = p.rtts.first().copied();
+        ever |= rtt.is_some();
+        silent = if rtt.is_some() { 0 } else { silent + 1 };
+        if tx.send(rtt).await.is_err() || (!ever && silent >= 5) {
+            return;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -19,8 +19,8 @@ pub mod tunnel;
 
 pub use billing::{BillingClient, BillingError, NodeInfo, SessionGrant};
 pub use controller::{
-    CaptureMode, ConnectError, ConnectRequest, Controller, EndReason, Progress, SessionEvent,
-    SessionInfo,
+    CaptureMode, ConnectError, ConnectRequest, Controller, EndReason, Progress, RouteView,
+    RttSummary, SessionEvent, SessionInfo, SessionReport,
 };
 pub use plg_proto::paths::Redundancy;
 pub use proxy::{Failover, PathsView, Proxy, ProxyEvent, ProxyStats};

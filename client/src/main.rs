@@ -377,16 +377,41 @@ async fn run(command: Command) -> Result<()> {
                 bail!("billing has no relay node online right now; try again in a minute");
             }
             pb.set_message(format!("probing {} relay node(s)…", preview.nodes.len()));
-            let ranked = route::probe_nodes(&preview.nodes, &creds.mesh_ca_pem, probes).await;
-            pb.finish_and_clear();
-            println!(
-                "{:<3} {:<20} {:<8} {:<24} {:>8} {:>10} {:>7}",
-                "", "node", "region", "address", "rtt ms", "jitter ms", "loss"
+            let server = single_target(&preview.destinations);
+            let (ranked, direct) = tokio::join!(
+                route::probe_nodes(&preview.nodes, &creds.mesh_ca_pem, probes),
+                plg_client::controller::direct_probe(server, preview.game.query.as_deref(), 3),
             );
-            for (i, c) in ranked.iter().enumerate() {
-                let best = i == 0 && c.probe.answered() > 0;
+            pb.finish_and_clear();
+            let m = route::measurements(&ranked, direct.as_ref(), server.map(|s| s.ip()));
+            let plan = route::choose(&m, None);
+            println!(
+                "{:<3} {:<20} {:<8} {:<24} {:>8} {:>10} {:>7} {:>12} {:>11}",
+                "",
+                "node",
+                "region",
+                "address",
+                "rtt ms",
+                "jitter ms",
+                "loss",
+                "→ game ms",
+                "via ms"
+            );
+            for c in &ranked {
+                let best = plan.as_ref().is_some_and(|p| p.exit == c.node.id);
+                let to_game = m.to_game.get(&c.node.id);
+                let whole = plan.as_ref().and_then(|_| {
+                    let opt = route::RouteOption {
+                        entry: c.node.id.clone(),
+                        exit: c.node.id.clone(),
+                        to_entry: route::Leg::from_probe(&c.probe)?,
+                        mesh: None,
+                        to_game: to_game.copied(),
+                    };
+                    opt.expected()
+                });
                 println!(
-                    "{:<3} {:<20} {:<8} {:<24} {:>8} {:>10} {:>6.0}%{}",
+                    "{:<3} {:<20} {:<8} {:<24} {:>8} {:>10} {:>6.0}% {:>12} {:>11}{}",
                     if best { "*" } else { "" },
                     c.node.id,
                     c.node.region,
@@ -394,18 +419,17 @@ async fn run(command: Command) -> Result<()> {
                     probe::ms(c.probe.median()),
                     probe::ms((c.probe.answered() > 1).then(|| c.probe.jitter())),
                     c.probe.loss_percent(),
-                    if best { "  recommended" } else { "" }
+                    probe::ms(to_game.map(|l| l.rtt)),
+                    probe::ms(whole.map(|l| l.rtt)),
+                    if best { "  recommended exit" } else { "" }
                 );
             }
-            let direct = match single_target(&preview.destinations) {
-                Some(t) => probe::echo(t, 3, Duration::from_millis(50), Duration::from_millis(500))
-                    .await
-                    .ok(),
-                None => None,
-            };
             println!(
                 "\n{}",
-                route::advice(direct.as_ref().filter(|p| p.answered() > 0), ranked.first())
+                plan.as_ref().map_or_else(
+                    || "no relay node answered: acceleration is not available right now".to_owned(),
+                    route::RoutePlan::summary
+                )
             );
         }
         Command::Bench {
@@ -838,6 +862,7 @@ async fn live(mut ctl: Controller, tui: bool) -> Result<()> {
                         true,
                     ),
                     SessionEvent::Moved { why } => say(&mut m, has_screen, why, false),
+                    SessionEvent::Recommend { text, .. } => say(&mut m, has_screen, text, false),
                     SessionEvent::Ended(EndReason::TicketExpired { error }) => {
                         result = Err(anyhow::anyhow!(
                             "the session ticket expired and could not be renewed ({error}); run `plg connect` again"
@@ -866,6 +891,37 @@ async fn live(mut ctl: Controller, tui: bool) -> Result<()> {
         t.abort();
     }
     drop(screen);
-    ctl.stop().await;
+    let (_, report) = ctl.finish().await;
+    print_report(&report);
     result
+}
+
+/// Prints the session's before vs after and writes the report to
+/// `<config dir>/reports/session-<id>.json`.
+fn print_report(r: &plg_client::SessionReport) {
+    let fmt = |s: &plg_client::RttSummary| match (s.p50_ms, s.p99_ms) {
+        (Some(p50), Some(p99)) => format!(
+            "p50 {p50:.1} ms, p99 {p99:.1} ms, {:.1} % unanswered of {}",
+            s.loss_percent, s.samples
+        ),
+        _ => "not measured".to_owned(),
+    };
+    println!("direct:      {}", fmt(&r.direct));
+    println!("through PLG: {}", fmt(&r.plg));
+    if let Some(p) = r.reduction_percent {
+        println!("median ping {p:+.1} % lower through PLG");
+    }
+    let Ok(dir) = config_dir().map(|d| d.join("reports")) else {
+        return;
+    };
+    let path = dir.join(format!("session-{}.json", r.session_id));
+    let written = std::fs::create_dir_all(&dir)
+        .and_then(|_| std::fs::write(&path, serde_json::to_vec_pretty(r).unwrap_or_default()));
+    match written {
+        Ok(()) => println!("session report: {}", path.display()),
+        Err(e) => eprintln!(
+            "warning: cannot write the session report {}: {e}",
+            path.display()
+        ),
+    }
 }

@@ -1,6 +1,6 @@
 //! Measuring a path: RTT samples and what to make of them (median, jitter, loss), plus the
-//! two cheap probes the client uses: a UDP echo probe (a game server that answers, or the
-//! local proxy port in front of the session) and a QUIC handshake to a node's control port
+//! two cheap probes the client uses: a UDP echo probe (`plg_proto::query`'s `echo` format, to a
+//! game server that answers, or the local proxy port in front of the session) and a QUIC handshake to a node's control port
 //! (needs no ticket).
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use plg_proto::control::ALPN;
+use plg_proto::query::{self, QueryKind};
 use quinn::crypto::rustls::QuicClientConfig;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
@@ -80,9 +81,6 @@ pub fn ms(d: Option<Duration>) -> String {
     }
 }
 
-/// Tag in the first bytes of every echo probe, so stray datagrams are not taken as answers.
-const ECHO_MAGIC: &[u8; 4] = b"PLGp";
-
 /// Sends `count` small datagrams to `target` every `interval` and times the echoes. Answers
 /// arriving later than `timeout` after the last probe count as lost.
 pub async fn echo(
@@ -100,6 +98,12 @@ pub async fn echo(
     crate::connreset::disable_connreset(&socket)?;
     socket.connect(target).await?;
     Ok(echo_on(&socket, 0, count, interval, timeout).await)
+}
+
+/// The nonce of echo probe `index` of call `round`: the round in the high half (modulo 2³²)
+/// tells this call's answers from late ones of earlier calls.
+fn echo_nonce(round: u64, index: u32) -> u64 {
+    ((round & 0xffff_ffff) << 32) | u64::from(index)
 }
 
 /// [`echo`] on an already connected `socket` (a pinger keeps one socket for a whole session,
@@ -126,10 +130,7 @@ pub async fn echo_on(
                 if sent >= count {
                     break;
                 }
-                let mut pkt = [0u8; 16];
-                pkt[..4].copy_from_slice(ECHO_MAGIC);
-                pkt[4..8].copy_from_slice(&sent.to_be_bytes());
-                pkt[8..16].copy_from_slice(&round.to_be_bytes());
+                let pkt = query::request(QueryKind::Echo, echo_nonce(round, sent));
                 // A refused or unreachable send is a lost probe, not an error.
                 let _ = socket.send(&pkt).await;
                 sent_at.push(Instant::now());
@@ -144,10 +145,11 @@ pub async fn echo_on(
                     // The socket is unusable: what was measured so far stands.
                     Err(_) => break,
                 };
-                if n < 16 || &buf[..4] != ECHO_MAGIC || buf[8..16] != round.to_be_bytes() {
+                let Some(nonce) = query::echo_nonce(&buf[..n]) else { continue };
+                if nonce >> 32 != round & 0xffff_ffff {
                     continue;
                 }
-                let i = u32::from_be_bytes(buf[4..8].try_into().expect("4 bytes")) as usize;
+                let i = (nonce & 0xffff_ffff) as usize;
                 if i < sent_at.len() && answered[i].is_none() {
                     answered[i] = Some(sent_at[i].elapsed());
                     if sent_at.len() as u32 == count && answered.iter().all(Option::is_some) {

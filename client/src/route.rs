@@ -240,6 +240,16 @@ fn ms0(d: Duration) -> String {
 /// Picks the exit and its paths from `m` (see the module docs); `current`: the exit in use,
 /// kept unless another is [`clearly_better`]. `None` when no node answered.
 pub fn choose(m: &Measurements, current: Option<&str>) -> Option<RoutePlan> {
+    plan(m, current, None)
+}
+
+/// The plan for a pinned `exit` (the user chose it): its routes, the other exits as backups.
+/// `None` when `exit` is not among the measured nodes.
+pub fn choose_exit(m: &Measurements, exit: &str) -> Option<RoutePlan> {
+    plan(m, None, Some(exit))
+}
+
+fn plan(m: &Measurements, current: Option<&str>, pinned: Option<&str>) -> Option<RoutePlan> {
     let options = m.options();
     // Cost of each route: measured, else with the exit→game leg assumed to be the direct
     // RTT, else unknown (ranked by its client→entry leg, after every estimated route).
@@ -262,7 +272,9 @@ pub fn choose(m: &Measurements, current: Option<&str>) -> Option<RoutePlan> {
         .collect();
     exits.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(b.0)));
     let (mut exit, best) = *exits.first()?;
-    if let Some((cur, cur_key)) = current.and_then(|c| exits.iter().find(|(e, _)| *e == c))
+    if let Some(p) = pinned {
+        exit = exits.iter().find(|(e, _)| *e == p)?.0;
+    } else if let Some((cur, cur_key)) = current.and_then(|c| exits.iter().find(|(e, _)| *e == c))
         && cur_key.0 == best.0
         && !clearly_better(Some(cur_key.1), Some(best.1))
     {
@@ -280,6 +292,67 @@ pub fn choose(m: &Measurements, current: Option<&str>) -> Option<RoutePlan> {
             .collect(),
         direct: m.direct,
     })
+}
+
+/// The `n` paths of a session on `plan`'s exit (data port `exit_data`): the plan's routes
+/// best first — straight to the exit, or through the route's entry node, which carries the
+/// frames on through the mesh — then through other `nodes` that answered (best first, for
+/// path diversity where the mesh RTT is not known yet), then straight to the exit again,
+/// each from its own socket.
+pub fn plan_route_paths(
+    plan: &RoutePlan,
+    exit_data: SocketAddr,
+    nodes: &[NodeInfo],
+    n: usize,
+) -> Vec<PlannedPath> {
+    let by_id = |id: &str| nodes.iter().find(|x| x.id == id);
+    let mut out: Vec<PlannedPath> = Vec::new();
+    let push = |relay: Option<&NodeInfo>, out: &mut Vec<PlannedPath>| {
+        let path = match relay {
+            None => PlannedPath {
+                addr: exit_data,
+                relay: None,
+            },
+            Some(r) => match r.data_addr.parse::<SocketAddr>() {
+                Ok(addr) if addr != exit_data && r.id != plan.exit => PlannedPath {
+                    addr,
+                    relay: Some(r.clone()),
+                },
+                _ => return,
+            },
+        };
+        if !out.contains(&path) || path.relay.is_none() {
+            out.push(path);
+        }
+    };
+    for r in &plan.routes {
+        if r.entry == r.exit {
+            push(None, &mut out);
+        } else if let Some(node) = by_id(&r.entry) {
+            push(Some(node), &mut out);
+        }
+    }
+    for node in nodes {
+        push(Some(node), &mut out);
+    }
+    // Straight to the exit first among the extra paths when no route went there directly.
+    if !out.iter().any(|p| p.relay.is_none()) {
+        out.insert(
+            1.min(out.len()),
+            PlannedPath {
+                addr: exit_data,
+                relay: None,
+            },
+        );
+    }
+    out.truncate(n.max(1));
+    while out.len() < n.max(1) {
+        out.push(PlannedPath {
+            addr: exit_data,
+            relay: None,
+        });
+    }
+    out
 }
 
 /// The announced exit→game figure of `node` for `server` (the entry whose prefix holds it),
@@ -472,35 +545,6 @@ pub fn clearly_better(current: Option<Duration>, candidate: Option<Duration>) ->
     }
 }
 
-/// What to tell the user about direct vs accelerated, given a direct probe of the game server
-/// (if it answers) and the best node's probe. The node's own distance to the game server
-/// comes on top of the node probe, so when the direct path already beats the ride to the node
-/// alone (by the switch margin), acceleration cannot lower the ping.
-pub fn advice(direct: Option<&Probe>, best_node: Option<&Candidate>) -> String {
-    let node = best_node.and_then(|c| c.probe.score().map(|s| (c, s)));
-    let direct_score = direct.and_then(Probe::score);
-    match (direct_score, node) {
-        (_, None) => "no relay node answered: acceleration is not available right now".into(),
-        (None, Some((c, _))) => format!(
-            "best node: {} ({} ms to the node); the game server does not answer probes, so the direct ping is unknown",
-            c.node.id,
-            probe::ms(c.probe.median())
-        ),
-        (Some(d), Some((c, n))) if clearly_better(Some(n), Some(d)) => format!(
-            "direct is clearly better: the game server is {} ms away directly, node {} alone is {} ms away — acceleration would not help on this network",
-            probe::ms(direct.and_then(Probe::median)),
-            c.node.id,
-            probe::ms(c.probe.median())
-        ),
-        (Some(_), Some((c, _))) => format!(
-            "best node: {} ({} ms to the node; direct to the game server {} ms)",
-            c.node.id,
-            probe::ms(c.probe.median()),
-            probe::ms(direct.and_then(Probe::median))
-        ),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -598,27 +642,6 @@ mod tests {
         ]);
         let ids: Vec<&str> = ranked.iter().map(|c| c.node.id.as_str()).collect();
         assert_eq!(ids, ["near", "far", "lossy", "silent"]);
-    }
-
-    #[test]
-    fn advice_says_when_direct_is_better() {
-        let direct = Probe {
-            sent: 4,
-            rtts: vec![Duration::from_millis(5); 4],
-        };
-        let near = cand("n1", 4, &[30; 4]);
-        let text = advice(Some(&direct), Some(&near));
-        assert!(text.contains("direct is clearly better"), "{text}");
-        let far_direct = Probe {
-            sent: 4,
-            rtts: vec![Duration::from_millis(80); 4],
-        };
-        let text = advice(Some(&far_direct), Some(&near));
-        assert!(text.contains("best node: n1"), "{text}");
-        let text = advice(None, Some(&near));
-        assert!(text.contains("direct ping is unknown"), "{text}");
-        let text = advice(None, Some(&cand("x", 4, &[])));
-        assert!(text.contains("no relay node answered"), "{text}");
     }
 
     fn leg(ms: u64) -> Leg {
@@ -816,5 +839,52 @@ mod tests {
         let plan = choose(&m, None).unwrap();
         assert_eq!(plan.exit, "b");
         assert_eq!(plan.routes[0].entry, "b");
+    }
+
+    #[test]
+    fn paths_follow_the_plan_then_add_diversity() {
+        let node = |id: &str, data: &str| {
+            let mut c = cand(id, 4, &[10; 4]);
+            c.node.data_addr = data.into();
+            c.node
+        };
+        let (a, b, c) = (
+            node("a", "127.0.0.1:10"),
+            node("b", "127.0.0.1:11"),
+            node("c", "127.0.0.1:12"),
+        );
+        let b_data: SocketAddr = "127.0.0.1:11".parse().unwrap();
+        // The best route to exit b enters at a (mesh hop); then straight to b.
+        let m = measured(
+            Some(100),
+            &[("a", 8), ("b", 60), ("c", 70)],
+            &[("a", 80), ("b", 20)],
+            &[("a", "b", 10)],
+        );
+        let plan = choose(&m, None).unwrap();
+        assert_eq!(plan.exit, "b");
+        let nodes = [a.clone(), b.clone(), c.clone()];
+        let via = |paths: &[PlannedPath]| -> Vec<Option<String>> {
+            paths
+                .iter()
+                .map(|p| p.relay.as_ref().map(|r| r.id.clone()))
+                .collect()
+        };
+        let paths = plan_route_paths(&plan, b_data, &nodes, 3);
+        assert_eq!(via(&paths), [Some("a".into()), None, Some("c".into())]);
+        assert_eq!(paths[1].addr, b_data);
+        // One path: the best route only. More paths than nodes: straight to the exit again.
+        assert_eq!(
+            via(&plan_route_paths(&plan, b_data, &nodes, 1)),
+            [Some("a".into())]
+        );
+        assert_eq!(
+            via(&plan_route_paths(&plan, b_data, &nodes, 4)),
+            [Some("a".into()), None, Some("c".into()), None]
+        );
+        // A pinned exit gets its own plan; an unknown one none.
+        assert_eq!(choose_exit(&m, "a").unwrap().exit, "a");
+        assert_eq!(choose_exit(&m, "a").unwrap().backups, ["b", "c"]);
+        assert!(choose_exit(&m, "zzz").is_none());
     }
 }

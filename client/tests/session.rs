@@ -73,6 +73,7 @@ impl Mesh {
                 name: "Demo".into(),
                 destinations: vec![format!("127.0.0.1/32:{}", game.port()).parse().unwrap()],
                 process_names: opts.process_names,
+                ..Default::default()
             }],
             trial_on_signup: opts.trial_on_signup,
             ..plg_billing::Config::default()

@@ -388,6 +388,7 @@ fn start_node_side(ns: &Netns, dir: &std::path::Path, server_port: u16) -> NodeS
                             format!("[fd00:200::/32]:{server_port}").parse()?,
                         ],
                         process_names: vec![],
+                        ..Default::default()
                     }],
                     ..plg_billing::Config::default()
                 };

@@ -14,6 +14,7 @@ pub mod rtt;
 pub mod seal;
 mod selection;
 mod session;
+mod targets;
 mod transport;
 mod view;
 
@@ -25,5 +26,6 @@ pub use rtt::{RttConfig, RttMatrix, RttSummary};
 pub use seal::GossipKey;
 pub use selection::{Candidate, SelectionPolicy, clearly_better, cost, select_exits};
 pub use session::{SessionRecord, SessionRoute};
+pub use targets::{MAX_GOSSIPED_TARGETS, MAX_REPORTED_TARGETS, TARGET_TTL, TargetRtts};
 pub use transport::{GossipCounters, GossipNetwork, GossipStats, GossipTransport};
 pub use view::{MembershipChange, MeshView};

@@ -7,7 +7,7 @@
 //! happens, or the publish interval ticks.
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,6 +25,7 @@ use crate::node::{
 use crate::rtt::{self, RttConfig, RttMatrix, RttSummary};
 use crate::seal::GossipKey;
 use crate::session::{SessionRecord, SessionRoute};
+use crate::targets::{MAX_GOSSIPED_TARGETS, MAX_REPORTED_TARGETS, TargetRtts};
 use crate::transport::{GossipCounters, GossipNetwork, GossipStats, GossipTransport};
 use crate::view::{MeshView, NodeEntry};
 
@@ -226,7 +227,7 @@ impl Mesh {
                 session_ops: Vec::new(),
                 sessions: HashMap::new(),
                 peer_rtt: RttMatrix::new(config.rtt.clone()),
-                target_rtt: RttMatrix::new(config.rtt.clone()),
+                targets: TargetRtts::new(config.rtt.clone()),
                 published_peer: HashMap::new(),
                 published_target: HashMap::new(),
             }),
@@ -265,7 +266,7 @@ struct Local {
     session_ops: Vec<SessionOp>,
     sessions: HashMap<u64, SessionRecord>,
     peer_rtt: RttMatrix<NodeId>,
-    target_rtt: RttMatrix<String>,
+    targets: TargetRtts,
     published_peer: HashMap<NodeId, RttSummary>,
     published_target: HashMap<String, RttSummary>,
 }
@@ -277,7 +278,7 @@ enum KeyOp {
 }
 
 impl Local {
-    fn take_ops(&mut self, rtt_due: bool, view: &MeshView) -> Vec<KeyOp> {
+    fn take_ops(&mut self, rtt_due: bool, view: &MeshView, now: Instant) -> Vec<KeyOp> {
         let mut ops = Vec::new();
         if std::mem::take(&mut self.dirty_load) {
             ops.push(KeyOp::Set(KEY_LOAD.to_owned(), self.load.encode()));
@@ -318,17 +319,33 @@ impl Local {
                     ));
                 }
             }
-            for (target, summary) in self.target_rtt.summaries() {
+            // Targets: only the best-ranked keys are gossiped; the rest (and the expired)
+            // are withdrawn.
+            self.targets.expire(now);
+            let mut ranked = self.targets.ranked();
+            ranked.truncate(MAX_GOSSIPED_TARGETS);
+            let keep: HashSet<&str> = ranked.iter().map(|(key, _)| key.as_str()).collect();
+            let dropped: Vec<String> = self
+                .published_target
+                .keys()
+                .filter(|k| !keep.contains(k.as_str()))
+                .cloned()
+                .collect();
+            for key in dropped {
+                self.published_target.remove(&key);
+                ops.push(KeyOp::Delete(format!("{}{key}", rtt::PREFIX_TARGET)));
+            }
+            for (key, summary) in ranked {
                 if self
                     .published_target
-                    .get(target)
+                    .get(&key)
                     .is_none_or(|old| summary.differs_notably(old))
                 {
-                    self.published_target.insert(target.clone(), summary);
                     ops.push(KeyOp::Set(
-                        format!("{}{target}", rtt::PREFIX_TARGET),
+                        format!("{}{key}", rtt::PREFIX_TARGET),
                         summary.encode(),
                     ));
+                    self.published_target.insert(key, summary);
                 }
             }
         }
@@ -382,7 +399,7 @@ async fn run(
                 .local
                 .lock()
                 .expect("not poisoned")
-                .take_ops(rtt_due, &view)
+                .take_ops(rtt_due, &view, Instant::now())
         };
         let mut guard = chitchat.lock().await;
         if !ops.is_empty() {
@@ -517,7 +534,32 @@ impl MeshHandle {
             .rtt_to(peer)
     }
 
-    /// Records a probe towards a game target (a catalog name or `ip:port`, no spaces).
+    /// Every peer this node has an estimate for (billing's announce `peers`).
+    pub fn peer_rtts(&self) -> Vec<(NodeId, RttSummary)> {
+        let local = self.shared.local.lock().expect("not poisoned");
+        let mut v: Vec<(NodeId, RttSummary)> = local
+            .peer_rtt
+            .summaries()
+            .map(|(id, s)| (id.clone(), s))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// Records a probe to game server `addr`, sent at `sent_at`: `Some(rtt)` when answered,
+    /// `None` when given up on. Addresses are aggregated per
+    /// [`plg_proto::query::target_key`] (see [`TargetRtts`]).
+    pub fn record_target_addr_probe(&self, addr: IpAddr, sent_at: Instant, rtt: Option<Duration>) {
+        self.shared
+            .local
+            .lock()
+            .expect("not poisoned")
+            .targets
+            .record_addr(addr, sent_at, rtt);
+    }
+
+    /// Records a probe towards a named game target (1–64 printable ASCII bytes, no spaces),
+    /// which is its own target key.
     pub fn record_target_probe(
         &self,
         target: &str,
@@ -529,19 +571,39 @@ impl MeshHandle {
             .local
             .lock()
             .expect("not poisoned")
-            .target_rtt
-            .record_probe(&target.to_owned(), sent_at, rtt);
+            .targets
+            .record_named(target, sent_at, rtt);
         Ok(())
     }
 
-    /// This node's own estimate towards a game target.
-    pub fn target_rtt(&self, target: &str) -> Option<RttSummary> {
+    /// Ranks target keys for gossip: higher first, absent ones count 0 (the node passes how
+    /// much its sessions use each prefix). Replaces the previous priorities.
+    pub fn set_target_priorities(&self, priorities: impl IntoIterator<Item = (String, u32)>) {
         self.shared
             .local
             .lock()
             .expect("not poisoned")
-            .target_rtt
-            .rtt_to(&target.to_owned())
+            .targets
+            .set_priorities(priorities);
+    }
+
+    /// This node's own aggregate towards a target key.
+    pub fn target_rtt(&self, target: &str) -> Option<RttSummary> {
+        self.own_target_rtts()
+            .into_iter()
+            .find(|(k, _)| k == target)
+            .map(|(_, s)| s)
+    }
+
+    /// This node's own target aggregates, best-ranked first, at most
+    /// [`MAX_REPORTED_TARGETS`] (billing's announce `targets`); the first
+    /// [`MAX_GOSSIPED_TARGETS`] are the gossiped ones.
+    pub fn own_target_rtts(&self) -> Vec<(String, RttSummary)> {
+        let mut local = self.shared.local.lock().expect("not poisoned");
+        local.targets.expire(Instant::now());
+        let mut v = local.targets.ranked();
+        v.truncate(MAX_REPORTED_TARGETS);
+        v
     }
 
     /// Publishes (or updates) a session whose exit is this node.
@@ -597,5 +659,122 @@ impl MeshHandle {
     pub fn kill(self) {
         self.task.abort();
         self.chitchat.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::targets::TARGET_TTL;
+
+    fn local() -> Local {
+        Local {
+            load: Load::default(),
+            status: Status::default(),
+            dirty_load: false,
+            dirty_status: false,
+            session_ops: Vec::new(),
+            sessions: HashMap::new(),
+            peer_rtt: RttMatrix::new(RttConfig::default()),
+            targets: TargetRtts::new(RttConfig::default()),
+            published_peer: HashMap::new(),
+            published_target: HashMap::new(),
+        }
+    }
+
+    fn record(l: &mut Local, ip: IpAddr, at: Instant, rtt: Option<Duration>) {
+        l.targets.record_addr(ip, at, rtt);
+    }
+
+    fn target_sets(ops: &[KeyOp]) -> Vec<(&str, &str)> {
+        ops.iter()
+            .filter_map(|op| match op {
+                KeyOp::Set(k, v) if k.starts_with(rtt::PREFIX_TARGET) => {
+                    Some((k.as_str(), v.as_str()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn three_hundred_targets_gossip_sixteen_keys_within_a_kilobyte() {
+        let t0 = Instant::now();
+        let mut l = local();
+        // Worst case for key length: 300 distinct IPv6 /48s with the longest text form, and
+        // RTTs up to a second with some loss (six-digit µs values, three-digit ‰).
+        for i in 0..300u32 {
+            let ip: IpAddr = format!("fff{:x}:ffff:f{i:03x}::1", i % 16).parse().unwrap();
+            for j in 0..20u32 {
+                let rtt =
+                    (j % 7 != 0).then(|| Duration::from_micros(900_000 + u64::from(i * 331 + j)));
+                record(&mut l, ip, t0 + Duration::from_millis(100) * j, rtt);
+            }
+        }
+        let ops = l.take_ops(true, &MeshView::default(), t0 + Duration::from_secs(3));
+        let sets = target_sets(&ops);
+        assert_eq!(sets.len(), MAX_GOSSIPED_TARGETS);
+        let bytes: usize = sets.iter().map(|(k, v)| k.len() + v.len()).sum();
+        println!("16 of 300 target keys gossiped: {bytes} bytes of keys and values");
+        assert!(bytes <= 1024, "{bytes} bytes: {sets:?}");
+        // The next round re-sends nothing that did not move.
+        let again = l.take_ops(true, &MeshView::default(), t0 + Duration::from_secs(4));
+        assert!(target_sets(&again).is_empty());
+        // The announce still sees up to 256.
+        assert_eq!(l.targets.ranked().len(), 300);
+    }
+
+    #[test]
+    fn priorities_pick_the_gossiped_keys_and_losers_are_withdrawn() {
+        let t0 = Instant::now();
+        let mut l = local();
+        for i in 100..120u8 {
+            record(
+                &mut l,
+                IpAddr::from([203, 0, i, 1]),
+                t0,
+                Some(Duration::from_millis(30)),
+            );
+        }
+        let first = l.take_ops(true, &MeshView::default(), t0);
+        assert_eq!(target_sets(&first).len(), 16);
+        assert!(!l.published_target.contains_key("203.0.119.0/24"));
+        // The least-ranked key by name becomes the most used.
+        l.targets.set_priorities([("203.0.119.0/24".to_owned(), 5)]);
+        let ops = l.take_ops(true, &MeshView::default(), t0);
+        let sets = target_sets(&ops);
+        assert_eq!(sets.len(), 1);
+        assert_eq!(sets[0].0, "g:203.0.119.0/24");
+        let deleted: Vec<&str> = ops
+            .iter()
+            .filter_map(|op| match op {
+                KeyOp::Delete(k) => Some(k.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(deleted, ["g:203.0.115.0/24"]);
+    }
+
+    #[test]
+    fn expired_targets_are_withdrawn_from_gossip() {
+        let t0 = Instant::now();
+        let mut l = local();
+        record(
+            &mut l,
+            IpAddr::from([198, 51, 100, 1]),
+            t0,
+            Some(Duration::from_millis(20)),
+        );
+        let ops = l.take_ops(true, &MeshView::default(), t0);
+        let sets = target_sets(&ops);
+        assert_eq!(sets.len(), 1);
+        assert_eq!(sets[0].0, "g:198.51.100.0/24");
+        assert!(sets[0].1.starts_with("1 20000 0 "), "{sets:?}");
+        let ops = l.take_ops(true, &MeshView::default(), t0 + TARGET_TTL);
+        assert!(
+            ops.iter()
+                .any(|op| matches!(op, KeyOp::Delete(k) if k == "g:198.51.100.0/24"))
+        );
+        assert!(l.published_target.is_empty());
     }
 }

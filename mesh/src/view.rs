@@ -217,6 +217,24 @@ impl MeshView {
         self.target_rtts.get(node)?.get(target).copied()
     }
 
+    /// Every target key live node `node` published, with its RTT, ordered by key.
+    pub fn target_rtts(&self, node: &NodeId) -> impl Iterator<Item = (&str, RttSummary)> {
+        self.target_rtts
+            .get(node)
+            .into_iter()
+            .flatten()
+            .map(|(k, s)| (k.as_str(), *s))
+    }
+
+    /// Every peer live node `node` published an RTT to, ordered by id.
+    pub fn peer_rtts(&self, node: &NodeId) -> impl Iterator<Item = (&NodeId, RttSummary)> {
+        self.peer_rtts
+            .get(node)
+            .into_iter()
+            .flatten()
+            .map(|(k, s)| (k, *s))
+    }
+
     /// Where session `id` lives.
     pub fn session(&self, id: u64) -> Option<&SessionRoute> {
         self.sessions.get(&id)

@@ -119,6 +119,12 @@ async fn rtt_estimates_are_published_and_backup_exit_is_in_another_region() {
         nodes[0].rtt_to(&id("node-1")).unwrap().srtt,
         Duration::from_millis(3)
     );
+    let peers = nodes[0].peer_rtts();
+    assert_eq!(peers.len(), 1);
+    assert_eq!(
+        (&peers[0].0, peers[0].1.srtt),
+        (&id("node-1"), Duration::from_millis(3))
+    );
     assert_eq!(
         nodes[2].target_rtt("cs2-eu").unwrap().srtt,
         Duration::from_millis(40)
@@ -140,4 +146,44 @@ async fn rtt_estimates_are_published_and_backup_exit_is_in_another_region() {
     let order: Vec<&str> = order.iter().map(|c| c.node.as_str()).collect();
     // Primary: the fastest; first backup: the best node outside the primary's region.
     assert_eq!(order, ["node-0", "node-2", "node-1"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn three_hundred_game_prefixes_gossip_only_sixteen_keys() {
+    let nodes = cluster(&memory(), 2, &["eu"]).await;
+    converged(&nodes).await;
+    let t0 = Instant::now();
+    for i in 0..300u32 {
+        let ip = std::net::IpAddr::from([10, (i / 256) as u8, (i % 256) as u8, 7]);
+        for j in 0..5u32 {
+            nodes[0].record_target_addr_probe(
+                ip,
+                t0 + Duration::from_millis(100) * j,
+                Some(Duration::from_millis(20 + u64::from(i))),
+            );
+        }
+    }
+    // Most used: the prefix with the slowest server, last by name.
+    nodes[0].set_target_priorities([("10.1.43.0/24".to_owned(), 3)]);
+    let own = nodes[0].own_target_rtts();
+    assert_eq!(own.len(), plg_mesh::MAX_REPORTED_TARGETS);
+    assert_eq!(own[0].0, "10.1.43.0/24");
+    assert_eq!(
+        nodes[0].target_rtt("10.0.0.0/24").unwrap().srtt,
+        Duration::from_millis(20)
+    );
+    eventually(Duration::from_secs(5), "16 target keys at the peer", || {
+        nodes[1].view().target_rtts(&id("node-0")).count() == plg_mesh::MAX_GOSSIPED_TARGETS
+    })
+    .await;
+    // A few more publish rounds change nothing.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let v = nodes[1].view();
+    let keys: Vec<&str> = v.target_rtts(&id("node-0")).map(|(k, _)| k).collect();
+    assert_eq!(keys.len(), plg_mesh::MAX_GOSSIPED_TARGETS);
+    assert!(keys.contains(&"10.1.43.0/24"), "{keys:?}");
+    assert_eq!(
+        v.target_rtt(&id("node-0"), "10.1.43.0/24").unwrap().srtt,
+        Duration::from_millis(319)
+    );
 }

@@ -75,6 +75,8 @@ pub(crate) struct DataConfig {
     pub flow_idle: Duration,
     pub max_sessions: usize,
     pub allow_private_destinations: bool,
+    /// Source address of upstream sockets (`None`: the kernel picks).
+    pub upstream_bind: Option<IpAddr>,
 }
 
 /// The mesh, for relaying and probing: the node's gossip handle and its link key.
@@ -844,7 +846,14 @@ impl State {
                     );
                     self.flows.remove(slot);
                 }
-                match open_flow(&mut self.flows, &self.epoll, session_id, flow, dst) {
+                match open_flow(
+                    &mut self.flows,
+                    &self.epoll,
+                    session_id,
+                    flow,
+                    dst,
+                    self.cfg.upstream_bind,
+                ) {
                     Ok(slot) => {
                         entry.core.flow_opened(flow, dst, slot, now);
                         inc(&m.flows_opened);
@@ -1025,8 +1034,9 @@ fn open_flow(
     session: u64,
     flow: u32,
     dst: SocketAddr,
+    bind: Option<IpAddr>,
 ) -> std::io::Result<usize> {
-    let socket = upstream_socket(dst)?;
+    let socket = upstream_socket(dst, bind)?;
     let slot = flows.insert(Flow {
         session,
         id: flow,
@@ -1043,12 +1053,16 @@ fn open_flow(
     Ok(slot)
 }
 
-/// One ephemeral-port socket per flow, connected so only the game server's replies arrive.
-fn upstream_socket(dst: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
-    let bind: IpAddr = if dst.is_ipv4() {
-        Ipv4Addr::UNSPECIFIED.into()
-    } else {
-        Ipv6Addr::UNSPECIFIED.into()
+/// One ephemeral-port socket per flow, connected so only the game server's replies arrive;
+/// from `bind` when it is set and of the destination's family.
+pub(crate) fn upstream_socket(
+    dst: SocketAddr,
+    bind: Option<IpAddr>,
+) -> std::io::Result<std::net::UdpSocket> {
+    let bind: IpAddr = match bind {
+        Some(ip) if ip.is_ipv4() == dst.is_ipv4() => ip,
+        _ if dst.is_ipv4() => Ipv4Addr::UNSPECIFIED.into(),
+        _ => Ipv6Addr::UNSPECIFIED.into(),
     };
     let s = std::net::UdpSocket::bind((bind, 0))?;
     s.connect(dst)?;

@@ -40,6 +40,9 @@ pub struct NodeConfig {
     pub data_listen: SocketAddr,
     /// Address announced to billing when listening on a wildcard address.
     pub public_ip: Option<IpAddr>,
+    /// Announce these control and data addresses instead of the bound ones (a port forward
+    /// or a proxy in front of the node: the simulator puts its links there).
+    pub public_addrs: Option<(SocketAddr, SocketAddr)>,
     /// Forget sessions without traffic for this long.
     pub session_idle: Duration,
     /// Close flows without traffic for this long.
@@ -48,6 +51,9 @@ pub struct NodeConfig {
     pub max_sessions: usize,
     /// Allow loopback/private destinations (local demos and tests only).
     pub allow_private_destinations: bool,
+    /// Source address for traffic to game servers (a host with several addresses; the
+    /// simulator gives each node its own loopback address). `None`: the kernel picks.
+    pub upstream_bind: Option<IpAddr>,
     /// Fetch ticket keys from billing and announce this node's addresses (periodically).
     pub talk_to_billing: bool,
     /// Gossip (UDP) listen address; `None` runs the node alone, outside any mesh.
@@ -64,10 +70,12 @@ impl Default for NodeConfig {
             control_listen: "0.0.0.0:4443".parse().unwrap(),
             data_listen: "0.0.0.0:443".parse().unwrap(),
             public_ip: None,
+            public_addrs: None,
             session_idle: Duration::from_secs(60),
             flow_idle: Duration::from_secs(60),
             max_sessions: 10_000,
             allow_private_destinations: false,
+            upstream_bind: None,
             talk_to_billing: true,
             gossip_listen: None,
             gossip_interval: Duration::from_millis(200),
@@ -170,7 +178,9 @@ pub async fn start(mut identity: Identity, cfg: NodeConfig) -> Result<RunningNod
         .with_context(|| format!("binding control port {}", cfg.control_listen))?;
     let control_addr = endpoint.local_addr()?;
     let node_id = identity.state.node_id.clone();
-    let (public_control, public_data) = (cfg.public(control_addr), cfg.public(data_addr));
+    let (public_control, public_data) = cfg
+        .public_addrs
+        .unwrap_or((cfg.public(control_addr), cfg.public(data_addr)));
 
     let gossip_key = identity.gossip_key()?;
     let mesh = match (cfg.gossip_listen, gossip_key) {
@@ -229,6 +239,7 @@ pub async fn start(mut identity: Identity, cfg: NodeConfig) -> Result<RunningNod
         flow_idle: cfg.flow_idle,
         max_sessions: cfg.max_sessions,
         allow_private_destinations: cfg.allow_private_destinations,
+        upstream_bind: cfg.upstream_bind,
     };
     tasks.spawn(dataplane::run(
         Arc::new(data),

@@ -100,6 +100,9 @@ struct RunArgs {
     /// Allow forwarding to loopback and private addresses (local demos and tests only).
     #[arg(long)]
     allow_private_destinations: bool,
+    /// Source address for traffic to game servers (default: the kernel picks by route).
+    #[arg(long, env = "PLG_NODE_UPSTREAM_BIND")]
+    upstream_bind: Option<std::net::IpAddr>,
 }
 
 impl RunArgs {
@@ -108,10 +111,12 @@ impl RunArgs {
             control_listen: self.control,
             data_listen: self.data,
             public_ip: self.public_ip,
+            public_addrs: None,
             session_idle: Duration::from_secs(self.session_idle_secs),
             flow_idle: Duration::from_secs(self.flow_idle_secs),
             max_sessions: self.max_sessions,
             allow_private_destinations: self.allow_private_destinations,
+            upstream_bind: self.upstream_bind,
             talk_to_billing: true,
             gossip_listen: (!self.no_mesh).then_some(self.gossip),
             gossip_interval: Duration::from_millis(self.gossip_interval_ms.max(10)),

@@ -245,6 +245,7 @@ impl PlgSetup {
                 name: "Benchmark echo".into(),
                 destinations: vec![format!("127.0.0.1/32:{}", echo.port()).parse()?],
                 process_names: vec![],
+                ..Default::default()
             }],
             // One account opens every session of the benchmark.
             plans: Plans {

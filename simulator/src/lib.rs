@@ -13,6 +13,7 @@ pub mod report;
 pub mod routes;
 pub mod runner;
 pub mod scenario;
+pub mod site;
 pub mod tick;
 pub mod topology;
 pub mod traffic;

@@ -94,6 +94,7 @@ impl LocalMesh {
                 name: "Local demo game".into(),
                 destinations: vec![destination.parse()?],
                 process_names: vec![],
+                ..Default::default()
             }],
             ..plg_billing::Config::default()
         };

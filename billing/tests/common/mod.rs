@@ -138,6 +138,7 @@ pub fn demo_game() -> GameSeed {
         name: "Local demo".into(),
         destinations: vec!["127.0.0.1/32:40000-40010".parse().unwrap()],
         process_names: vec!["demo-game".into()],
+        ..Default::default()
     }
 }
 

@@ -27,4 +27,8 @@ ping_ms: number | null,
 /**
  * Share of probes without an answer.
  */
-loss_percent: number | null, };
+loss_percent: number | null, 
+/**
+ * The node's own RTT to the game's servers, as it measured and billing relayed it.
+ */
+to_game_ms: number | null, };

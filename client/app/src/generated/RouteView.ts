@@ -38,4 +38,9 @@ redundancy: Redundancy,
 /**
  * Whether direct vs accelerated will be measured (echo game only).
  */
-measurable: boolean, };
+measurable: boolean, 
+/**
+ * The verdict on the whole path: `direct 94 ms → via fra-2 61 ms (−35 %)`, or that
+ * direct is better (`plg_client::route::RoutePlan::summary`).
+ */
+summary: string, };

@@ -56,7 +56,7 @@ export function route(ctx: Ctx): HTMLElement {
                   h("td", { class: "mono small" }, n.control_addr),
                   n.ping_ms == null
                     ? h("td", { class: "muted", title: t("route.ping.pending") }, "—")
-                    : h("td", { "data-testid": "node-ping" }, `${n.ping_ms.toFixed(1)} ms${n.loss_percent ? ` · ${n.loss_percent.toFixed(0)} %` : ""}`),
+                    : h("td", { "data-testid": "node-ping" }, `${n.ping_ms.toFixed(1)} ms${n.loss_percent ? ` · ${n.loss_percent.toFixed(0)} %` : ""}${n.to_game_ms == null ? "" : ` + ${n.to_game_ms.toFixed(1)} ms`}`),
                   h("td", {}, h("span", { class: `badge ${n.recommended ? "live" : ""}` }, n.recommended ? t("route.exit") : t("route.backup"))),
                 ),
               ),
@@ -74,6 +74,7 @@ export function route(ctx: Ctx): HTMLElement {
             }),
           ),
           h("h2", {}, t("route.improvement")),
+          h("p", { "data-testid": "route-summary" }, r.summary),
           h("p", { class: r.measurable ? "" : "note" }, r.measurable ? t("route.improvement.measured") : t("route.improvement.pending")),
           h("h2", {}, t("route.destinations")),
           h("p", { class: "mono small" }, r.destinations.join("  ")),

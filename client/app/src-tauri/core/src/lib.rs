@@ -120,6 +120,9 @@ pub struct RouteView {
     pub redundancy: Redundancy,
     /// Whether direct vs accelerated will be measured (echo game only).
     pub measurable: bool,
+    /// The verdict on the whole path: `direct 94 ms → via fra-2 61 ms (−35 %)`, or that
+    /// direct is better (`plg_client::route::RoutePlan::summary`).
+    pub summary: String,
 }
 
 /// A candidate node.
@@ -137,6 +140,8 @@ pub struct RouteNode {
     pub ping_ms: Option<f64>,
     /// Share of probes without an answer.
     pub loss_percent: Option<f64>,
+    /// The node's own RTT to the game's servers, as it measured and billing relayed it.
+    pub to_game_ms: Option<f64>,
 }
 
 #[derive(Debug, Default)]
@@ -379,31 +384,53 @@ impl App {
             )
         };
         let g = account.route_preview(&a.game).await?;
-        // Probe without holding the lock (up to a second per silent node).
-        let ranked =
-            plg_client::route::probe_nodes(&g.nodes, &ca_pem, plg_client::route::PROBES).await;
+        // Probe without holding the lock (up to a second per silent node), the game server
+        // directly at the same time.
+        let server = plg_client::controller::single_target(&g.destinations);
+        let (ranked, direct) = tokio::join!(
+            plg_client::route::probe_nodes(&g.nodes, &ca_pem, plg_client::route::PROBES),
+            plg_client::controller::direct_probe(server, g.game.query.as_deref(), 3),
+        );
+        let m = plg_client::route::measurements(&ranked, direct.as_ref(), server.map(|s| s.ip()));
+        let chosen = plg_client::route::choose(&m, None);
         let relays = plg_client::route::answering(&ranked);
-        let plan = ranked
-            .first()
-            .and_then(|exit| Some((exit, exit.node.data_addr.parse().ok()?)))
-            .map(|(exit, data)| {
-                plg_client::route::plan_paths(&exit.node, data, &relays, paths as usize)
+        let plan = chosen
+            .as_ref()
+            .and_then(|p| {
+                let exit = ranked.iter().find(|c| c.node.id == p.exit)?;
+                Some((p, exit.node.data_addr.parse().ok()?))
+            })
+            .map(|(p, data)| {
+                plg_client::route::plan_route_paths(p, data, &relays, paths as usize)
             })
             .unwrap_or_default();
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+        let exit_id = chosen.as_ref().map(|p| p.exit.clone());
+        let mut order: Vec<&plg_client::route::Candidate> = ranked.iter().collect();
+        // The recommended exit first, then its backups, then the silent ones.
+        if let Some(p) = &chosen {
+            let rank = |id: &str| {
+                std::iter::once(&p.exit)
+                    .chain(&p.backups)
+                    .position(|e| e == id)
+                    .unwrap_or(usize::MAX)
+            };
+            order.sort_by_key(|c| rank(&c.node.id));
+        }
         Ok(RouteView {
             game: g.game.slug.clone(),
             game_name: g.game.name.clone(),
             destinations: g.destinations.clone(),
-            nodes: ranked
+            nodes: order
                 .iter()
-                .enumerate()
-                .map(|(i, c)| RouteNode {
+                .map(|c| RouteNode {
                     id: c.node.id.clone(),
                     region: c.node.region.clone(),
                     control_addr: c.node.control_addr.clone(),
-                    recommended: i == 0,
-                    ping_ms: c.probe.median().map(|d| d.as_secs_f64() * 1000.0),
+                    recommended: exit_id.as_deref() == Some(c.node.id.as_str()),
+                    ping_ms: c.probe.median().map(ms),
                     loss_percent: (c.probe.sent > 0).then(|| c.probe.loss_percent()),
+                    to_game_ms: m.to_game.get(&c.node.id).map(|l| ms(l.rtt)),
                 })
                 .collect(),
             paths,
@@ -411,6 +438,10 @@ impl App {
                 .iter()
                 .map(|p| p.relay.as_ref().map(|r| r.id.clone()))
                 .collect(),
+            summary: chosen.as_ref().map_or_else(
+                || "no relay node answered: acceleration is not available right now".to_owned(),
+                plg_client::route::RoutePlan::summary,
+            ),
             redundancy,
             measurable: g.game.slug == ECHO_GAME,
         })

@@ -1,0 +1,313 @@
+//! The internet between the sites of a topology, on loopback, for real processes: a game
+//! server whose every source address sees its own link ([`GameSite`]: the client's direct
+//! route and each node's exit→game leg), and a delayed NAT-style relay in front of a node
+//! ([`SiteLink`]: the client→node leg, for the node's control and data ports alike).
+//!
+//! Each leg is an [`Impairment`] applied in both directions with its own seeded
+//! [`Impairer`]s, so "the direct route is 95 ms with 2 % loss, the nearest node is 8 ms away
+//! but 90 ms from the server" is a few lines of set-up. Delays are one-way: a leg with
+//! `delay_ms = 45` adds 90 ms to a round trip.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
+
+use crate::link::{Decision, Impairer, Impairment, derive_seed};
+
+/// Most distinct sources a [`GameSite`] or [`SiteLink`] keeps state for.
+const MAX_SOURCES: usize = 4096;
+
+fn salt_of(ip: &impl Hash) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    ip.hash(&mut h);
+    h.finish()
+}
+
+/// Both directions of one leg.
+#[derive(Debug)]
+struct Leg {
+    params: Impairment,
+    up: Impairer,
+    down: Impairer,
+}
+
+impl Leg {
+    fn new(params: Impairment, seed: u64) -> Leg {
+        Leg {
+            params,
+            up: Impairer::new(derive_seed(seed, 0), params, vec![]),
+            down: Impairer::new(derive_seed(seed, 1), params, vec![]),
+        }
+    }
+}
+
+/// The delay of a datagram that survives, or `None` when it is dropped.
+fn delay_of(d: Decision) -> Option<Duration> {
+    match d {
+        Decision::Drop(_) => None,
+        Decision::Deliver { delay, .. } => Some(delay),
+    }
+}
+
+/// A UDP game server that echoes every datagram, behind one link per source IP address.
+#[derive(Debug)]
+pub struct GameSite {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Datagrams received (before any loss on the way in).
+    pub received: Arc<AtomicU64>,
+    links: Arc<Mutex<HashMap<IpAddr, Impairment>>>,
+    task: JoinHandle<()>,
+}
+
+impl GameSite {
+    /// Starts on `bind` (port 0); sources without a link of their own see `default`.
+    pub async fn start(bind: SocketAddr, default: Impairment, seed: u64) -> std::io::Result<Self> {
+        let socket = Arc::new(UdpSocket::bind(bind).await?);
+        let addr = socket.local_addr()?;
+        let received = Arc::new(AtomicU64::new(0));
+        let links: Arc<Mutex<HashMap<IpAddr, Impairment>>> = Arc::default();
+        let (r, l) = (received.clone(), links.clone());
+        let task = tokio::spawn(async move {
+            let epoch = Instant::now();
+            let mut legs: HashMap<IpAddr, Leg> = HashMap::new();
+            let mut buf = vec![0u8; 65536];
+            loop {
+                let Ok((n, from)) = socket.recv_from(&mut buf).await else {
+                    continue;
+                };
+                r.fetch_add(1, Ordering::Relaxed);
+                let params = l
+                    .lock()
+                    .map(|m| m.get(&from.ip()).copied().unwrap_or(default))
+                    .unwrap_or(default);
+                if legs.len() >= MAX_SOURCES && !legs.contains_key(&from.ip()) {
+                    legs.clear();
+                }
+                let leg = legs
+                    .entry(from.ip())
+                    .or_insert_with(|| Leg::new(params, derive_seed(seed, salt_of(&from.ip()))));
+                if leg.params != params {
+                    *leg = Leg::new(params, derive_seed(seed, salt_of(&from.ip())));
+                }
+                let at = epoch.elapsed();
+                let Some(d1) = delay_of(leg.up.decide(at, n)) else {
+                    continue;
+                };
+                let Some(d2) = delay_of(leg.down.decide(at + d1, n)) else {
+                    continue;
+                };
+                let (socket, data) = (socket.clone(), buf[..n].to_vec());
+                tokio::spawn(async move {
+                    tokio::time::sleep(d1 + d2).await;
+                    let _ = socket.send_to(&data, from).await;
+                });
+            }
+        });
+        Ok(GameSite {
+            addr,
+            received,
+            links,
+            task,
+        })
+    }
+
+    /// The link between the server and source address `from` (applied both ways); takes
+    /// effect with the next datagram, so a leg can degrade mid-session.
+    pub fn set_link(&self, from: IpAddr, leg: Impairment) {
+        if let Ok(mut m) = self.links.lock() {
+            m.insert(from, leg);
+        }
+    }
+
+    /// Datagrams received so far.
+    pub fn count(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for GameSite {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A delayed relay in front of one UDP port: every client gets its own upstream socket (as
+/// behind a NAT), and every datagram crosses the leg's impairment each way. Bound first and
+/// [connected](SiteLink::connect) later, so a node can announce the link's address as its own
+/// before it starts.
+#[derive(Debug)]
+pub struct SiteLink {
+    addr: SocketAddr,
+    upstream: watch::Sender<Option<SocketAddr>>,
+    task: JoinHandle<()>,
+}
+
+impl SiteLink {
+    /// Binds the client-facing socket on `listen` (port 0).
+    pub async fn bind(listen: SocketAddr, leg: Impairment, seed: u64) -> std::io::Result<Self> {
+        let socket = Arc::new(UdpSocket::bind(listen).await?);
+        let addr = socket.local_addr()?;
+        let (upstream, mut upstream_rx) = watch::channel(None::<SocketAddr>);
+        let task = tokio::spawn(async move {
+            let epoch = Instant::now();
+            let legs = Arc::new(Mutex::new(HashMap::<SocketAddr, Leg>::new()));
+            let mut clients: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
+            let mut readers = JoinSet::new();
+            let mut buf = vec![0u8; 65536];
+            loop {
+                let (n, from) = tokio::select! {
+                    r = socket.recv_from(&mut buf) => match r {
+                        Ok(x) => x,
+                        Err(_) => continue,
+                    },
+                    r = upstream_rx.changed() => {
+                        if r.is_err() { return; }
+                        continue;
+                    }
+                };
+                let Some(to) = *upstream_rx.borrow() else {
+                    continue;
+                };
+                if clients.len() >= MAX_SOURCES && !clients.contains_key(&from) {
+                    clients.clear();
+                    readers.abort_all();
+                    if let Ok(mut l) = legs.lock() {
+                        l.clear();
+                    }
+                }
+                let up = match clients.get(&from) {
+                    Some(s) => s.clone(),
+                    None => {
+                        let bind: SocketAddr = if to.is_ipv4() {
+                            (std::net::Ipv4Addr::LOCALHOST, 0).into()
+                        } else {
+                            (std::net::Ipv6Addr::LOCALHOST, 0).into()
+                        };
+                        let Ok(s) = UdpSocket::bind(bind).await else {
+                            continue;
+                        };
+                        if s.connect(to).await.is_err() {
+                            continue;
+                        }
+                        let s = Arc::new(s);
+                        clients.insert(from, s.clone());
+                        if let Ok(mut l) = legs.lock() {
+                            l.insert(from, Leg::new(leg, derive_seed(seed, salt_of(&from))));
+                        }
+                        // Replies from upstream go back to this client across the leg.
+                        let (s2, back, legs2) = (s.clone(), socket.clone(), legs.clone());
+                        readers.spawn(async move {
+                            let mut buf = vec![0u8; 65536];
+                            while let Ok(n) = s2.recv(&mut buf).await {
+                                let d = legs2.lock().ok().and_then(|mut l| {
+                                    delay_of(l.get_mut(&from)?.down.decide(epoch.elapsed(), n))
+                                });
+                                let Some(d) = d else { continue };
+                                let (back, data) = (back.clone(), buf[..n].to_vec());
+                                tokio::spawn(async move {
+                                    tokio::time::sleep(d).await;
+                                    let _ = back.send_to(&data, from).await;
+                                });
+                            }
+                        });
+                        s
+                    }
+                };
+                let d = legs
+                    .lock()
+                    .ok()
+                    .and_then(|mut l| delay_of(l.get_mut(&from)?.up.decide(epoch.elapsed(), n)));
+                let Some(d) = d else { continue };
+                let data = buf[..n].to_vec();
+                tokio::spawn(async move {
+                    tokio::time::sleep(d).await;
+                    let _ = up.send(&data).await;
+                });
+            }
+        });
+        Ok(SiteLink {
+            addr,
+            upstream,
+            task,
+        })
+    }
+
+    /// Where clients send.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Starts relaying to `upstream`.
+    pub fn connect(&self, upstream: SocketAddr) {
+        let _ = self.upstream.send(Some(upstream));
+    }
+}
+
+impl Drop for SiteLink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(v: f64) -> Impairment {
+        Impairment {
+            delay_ms: v,
+            ..Impairment::default()
+        }
+    }
+
+    async fn rtt(from: IpAddr, to: SocketAddr) -> Duration {
+        let s = UdpSocket::bind((from, 0)).await.unwrap();
+        let t = std::time::Instant::now();
+        s.send_to(b"x", to).await.unwrap();
+        let mut b = [0u8; 8];
+        tokio::time::timeout(Duration::from_secs(2), s.recv_from(&mut b))
+            .await
+            .unwrap()
+            .unwrap();
+        t.elapsed()
+    }
+
+    #[tokio::test]
+    async fn each_source_sees_its_own_leg_and_links_add_theirs() {
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let other: IpAddr = "127.0.0.23".parse().unwrap();
+        let game = GameSite::start((lo, 0).into(), ms(30.0), 1).await.unwrap();
+        game.set_link(other, ms(5.0));
+        let slow = rtt(lo, game.addr).await;
+        let fast = rtt(other, game.addr).await;
+        assert!(slow >= Duration::from_millis(60), "{slow:?}");
+        assert!(fast >= Duration::from_millis(10) && fast < slow, "{fast:?}");
+        // A link in front: its 10 ms each way on top of the 5 ms leg of the link's source.
+        let link = SiteLink::bind((lo, 0).into(), ms(10.0), 2).await.unwrap();
+        link.connect(game.addr);
+        let s = UdpSocket::bind((lo, 0)).await.unwrap();
+        let t = std::time::Instant::now();
+        s.send_to(b"y", link.addr()).await.unwrap();
+        let mut b = [0u8; 8];
+        let (n, src) = tokio::time::timeout(Duration::from_secs(2), s.recv_from(&mut b))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((&b[..n], src), (&b"y"[..], link.addr()));
+        // 2 × 10 ms on the link + 2 × 30 ms (the link's upstream socket is on 127.0.0.1).
+        assert!(
+            t.elapsed() >= Duration::from_millis(80),
+            "{:?}",
+            t.elapsed()
+        );
+    }
+}
