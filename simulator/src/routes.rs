@@ -384,7 +384,7 @@ impl Summary {
 /// Everything a `plg-sim routes` run produced (`routes.json`).
 #[derive(Debug, Clone, Serialize)]
 pub struct RoutesReport {
-    /// The command's settings.
+    /// The generator's seed (sweeps) or the probes' (one topology).
     pub seed: Option<u64>,
     /// Probes per edge.
     pub probes: u32,
@@ -509,14 +509,10 @@ pub fn render_rows<'a>(outcomes: impl IntoIterator<Item = &'a Outcome>) -> Strin
             o,
             "{:<14} {:<30} {:>5} {:>10.1}  {:<18} {:>8.1}  {:<18} {:>8.1} {:>8}  {}",
             r.topology,
-            format!(
-                "{} → {}",
-                r.description.split(',').next().unwrap_or(""),
-                r.game
-            )
-            .chars()
-            .take(30)
-            .collect::<String>(),
+            format!("{} → {}", r.client_site, r.game)
+                .chars()
+                .take(30)
+                .collect::<String>(),
             r.nodes,
             r.direct.rtt_ms,
             r.client.label,
