@@ -1,4 +1,7 @@
-//! A UDP game-server stand-in: echoes every datagram back to its sender and counts them.
+//! A UDP game-server stand-in: echoes every datagram back to its sender and counts them
+//! (except route probes — `plg_proto::query` echo probes from nodes measuring the exit→game
+//! leg and from clients measuring the direct route — which are echoed but not counted, so
+//! tests count only game traffic).
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -14,9 +17,9 @@ use tokio::task::JoinHandle;
 pub struct EchoServer {
     /// Where it listens.
     pub addr: SocketAddr,
-    /// Datagrams received.
+    /// Datagrams received (probes left out).
     pub received: Arc<AtomicU64>,
-    /// Distinct source addresses seen.
+    /// Distinct source addresses seen (of game traffic, not probes).
     pub sources: Arc<Mutex<HashSet<SocketAddr>>>,
     task: JoinHandle<()>,
 }
@@ -35,8 +38,10 @@ impl EchoServer {
                 let Ok((n, from)) = socket.recv_from(&mut buf).await else {
                     continue;
                 };
-                r.fetch_add(1, Ordering::Relaxed);
-                s.lock().await.insert(from);
+                if plg_proto::query::echo_nonce(&buf[..n]).is_none() {
+                    r.fetch_add(1, Ordering::Relaxed);
+                    s.lock().await.insert(from);
+                }
                 let _ = socket.send_to(&buf[..n], from).await;
             }
         });

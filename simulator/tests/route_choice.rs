@@ -1,0 +1,140 @@
+//! Route choice with real nodes on loopback: the simulator's links put the nearest node 8 ms
+//! from the client but 90 ms from the game server, another node 25 ms + 30 ms, and the direct
+//! route at 95 ms. The nodes measure their exit→game legs themselves (catalog probes through
+//! the game site's per-source links), billing relays the figures, and the client must pick
+//! the far node as its exit and deliver the lower ping it promised.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use plg_client::{CaptureMode, ConnectRequest, Controller, Progress, Redundancy};
+use plg_sim::link::Impairment;
+use plg_sim::local_mesh::DEMO_GAME;
+use plg_sim::site::{SiteNode, World, WorldSpec};
+use plg_sim::traffic::{self, TrafficSpec};
+
+fn one_way(ms: f64) -> Impairment {
+    Impairment {
+        delay_ms: ms,
+        ..Impairment::default()
+    }
+}
+
+/// The example: direct 95 ms; `near` 8 ms away but 90 ms from the server; `far`
+/// 25 ms + 30 ms.
+pub fn trap() -> WorldSpec {
+    WorldSpec {
+        direct: one_way(47.5),
+        nodes: vec![
+            SiteNode {
+                name: "near".into(),
+                to_client: one_way(4.0),
+                to_game: one_way(45.0),
+            },
+            SiteNode {
+                name: "far".into(),
+                to_client: one_way(12.5),
+                to_game: one_way(15.0),
+            },
+        ],
+        seed: 7,
+    }
+}
+
+async fn ping(addr: SocketAddr) -> traffic::TrafficReport {
+    traffic::run(
+        addr,
+        TrafficSpec {
+            rate: 50,
+            duration: Duration::from_secs(2),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nearest_node_is_not_the_exit_when_another_is_closer_to_the_game() {
+    let world = World::start(&trap()).await.unwrap();
+    let gamer = world.gamer("trap@example.com").await.unwrap();
+    // The exits measure the game server and announce it (every 10 s); billing relays it.
+    let offered = world
+        .wait_measured(&gamer, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let id_of = |name: &str| {
+        world
+            .nodes
+            .iter()
+            .find(|n| n.0 == name)
+            .map(|n| n.1.node_id.clone())
+            .unwrap()
+    };
+    let (near, far) = (id_of("near"), id_of("far"));
+    for n in &offered {
+        let rtt = n.game_rtt[0].leg.rtt_us as f64 / 1000.0;
+        println!("billing offers {} with exit→game {rtt:.1} ms", n.id);
+        let want = if n.id == near { 90.0 } else { 30.0 };
+        assert!(
+            (want..want + 15.0).contains(&rtt),
+            "{}: exit→game {rtt} ms, expected about {want}",
+            n.id
+        );
+    }
+    let advice = std::sync::Mutex::new(String::new());
+    let req = ConnectRequest {
+        capture: CaptureMode::Proxy {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            server: None,
+        },
+        paths: 1,
+        redundancy: Redundancy::Single,
+        keep_alive: false,
+        ..ConnectRequest::new(DEMO_GAME)
+    };
+    let ctl = Controller::connect(gamer, world.ca_pem.clone(), req, |p| {
+        if let Progress::Advice(a) = p {
+            *advice.lock().unwrap() = a;
+        }
+    })
+    .await
+    .unwrap();
+    let advice = advice.into_inner().unwrap();
+    println!("{advice}");
+    let info = ctl.info();
+    assert_eq!(
+        info.node.id, far,
+        "the exit must be the far node ({advice})"
+    );
+    assert!(
+        advice.starts_with("direct ") && advice.contains(&format!("via {far}")),
+        "{advice}"
+    );
+    // What the gamer gets: the same echo traffic directly and through the session.
+    let direct = ping(world.game.addr).await;
+    let via = ping(info.local_addr.unwrap()).await;
+    println!(
+        "direct p50 {:.1} ms p99 {:.1} ms loss {:.1} %; through PLG p50 {:.1} ms p99 {:.1} ms loss {:.1} %",
+        direct.rtt_ms(0.5),
+        direct.rtt_ms(0.99),
+        direct.loss_percent(),
+        via.rtt_ms(0.5),
+        via.rtt_ms(0.99),
+        via.loss_percent()
+    );
+    // 95 ms direct vs 25 + 30 = 55 ms planned; a few ms of loopback and timer overhead.
+    assert!(direct.rtt_ms(0.5) >= 94.0, "{}", direct.rtt_ms(0.5));
+    assert!(
+        (54.0..75.0).contains(&via.rtt_ms(0.5)),
+        "through PLG {} ms",
+        via.rtt_ms(0.5)
+    );
+    assert_eq!((direct.received, via.received), (direct.sent, via.sent));
+    let route = ctl.route();
+    assert!(route.exit_game.is_some(), "{route:?}");
+    let (_, report) = ctl.finish().await;
+    println!("{}", serde_json::to_string(&report).unwrap());
+    assert_eq!(report.exit, far);
+    world.stop().await;
+}
