@@ -325,6 +325,9 @@ pub(crate) enum Input {
     Catalog(Vec<CatalogProbe>),
 }
 
+/// How often the prober logs its counters.
+const LOG_EVERY: Duration = Duration::from_secs(60);
+
 /// Capacity of the input channel; the data plane drops reports when it is full.
 pub(crate) const INPUT_QUEUE: usize = 64;
 
@@ -378,8 +381,23 @@ impl Prober {
         let mut queries: JoinSet<(Probe, (Instant, Option<Duration>))> = JoinSet::new();
         let (mut buf4, mut buf6) = (vec![0u8; 1500], vec![0u8; 1500]);
         let m = self.metrics.clone();
+        let mut next_log = Instant::now() + LOG_EVERY;
         loop {
             let now = Instant::now();
+            if now >= next_log {
+                next_log = now + LOG_EVERY;
+                let s = m.snapshot();
+                if !sched.is_empty() || s.probes_sent > 0 {
+                    tracing::info!(
+                        targets = sched.len(),
+                        sent = s.probes_sent,
+                        answered = s.probes_answered,
+                        lost = s.probes_lost,
+                        refused = s.probe_targets_refused,
+                        "probing"
+                    );
+                }
+            }
             // ICMP probes given up on.
             let lost: Vec<u16> = pending
                 .iter()
