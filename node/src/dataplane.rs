@@ -41,6 +41,7 @@ use crate::core::{ClientOutcome, DropReason, ReplyKind, SessionCore};
 use crate::meshlink::{self, Kind, MAX_MESH_DATAGRAM, MeshLink, Message};
 use crate::metrics::{Metrics, add, inc};
 use crate::policy;
+use crate::prober;
 use crate::unix_now;
 use plg_mesh::{MeshHandle, MeshView, NodeId};
 
@@ -56,6 +57,11 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Socket buffers asked for on the client-facing socket (capped by `net.core.[rw]mem_max`):
 /// a burst of a few thousand datagrams waits in the kernel instead of being dropped.
 const DATA_SOCKET_BUFFER: usize = 4 << 20;
+/// How often the destinations of open flows are reported to the prober again (they stay
+/// probe targets while in use; see `targets.rs`).
+const REPORT_FLOWS_EVERY: Duration = Duration::from_secs(60);
+/// Most destinations in one report.
+const MAX_REPORTED_FLOWS: usize = 1024;
 /// How often idle sessions and flows are swept.
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
 /// Longest wait for a full socket send buffer to drain before a datagram is given up.
@@ -77,6 +83,8 @@ pub(crate) struct DataConfig {
     pub allow_private_destinations: bool,
     /// Source address of upstream sockets (`None`: the kernel picks).
     pub upstream_bind: Option<IpAddr>,
+    /// Where flow destinations go to become probe targets.
+    pub probe_targets: Option<tokio::sync::mpsc::Sender<prober::Input>>,
 }
 
 /// The mesh, for relaying and probing: the node's gossip handle and its link key.
@@ -201,6 +209,8 @@ pub(crate) struct OpenRefused(pub usize);
 struct Flow {
     session: u64,
     id: u32,
+    /// The game server (reported to the prober as a probe target).
+    dst: SocketAddr,
     socket: std::net::UdpSocket,
 }
 
@@ -433,6 +443,8 @@ struct State {
     mesh: Option<MeshState>,
     /// Frames for relayed paths are sealed here before their envelope goes around them.
     scratch: Vec<u8>,
+    /// When open flows' destinations are next reported to the prober.
+    next_flow_report: Instant,
 }
 
 impl Worker {
@@ -481,6 +493,7 @@ impl Worker {
                 out,
                 mesh: mesh.map(MeshState::new),
                 scratch: Vec::with_capacity(MAX_MESH_DATAGRAM),
+                next_flow_report: Instant::now() + REPORT_FLOWS_EVERY,
             },
         })
     }
@@ -857,6 +870,7 @@ impl State {
                     Ok(slot) => {
                         entry.core.flow_opened(flow, dst, slot, now);
                         inc(&m.flows_opened);
+                        report_flows(&self.cfg, vec![dst]);
                         tracing::debug!(session = session_id, flow, %dst, "flow open");
                     }
                     Err(e) => {
@@ -992,6 +1006,24 @@ impl State {
             e.core
                 .expire_flows(now, cfg.flow_idle, |_, slot| flows.remove(slot));
         }
+        if now >= self.next_flow_report {
+            self.next_flow_report = now + REPORT_FLOWS_EVERY;
+            let mut dsts: Vec<SocketAddr> =
+                self.flows.slots.iter().flatten().map(|f| f.dst).collect();
+            dsts.sort_unstable();
+            dsts.dedup();
+            dsts.truncate(MAX_REPORTED_FLOWS);
+            if !dsts.is_empty() {
+                report_flows(&self.cfg, dsts);
+            }
+        }
+    }
+}
+
+/// Tells the prober these flow destinations are in use; dropped if it is behind.
+fn report_flows(cfg: &DataConfig, dsts: Vec<SocketAddr>) {
+    if let Some(tx) = &cfg.probe_targets {
+        let _ = tx.try_send(prober::Input::Flows(dsts));
     }
 }
 
@@ -1040,6 +1072,7 @@ fn open_flow(
     let slot = flows.insert(Flow {
         session,
         id: flow,
+        dst,
         socket,
     });
     let f = flows.get_mut(slot).expect("just inserted");

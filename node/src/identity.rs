@@ -1,6 +1,7 @@
 //! The node's identity on disk: private key, mesh certificate, CA, and what billing told it
 //! at join time. `join` creates it; `load` reads it back.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -109,6 +110,105 @@ pub struct AnnounceStatus {
     pub sessions: u32,
     /// Peers its failure detector holds dead.
     pub dead_peers: Vec<String>,
+    /// What it measured to game server prefixes, best-ranked first (≤ 256).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<TargetRtt>,
+    /// What it measured to peer nodes (≤ 1024).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub peers: BTreeMap<String, LegRtt>,
+}
+
+/// Most peers in an announce (billing's limit).
+pub const MAX_ANNOUNCED_PEERS: usize = 1024;
+/// Highest RTT or jitter billing accepts, in microseconds.
+const MAX_ANNOUNCED_US: u64 = 60_000_000;
+
+/// One measured leg, as billing stores it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct LegRtt {
+    /// Smoothed RTT, µs.
+    pub rtt_us: u64,
+    /// Smoothed jitter, µs.
+    pub jitter_us: u64,
+    /// Loss among the last probes, ‰.
+    pub loss_permille: u16,
+}
+
+impl From<&plg_mesh::RttSummary> for LegRtt {
+    fn from(s: &plg_mesh::RttSummary) -> Self {
+        let us = |d: std::time::Duration| (d.as_micros() as u64).min(MAX_ANNOUNCED_US);
+        LegRtt {
+            rtt_us: us(s.srtt),
+            jitter_us: us(s.jitter),
+            loss_permille: (f64::from(s.loss) * 1000.0).round().clamp(0.0, 1000.0) as u16,
+        }
+    }
+}
+
+/// A game server prefix (`203.0.113.0/24`, `2001:db8:1::/48`) and what was measured to it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TargetRtt {
+    /// The target key (`plg_proto::query::target_key`).
+    pub target: String,
+    /// The figures.
+    #[serde(flatten)]
+    pub leg: LegRtt,
+}
+
+/// What billing answers to an announce.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AnnounceReply {
+    /// Other nodes' gossip addresses.
+    pub seeds: Vec<String>,
+    /// Catalog probe addresses to measure (absent from older billing: none).
+    pub probes: Vec<crate::targets::CatalogProbe>,
+}
+
+impl AnnounceReply {
+    /// Reads billing's JSON leniently: a field or entry this node cannot read is skipped
+    /// (and logged), never the whole answer.
+    pub fn from_json(v: &serde_json::Value) -> AnnounceReply {
+        #[derive(Deserialize)]
+        struct Entry {
+            game: String,
+            #[serde(default)]
+            query: Option<String>,
+            #[serde(default)]
+            addrs: Vec<String>,
+        }
+        let seeds = serde_json::from_value(v["seeds"].clone()).unwrap_or_default();
+        let mut probes = Vec::new();
+        for e in v["probes"].as_array().into_iter().flatten() {
+            let Ok(e) = serde_json::from_value::<Entry>(e.clone()) else {
+                tracing::warn!("billing sent a probe entry this node cannot read; skipped");
+                continue;
+            };
+            let query = e.query.as_deref().and_then(|q| match q.parse() {
+                Ok(k) => Some(k),
+                Err(err) => {
+                    tracing::warn!(game = %e.game, error = %err, "probing with ICMP instead");
+                    None
+                }
+            });
+            let addrs = e
+                .addrs
+                .iter()
+                .filter_map(|a| match a.parse() {
+                    Ok(a) => Some(a),
+                    Err(_) => {
+                        tracing::warn!(game = %e.game, addr = %a, "unreadable probe address skipped");
+                        None
+                    }
+                })
+                .collect();
+            probes.push(crate::targets::CatalogProbe {
+                game: e.game,
+                query,
+                addrs,
+            });
+        }
+        AnnounceReply { seeds, probes }
+    }
 }
 
 /// Everything the node needs to run, loaded from its data dir.
@@ -306,25 +406,21 @@ impl Identity {
             .transpose()
     }
 
-    /// Tells billing where clients can reach this node and how it sees the mesh; billing
-    /// answers with the other nodes' gossip addresses, kept as seeds for the next start.
+    /// Tells billing where clients can reach this node, how it sees the mesh and what it
+    /// measured; billing answers with the other nodes' gossip addresses (kept as seeds for
+    /// the next start) and the catalog addresses to probe.
     pub async fn announce(
         &mut self,
         control: std::net::SocketAddr,
         data: std::net::SocketAddr,
         status: &AnnounceStatus,
-    ) -> Result<Vec<String>> {
+    ) -> Result<AnnounceReply> {
         #[derive(Serialize)]
         struct Body<'a> {
             control_addr: String,
             data_addr: String,
             #[serde(flatten)]
             status: &'a AnnounceStatus,
-        }
-        #[derive(Deserialize)]
-        struct Announced {
-            #[serde(default)]
-            seeds: Vec<String>,
         }
         let url = format!("{}/v1/nodes/announce", self.state.billing_url);
         let resp = reqwest::Client::new()
@@ -342,16 +438,87 @@ impl Identity {
         if !resp.status().is_success() {
             return Err(billing_error(resp).await.context("announce refused"));
         }
-        // Older billing answered 204 with no body: no seeds then.
-        let seeds = resp
-            .json::<Announced>()
+        // Older billing answered 204 with no body: no seeds or probes then.
+        let reply = resp
+            .json::<serde_json::Value>()
             .await
-            .map(|a| a.seeds)
+            .map(|v| AnnounceReply::from_json(&v))
             .unwrap_or_default();
-        if !seeds.is_empty() && seeds != self.state.seeds {
-            self.state.seeds = seeds.clone();
+        if !reply.seeds.is_empty() && reply.seeds != self.state.seeds {
+            self.state.seeds = reply.seeds.clone();
             self.save()?;
         }
-        Ok(seeds)
+        Ok(reply)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use plg_proto::query::QueryKind;
+
+    #[test]
+    fn announce_reply_is_read_leniently() {
+        let v: serde_json::Value = serde_json::from_str(
+            r#"{"seeds":["10.0.0.1:7946"],"probes":[
+                {"game":"cs2","query":"a2s","addrs":["155.133.226.71:27015","nonsense"]},
+                {"game":"q","query":"gamespy","addrs":["203.0.113.1:1"]},
+                {"game":"x","addrs":["[2001:db8::1]:9"]},
+                {"game":7}
+            ]}"#,
+        )
+        .unwrap();
+        let r = AnnounceReply::from_json(&v);
+        assert_eq!(r.seeds, ["10.0.0.1:7946"]);
+        assert_eq!(r.probes.len(), 3);
+        assert_eq!(r.probes[0].query, Some(QueryKind::A2s));
+        assert_eq!(r.probes[0].addrs, ["155.133.226.71:27015".parse().unwrap()]);
+        assert_eq!(r.probes[1].query, None, "unknown protocol: ICMP");
+        assert_eq!(r.probes[2].addrs, ["[2001:db8::1]:9".parse().unwrap()]);
+        // Older billing: seeds only, or nothing at all.
+        let old = AnnounceReply::from_json(&serde_json::json!({"seeds": []}));
+        assert_eq!(old, AnnounceReply::default());
+        assert_eq!(
+            AnnounceReply::from_json(&serde_json::Value::Null),
+            AnnounceReply::default()
+        );
+    }
+
+    #[test]
+    fn announce_fields_follow_the_contract() {
+        let mut peers = BTreeMap::new();
+        peers.insert(
+            "fra-2".to_owned(),
+            LegRtt::from(&plg_mesh::RttSummary::from_rtt(
+                std::time::Duration::from_millis(12),
+            )),
+        );
+        let status = AnnounceStatus {
+            health: "ok",
+            targets: vec![TargetRtt {
+                target: "203.0.113.0/24".into(),
+                leg: LegRtt::from(&plg_mesh::RttSummary {
+                    srtt: std::time::Duration::from_secs(100),
+                    jitter: std::time::Duration::from_micros(800),
+                    p50: std::time::Duration::ZERO,
+                    p99: std::time::Duration::ZERO,
+                    loss: 0.0126,
+                }),
+            }],
+            peers,
+            ..AnnounceStatus::default()
+        };
+        let v = serde_json::to_value(&status).unwrap();
+        assert_eq!(
+            v["targets"],
+            serde_json::json!([{"target":"203.0.113.0/24","rtt_us":60000000,"jitter_us":800,"loss_permille":13}])
+        );
+        assert_eq!(
+            v["peers"],
+            serde_json::json!({"fra-2":{"rtt_us":12000,"jitter_us":0,"loss_permille":0}})
+        );
+        // Nothing measured: the fields are left out (older billing never sees them).
+        let v = serde_json::to_value(AnnounceStatus::default()).unwrap();
+        assert!(v.get("targets").is_none() && v.get("peers").is_none());
     }
 }

@@ -9,6 +9,8 @@ pub mod identity;
 mod meshlink;
 pub mod metrics;
 pub mod policy;
+pub mod prober;
+pub mod targets;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -28,7 +30,7 @@ use tokio::task::JoinSet;
 
 pub use control::DRAINING_CODE;
 pub use core::MAX_FLOWS_PER_SESSION;
-pub use identity::{AnnounceStatus, Identity, join};
+pub use identity::{AnnounceReply, AnnounceStatus, Identity, LegRtt, TargetRtt, join};
 pub use metrics::{Metrics, MetricsSnapshot};
 
 /// Run-time settings of a node.
@@ -141,6 +143,7 @@ pub struct RunningNode {
     shutdown: watch::Sender<bool>,
     draining: watch::Sender<bool>,
     announce_now: Arc<Notify>,
+    targets: Arc<prober::TargetSink>,
     drain_grace: Duration,
     endpoint: quinn::Endpoint,
     tasks: JoinSet<()>,
@@ -183,6 +186,7 @@ pub async fn start(mut identity: Identity, cfg: NodeConfig) -> Result<RunningNod
         .unwrap_or((cfg.public(control_addr), cfg.public(data_addr)));
 
     let gossip_key = identity.gossip_key()?;
+    let (probe_tx, probe_rx) = mpsc::channel(prober::INPUT_QUEUE);
     let mesh = match (cfg.gossip_listen, gossip_key) {
         (Some(listen), Some(key)) => {
             let mut seeds = identity.state.seeds.clone();
@@ -192,7 +196,10 @@ pub async fn start(mut identity: Identity, cfg: NodeConfig) -> Result<RunningNod
                     .announce(public_control, public_data, &starting_status())
                     .await
                 {
-                    Ok(fresh) => seeds.extend(fresh),
+                    Ok(reply) => {
+                        seeds.extend(reply.seeds);
+                        let _ = probe_tx.try_send(prober::Input::Catalog(reply.probes));
+                    }
                     Err(e) => {
                         tracing::warn!(error = %format!("{e:#}"), "cannot reach billing; joining the mesh through cached seeds")
                     }
@@ -240,6 +247,7 @@ pub async fn start(mut identity: Identity, cfg: NodeConfig) -> Result<RunningNod
         max_sessions: cfg.max_sessions,
         allow_private_destinations: cfg.allow_private_destinations,
         upstream_bind: cfg.upstream_bind,
+        probe_targets: Some(probe_tx.clone()),
     };
     tasks.spawn(dataplane::run(
         Arc::new(data),
@@ -253,6 +261,18 @@ pub async fn start(mut identity: Identity, cfg: NodeConfig) -> Result<RunningNod
         }),
     ));
     let mesh = mesh.map(|(h, _)| h);
+    let targets = Arc::new(prober::TargetSink::new(mesh.clone()));
+    tasks.spawn(
+        prober::Prober {
+            allow_private: cfg.allow_private_destinations,
+            upstream_bind: cfg.upstream_bind,
+            inputs: probe_rx,
+            sink: targets.clone(),
+            metrics: metrics.clone(),
+            stop: shutdown_rx.clone(),
+        }
+        .run(),
+    );
     let ctl = control::Control {
         verifier: verifier.clone(),
         commands: cmd_tx,
@@ -275,11 +295,12 @@ pub async fn start(mut identity: Identity, cfg: NodeConfig) -> Result<RunningNod
 
     let announce_now = Arc::new(Notify::new());
     if cfg.talk_to_billing {
-        let (mesh, metrics, mut stop, now) = (
+        let (mesh, metrics, mut stop, now, targets) = (
             mesh.clone(),
             metrics.clone(),
             shutdown_rx.clone(),
             announce_now.clone(),
+            targets.clone(),
         );
         tasks.spawn(async move {
             let mut tick = tokio::time::interval(ANNOUNCE_EVERY);
@@ -324,12 +345,32 @@ pub async fn start(mut identity: Identity, cfg: NodeConfig) -> Result<RunningNod
                     draining: *draining_rx.borrow(),
                     sessions: metrics.sessions_active.load(Ordering::Relaxed) as u32,
                     dead_peers,
+                    targets: targets
+                        .own()
+                        .iter()
+                        .map(|(target, s)| TargetRtt {
+                            target: target.clone(),
+                            leg: s.into(),
+                        })
+                        .collect(),
+                    peers: mesh.as_ref().map_or_else(Default::default, |m| {
+                        m.peer_rtts()
+                            .iter()
+                            .take(identity::MAX_ANNOUNCED_PEERS)
+                            .map(|(id, s)| (id.as_str().to_owned(), s.into()))
+                            .collect()
+                    }),
                 };
-                if let Err(e) = identity
+                match identity
                     .announce(public_control, public_data, &status)
                     .await
                 {
-                    tracing::warn!(error = %format!("{e:#}"), "announce failed; will retry");
+                    Ok(reply) => {
+                        let _ = probe_tx.try_send(prober::Input::Catalog(reply.probes));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"), "announce failed; will retry");
+                    }
                 }
                 if n.is_multiple_of(KEYS_EVERY_ANNOUNCES)
                     && n > 0
@@ -353,6 +394,7 @@ pub async fn start(mut identity: Identity, cfg: NodeConfig) -> Result<RunningNod
         shutdown,
         draining,
         announce_now,
+        targets,
         drain_grace: cfg.drain_grace,
         endpoint,
         tasks,
@@ -419,6 +461,24 @@ fn cpu_ticks() -> Option<u64> {
 }
 
 impl RunningNode {
+    /// What this node measured to game server prefixes, best-ranked first (≤ 256): the
+    /// announce's `targets`.
+    pub fn target_rtts(&self) -> Vec<(String, plg_mesh::RttSummary)> {
+        self.targets.own()
+    }
+
+    /// Prometheus text: every counter, and RTT/jitter/loss gauges of the best-ranked
+    /// targets.
+    pub fn prometheus(&self) -> String {
+        self.metrics.snapshot().to_prometheus()
+            + &metrics::targets_to_prometheus(&self.targets.own())
+    }
+
+    /// Announces to billing now instead of at the next tick.
+    pub fn announce_now(&self) {
+        self.announce_now.notify_one();
+    }
+
     /// Stops every task and closes the sockets.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);

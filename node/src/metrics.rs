@@ -1,4 +1,5 @@
-//! Node counters: every dropped or refused input is counted by reason.
+//! Node counters: every dropped or refused input is counted by reason; probe counters and
+//! per-target gauges.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -90,6 +91,42 @@ counters! {
     /// Protected-mode datagrams refused by the bridge (not a frame of the connection's session,
     /// too large for the connection, or the bridge socket failed).
     protected_dropped,
+    /// Probes sent towards game servers (ICMP echo or query protocol).
+    probes_sent,
+    /// Probes answered within a second.
+    probes_answered,
+    /// Probes unanswered after a second.
+    probes_lost,
+    /// Probe targets refused: not public (without `--allow-private-destinations`), or the
+    /// table of 256 targets is full.
+    probe_targets_refused,
+    /// Probe targets now (a gauge).
+    probe_targets,
+}
+
+/// Most targets with their own series in [`targets_to_prometheus`] (the gossiped ones).
+pub const MAX_TARGET_SERIES: usize = plg_mesh::MAX_GOSSIPED_TARGETS;
+
+/// Prometheus gauges for the best-ranked targets (at most [`MAX_TARGET_SERIES`], so the
+/// number of series stays bounded): RTT, jitter and loss per target prefix.
+pub fn targets_to_prometheus(targets: &[(String, plg_mesh::RttSummary)]) -> String {
+    let mut s = String::new();
+    let top = &targets[..targets.len().min(MAX_TARGET_SERIES)];
+    for (name, value) in [
+        ("target_rtt_seconds", 0usize),
+        ("target_jitter_seconds", 1),
+        ("target_loss_ratio", 2),
+    ] {
+        for (target, sum) in top {
+            let v = match value {
+                0 => sum.srtt.as_secs_f64(),
+                1 => sum.jitter.as_secs_f64(),
+                _ => f64::from(sum.loss),
+            };
+            s.push_str(&format!("plg_node_{name}{{target=\"{target}\"}} {v}\n"));
+        }
+    }
+    s
 }
 
 /// Increments a counter by one.
@@ -100,4 +137,28 @@ pub(crate) fn inc(c: &AtomicU64) {
 /// Adds `n` to a counter.
 pub(crate) fn add(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn target_gauges_are_bounded() {
+        let targets: Vec<(String, plg_mesh::RttSummary)> = (0..40)
+            .map(|i| {
+                (
+                    format!("203.0.{i}.0/24"),
+                    plg_mesh::RttSummary::from_rtt(Duration::from_millis(61)),
+                )
+            })
+            .collect();
+        let text = targets_to_prometheus(&targets);
+        assert_eq!(text.lines().count(), 3 * MAX_TARGET_SERIES);
+        assert!(text.contains("plg_node_target_rtt_seconds{target=\"203.0.0.0/24\"} 0.061\n"));
+        assert!(text.contains("plg_node_target_loss_ratio{target=\"203.0.0.0/24\"} 0\n"));
+        let counters = MetricsSnapshot::default().to_prometheus();
+        assert!(counters.contains("plg_node_probes_sent 0\n"));
+    }
 }

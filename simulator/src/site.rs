@@ -393,8 +393,7 @@ impl World {
         let deadline = Instant::now() + within;
         loop {
             let p = gamer.route_preview(crate::local_mesh::DEMO_GAME).await?;
-            if p.nodes.len() == self.nodes.len() && p.nodes.iter().all(|n| !n.game_rtt.is_empty())
-            {
+            if p.nodes.len() == self.nodes.len() && p.nodes.iter().all(|n| !n.game_rtt.is_empty()) {
                 return Ok(p.nodes);
             }
             if Instant::now() >= deadline {
