@@ -277,7 +277,8 @@ pub async fn start(mut identity: Identity, cfg: NodeConfig) -> Result<RunningNod
         verifier: verifier.clone(),
         commands: cmd_tx,
         metrics: metrics.clone(),
-        data_port: data_addr.port(),
+        // Clients send data where the node is reachable (a port forward may sit in front).
+        data_port: public_data.port(),
         data_addr,
         idle_timeout_secs: cfg.session_idle.as_secs().min(u16::MAX as u64) as u16,
         mesh: mesh.clone(),

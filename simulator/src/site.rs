@@ -49,6 +49,28 @@ impl Leg {
     }
 }
 
+/// Datagrams waiting on one direction of a leg: (due time, bytes, destination — `None` for a
+/// connected socket).
+type Queue = tokio::sync::mpsc::UnboundedSender<(Instant, Vec<u8>, Option<SocketAddr>)>;
+
+/// One direction's sender: datagrams leave in the order queued, each not before its due time,
+/// so a leg never reorders on its own (as a real path rarely does; a test that wants
+/// reordering says so in its [`Impairment`]). The task ends when the queue is dropped.
+fn fifo(socket: Arc<UdpSocket>) -> Queue {
+    let (tx, mut rx) =
+        tokio::sync::mpsc::unbounded_channel::<(Instant, Vec<u8>, Option<SocketAddr>)>();
+    tokio::spawn(async move {
+        while let Some((at, data, to)) = rx.recv().await {
+            tokio::time::sleep_until(at).await;
+            let _ = match to {
+                Some(to) => socket.send_to(&data, to).await,
+                None => socket.send(&data).await,
+            };
+        }
+    });
+    tx
+}
+
 /// The delay of a datagram that survives, or `None` when it is dropped.
 fn delay_of(d: Decision) -> Option<Duration> {
     match d {
@@ -78,7 +100,7 @@ impl GameSite {
         let (r, l) = (received.clone(), links.clone());
         let task = tokio::spawn(async move {
             let epoch = Instant::now();
-            let mut legs: HashMap<IpAddr, Leg> = HashMap::new();
+            let mut legs: HashMap<IpAddr, (Leg, Queue)> = HashMap::new();
             let mut buf = vec![0u8; 65536];
             loop {
                 let Ok((n, from)) = socket.recv_from(&mut buf).await else {
@@ -92,9 +114,12 @@ impl GameSite {
                 if legs.len() >= MAX_SOURCES && !legs.contains_key(&from.ip()) {
                     legs.clear();
                 }
-                let leg = legs
-                    .entry(from.ip())
-                    .or_insert_with(|| Leg::new(params, derive_seed(seed, salt_of(&from.ip()))));
+                let (leg, queue) = legs.entry(from.ip()).or_insert_with(|| {
+                    (
+                        Leg::new(params, derive_seed(seed, salt_of(&from.ip()))),
+                        fifo(socket.clone()),
+                    )
+                });
                 if leg.params != params {
                     *leg = Leg::new(params, derive_seed(seed, salt_of(&from.ip())));
                 }
@@ -105,11 +130,7 @@ impl GameSite {
                 let Some(d2) = delay_of(leg.down.decide(at + d1, n)) else {
                     continue;
                 };
-                let (socket, data) = (socket.clone(), buf[..n].to_vec());
-                tokio::spawn(async move {
-                    tokio::time::sleep(d1 + d2).await;
-                    let _ = socket.send_to(&data, from).await;
-                });
+                let _ = queue.send((Instant::now() + d1 + d2, buf[..n].to_vec(), Some(from)));
             }
         });
         Ok(GameSite {
@@ -160,7 +181,7 @@ impl SiteLink {
         let task = tokio::spawn(async move {
             let epoch = Instant::now();
             let legs = Arc::new(Mutex::new(HashMap::<SocketAddr, Leg>::new()));
-            let mut clients: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
+            let mut clients: HashMap<SocketAddr, Queue> = HashMap::new();
             let mut readers = JoinSet::new();
             let mut buf = vec![0u8; 65536];
             loop {
@@ -199,27 +220,25 @@ impl SiteLink {
                             continue;
                         }
                         let s = Arc::new(s);
-                        clients.insert(from, s.clone());
+                        let up_queue = fifo(s.clone());
+                        clients.insert(from, up_queue.clone());
                         if let Ok(mut l) = legs.lock() {
                             l.insert(from, Leg::new(leg, derive_seed(seed, salt_of(&from))));
                         }
                         // Replies from upstream go back to this client across the leg.
-                        let (s2, back, legs2) = (s.clone(), socket.clone(), legs.clone());
+                        let (back, legs2) = (fifo(socket.clone()), legs.clone());
                         readers.spawn(async move {
                             let mut buf = vec![0u8; 65536];
-                            while let Ok(n) = s2.recv(&mut buf).await {
+                            while let Ok(n) = s.recv(&mut buf).await {
                                 let d = legs2.lock().ok().and_then(|mut l| {
                                     delay_of(l.get_mut(&from)?.down.decide(epoch.elapsed(), n))
                                 });
                                 let Some(d) = d else { continue };
-                                let (back, data) = (back.clone(), buf[..n].to_vec());
-                                tokio::spawn(async move {
-                                    tokio::time::sleep(d).await;
-                                    let _ = back.send_to(&data, from).await;
-                                });
+                                let _ =
+                                    back.send((Instant::now() + d, buf[..n].to_vec(), Some(from)));
                             }
                         });
-                        s
+                        up_queue
                     }
                 };
                 let d = legs
@@ -227,11 +246,7 @@ impl SiteLink {
                     .ok()
                     .and_then(|mut l| delay_of(l.get_mut(&from)?.up.decide(epoch.elapsed(), n)));
                 let Some(d) = d else { continue };
-                let data = buf[..n].to_vec();
-                tokio::spawn(async move {
-                    tokio::time::sleep(d).await;
-                    let _ = up.send(&data).await;
-                });
+                let _ = up.send((Instant::now() + d, buf[..n].to_vec(), None));
             }
         });
         Ok(SiteLink {
