@@ -125,8 +125,103 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
             bail!("{}: no traffic came back through the mesh", p.policy);
         }
     }
+    println!();
+    lower_ping(opts.seconds, opts.rate, opts.seed).await?;
     println!("\nCleaned up: nodes and billing stopped, temporary directory removed.");
     Ok(())
+}
+
+/// The ping drop: the client routes on the whole path in a world where the nearest node is
+/// the wrong exit and a relayed route beats the direct one, then plays the same echo traffic
+/// directly and through PLG. Fails if the client does not take the better route.
+pub async fn lower_ping(seconds: f64, rate: u32, seed: u64) -> Result<()> {
+    use crate::site::{World, WorldSpec};
+    use crate::traffic::{self, TrafficSpec};
+    use plg_client::{CaptureMode, ConnectRequest, Controller, Progress};
+
+    let spec = WorldSpec::nearest_is_wrong(seed);
+    println!("Lower ping: the route on the whole path (a second world on loopback)");
+    println!(
+        "  the internet: direct to the game server {} each way;",
+        crate::report::describe(&spec.direct)
+    );
+    for n in &spec.nodes {
+        println!(
+            "  node {:<5} {} from you, {} from the game server (each way)",
+            n.name,
+            crate::report::describe(&n.to_client),
+            crate::report::describe(&n.to_game)
+        );
+    }
+    let world = World::start(&spec).await?;
+    let result = async {
+        let gamer = world.gamer("ping@example.com").await?;
+        eprintln!("waiting for the nodes to measure the game server and tell billing…");
+        world
+            .wait_measured(&gamer, std::time::Duration::from_secs(60))
+            .await?;
+        let verdict = std::sync::Mutex::new(String::new());
+        let req = ConnectRequest {
+            capture: CaptureMode::Proxy {
+                listen: "127.0.0.1:0".parse()?,
+                server: None,
+            },
+            keep_alive: false,
+            ..ConnectRequest::new(crate::local_mesh::DEMO_GAME)
+        };
+        let ctl = Controller::connect(gamer, world.ca_pem.clone(), req, |p| {
+            if let Progress::Advice(a) = p
+                && let Ok(mut v) = verdict.lock()
+            {
+                *v = a;
+            }
+        })
+        .await?;
+        let mut verdict = verdict.into_inner().unwrap_or_default();
+        for (name, node, _, _) in &world.nodes {
+            verdict = verdict.replace(&node.node_id, name);
+        }
+        let info = ctl.info();
+        let exit = world.name_of(&info.node.id).unwrap_or("?").to_owned();
+        println!("  the client says: {verdict}");
+        let t = TrafficSpec {
+            rate,
+            duration: std::time::Duration::from_secs_f64(seconds),
+            ..TrafficSpec::default()
+        };
+        let direct = traffic::run(world.game.addr, t.clone()).await?;
+        let local = info
+            .local_addr
+            .ok_or_else(|| anyhow::anyhow!("no local port"))?;
+        let via = traffic::run(local, t).await?;
+        ctl.stop().await;
+        println!(
+            "\n  {:<24} {:>18} {:>8}",
+            "route", "RTT p50 / p99 ms", "loss"
+        );
+        for (name, r) in [
+            ("direct (no PLG)", &direct),
+            (&*format!("PLG via {exit}"), &via),
+        ] {
+            println!(
+                "  {name:<24} {:>18} {:>7.1}%",
+                format!("{:.1} / {:.1}", r.rtt_ms(0.5), r.rtt_ms(0.99)),
+                r.loss_percent()
+            );
+        }
+        println!(
+            "  median ping {:.0} % lower through PLG ({} echoes each way)",
+            100.0 * (1.0 - via.rtt_ms(0.5) / direct.rtt_ms(0.5).max(1e-9)),
+            direct.sent
+        );
+        if exit != "far" {
+            bail!("the client chose {exit}, not the far node: {verdict}");
+        }
+        Ok(())
+    }
+    .await;
+    world.stop().await;
+    result
 }
 
 async fn drive(h: &mut Harness, s: &Scenario) -> Result<(DirectReport, RunReport)> {

@@ -316,7 +316,44 @@ pub struct World {
     _dir: tempfile::TempDir,
 }
 
+impl WorldSpec {
+    /// The example and the demo's: the direct route is 95 ms with 2 % loss each way;
+    /// node `near` is 8 ms from the client but 90 ms from the game server; node `far` is
+    /// 25 ms + 30 ms. The nearest node is the wrong exit.
+    pub fn nearest_is_wrong(seed: u64) -> WorldSpec {
+        let one_way = |ms: f64, loss_pct: f64| Impairment {
+            delay_ms: ms,
+            loss_pct,
+            ..Impairment::default()
+        };
+        WorldSpec {
+            direct: one_way(47.5, 2.0),
+            nodes: vec![
+                SiteNode {
+                    name: "near".into(),
+                    to_client: one_way(4.0, 0.0),
+                    to_game: one_way(45.0, 0.0),
+                },
+                SiteNode {
+                    name: "far".into(),
+                    to_client: one_way(12.5, 0.0),
+                    to_game: one_way(15.0, 0.0),
+                },
+            ],
+            seed,
+        }
+    }
+}
+
 impl World {
+    /// The name a node was started under, from its id.
+    pub fn name_of(&self, id: &str) -> Option<&str> {
+        self.nodes
+            .iter()
+            .find(|n| n.1.node_id == id)
+            .map(|n| n.0.as_str())
+    }
+
     /// Starts billing, the game server and the nodes of `spec`.
     pub async fn start(spec: &WorldSpec) -> anyhow::Result<World> {
         use anyhow::Context;

@@ -1,6 +1,6 @@
 //! Route choice with real nodes on loopback: the simulator's links put the nearest node 8 ms
 //! from the client but 90 ms from the game server, another node 25 ms + 30 ms, and the direct
-//! route at 95 ms. The nodes measure their exit→game legs themselves (catalog probes through
+//! route at 95 ms with 2 % loss each way. The nodes measure their exit→game legs themselves (catalog probes through
 //! the game site's per-source links), billing relays the figures, and the client must pick
 //! the far node as its exit and deliver the lower ping it promised.
 
@@ -8,38 +8,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use plg_client::{CaptureMode, ConnectRequest, Controller, Progress, Redundancy};
-use plg_sim::link::Impairment;
 use plg_sim::local_mesh::DEMO_GAME;
-use plg_sim::site::{SiteNode, World, WorldSpec};
+use plg_sim::site::{World, WorldSpec};
 use plg_sim::traffic::{self, TrafficSpec};
-
-fn one_way(ms: f64) -> Impairment {
-    Impairment {
-        delay_ms: ms,
-        ..Impairment::default()
-    }
-}
-
-/// The example: direct 95 ms; `near` 8 ms away but 90 ms from the server; `far`
-/// 25 ms + 30 ms.
-pub fn trap() -> WorldSpec {
-    WorldSpec {
-        direct: one_way(47.5),
-        nodes: vec![
-            SiteNode {
-                name: "near".into(),
-                to_client: one_way(4.0),
-                to_game: one_way(45.0),
-            },
-            SiteNode {
-                name: "far".into(),
-                to_client: one_way(12.5),
-                to_game: one_way(15.0),
-            },
-        ],
-        seed: 7,
-    }
-}
 
 async fn ping(addr: SocketAddr) -> traffic::TrafficReport {
     traffic::run(
@@ -56,7 +27,7 @@ async fn ping(addr: SocketAddr) -> traffic::TrafficReport {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_nearest_node_is_not_the_exit_when_another_is_closer_to_the_game() {
-    let world = World::start(&trap()).await.unwrap();
+    let world = World::start(&WorldSpec::nearest_is_wrong(7)).await.unwrap();
     let gamer = world.gamer("trap@example.com").await.unwrap();
     // The exits measure the game server and announce it (every 10 s); billing relays it.
     let offered = world
@@ -123,14 +94,15 @@ async fn the_nearest_node_is_not_the_exit_when_another_is_closer_to_the_game() {
         via.rtt_ms(0.99),
         via.loss_percent()
     );
-    // 95 ms direct vs 25 + 30 = 55 ms planned; a few ms of loopback and timer overhead.
+    // 95 ms direct (2 % loss each way) vs 25 + 30 = 55 ms planned; a few ms of loopback and
+    // timer overhead.
     assert!(direct.rtt_ms(0.5) >= 94.0, "{}", direct.rtt_ms(0.5));
     assert!(
         (54.0..75.0).contains(&via.rtt_ms(0.5)),
         "through PLG {} ms",
         via.rtt_ms(0.5)
     );
-    assert_eq!((direct.received, via.received), (direct.sent, via.sent));
+    assert_eq!(via.received, via.sent, "no loss on the relayed route");
     let route = ctl.route();
     assert!(route.exit_game.is_some(), "{route:?}");
     let (_, report) = ctl.finish().await;
