@@ -26,37 +26,7 @@ pub const MAX_PROBES: usize = 8;
 /// Longest `probes_source` text.
 const MAX_PROBES_SOURCE: usize = 1024;
 
-/// A game server's query protocol, which nodes speak to measure RTT to its servers.
-/// (`plg_proto::query::QueryKind` is the wire-side twin; billing only names it.)
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum QueryKind {
-    /// PLG's echo probe (the local demo's game server echoes datagrams).
-    Echo,
-    /// Source engine `A2S_INFO`.
-    A2s,
-    /// Quake 3 `getinfo`.
-    Q3,
-}
-
-impl QueryKind {
-    /// Every kind, in documentation order.
-    pub const ALL: [QueryKind; 3] = [QueryKind::A2s, QueryKind::Q3, QueryKind::Echo];
-
-    /// The wire name (`a2s`, `q3`, `echo`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            QueryKind::Echo => "echo",
-            QueryKind::A2s => "a2s",
-            QueryKind::Q3 => "q3",
-        }
-    }
-
-    /// Parses a wire name.
-    pub fn parse(s: &str) -> Option<QueryKind> {
-        QueryKind::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-}
+pub use plg_proto::query::QueryKind;
 
 /// Whether `addr` is a globally routable unicast address with a port: the rule the node
 /// applies to destinations (`plg_node::policy::is_public`), applied here to catalog probes.
@@ -388,7 +358,7 @@ fn from_row(
 ) -> anyhow::Result<Game> {
     // A query kind this build doesn't know (written by a newer one) is not a reason to
     // refuse the game: it is served as "none".
-    let query = query.as_deref().and_then(QueryKind::parse);
+    let query = query.as_deref().and_then(|q| q.parse::<QueryKind>().ok());
     let probes: Vec<String> = serde_json::from_str(&probes).context("games.probes")?;
     Ok(Game {
         id,
@@ -605,7 +575,7 @@ fn validated(
 ) -> Result<GameSeed, ApiError> {
     let query = match input.query.as_deref() {
         None => None,
-        Some(q) => Some(QueryKind::parse(q).ok_or_else(|| {
+        Some(q) => Some(q.parse::<QueryKind>().map_err(|_| {
             ApiError::bad_request(
                 "invalid_query",
                 format!("query {q:?} is not one of a2s, q3, echo"),
@@ -905,8 +875,8 @@ mod tests {
             assert!(!is_public(a(private)), "{private}");
         }
         assert!(is_public(a("155.133.226.71:27015")));
-        assert_eq!(QueryKind::parse("a2s"), Some(QueryKind::A2s));
-        assert_eq!(QueryKind::parse("A2S"), None);
+        assert_eq!("a2s".parse::<QueryKind>().ok(), Some(QueryKind::A2s));
+        assert!("A2S".parse::<QueryKind>().is_err());
         assert_eq!(serde_json::to_string(&QueryKind::Q3).unwrap(), "\"q3\"");
     }
 

@@ -80,6 +80,8 @@ pub struct ConnectRequest {
     pub probes: u32,
     /// Renew and re-probe (false: the session ends at ticket expiry; tests and benches).
     pub keep_alive: bool,
+    /// How often a running session re-evaluates its route ([`REEVALUATE`]).
+    pub reevaluate: Duration,
 }
 
 impl ConnectRequest {
@@ -98,6 +100,7 @@ impl ConnectRequest {
             protection: Protection::Auto,
             probes: route::PROBES,
             keep_alive: true,
+            reevaluate: REEVALUATE,
         }
     }
 }
@@ -752,6 +755,7 @@ impl Controller {
             ca_pem,
             game: req.game.clone(),
             keep_alive: req.keep_alive,
+            reevaluate: req.reevaluate.max(Duration::from_secs(1)),
             grant,
             valid_until: tokio::time::Instant::now(),
             ticket,
@@ -869,6 +873,7 @@ struct Runner {
     ca_pem: String,
     game: String,
     keep_alive: bool,
+    reevaluate: Duration,
     grant: SessionGrant,
     /// When the current ticket runs out (monotonic clock, see [`ticket_schedule`]).
     valid_until: tokio::time::Instant,
@@ -924,7 +929,7 @@ impl Runner {
         let (renew_in, valid_for) = ticket_schedule(&self.grant);
         let mut renew_at = now() + renew_in;
         self.valid_until = now() + valid_for;
-        let mut reevaluate_at = tokio::time::Instant::now() + REEVALUATE;
+        let mut reevaluate_at = tokio::time::Instant::now() + self.reevaluate;
         let mut job: Option<JoinHandle<Job>> = None;
         let mut last_error: Option<String> = None;
         let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -1118,7 +1123,7 @@ impl Runner {
                         self.route.send_modify(|r| r.recommended = None);
                         job = Some(tokio::spawn(async move { Job::Better(move_to(exit, ca, ticket, why).await) }));
                     } else if tokio::time::Instant::now() >= reevaluate_at {
-                        reevaluate_at = tokio::time::Instant::now() + REEVALUATE;
+                        reevaluate_at = tokio::time::Instant::now() + self.reevaluate;
                         let (billing, game, grant_nodes, ca) = (self.billing.clone(), self.game.clone(), self.grant.nodes.clone(), self.ca_pem.clone());
                         let current = self.info.borrow().node.id.clone();
                         let direct = self.route.borrow().direct;

@@ -189,7 +189,7 @@ pub async fn lower_ping(seconds: f64, rate: u32, seed: u64) -> Result<()> {
             duration: std::time::Duration::from_secs_f64(seconds),
             ..TrafficSpec::default()
         };
-        let direct = traffic::run(world.game.addr, t.clone()).await?;
+        let direct = traffic::run(world.game.addr, t).await?;
         let local = info
             .local_addr
             .ok_or_else(|| anyhow::anyhow!("no local port"))?;

@@ -346,6 +346,22 @@ impl WorldSpec {
 }
 
 impl World {
+    /// Sets node `name`'s exit→game leg (one way, both directions) from now on.
+    pub fn set_to_game(&self, name: &str, leg: Impairment) {
+        if let Some(k) = self.nodes.iter().position(|n| n.0 == name) {
+            self.game
+                .set_link(IpAddr::from([127, 0, 0, 10 + k as u8]), leg);
+        }
+    }
+
+    /// The id of the node started as `name`.
+    pub fn id_of(&self, name: &str) -> Option<String> {
+        self.nodes
+            .iter()
+            .find(|n| n.0 == name)
+            .map(|n| n.1.node_id.clone())
+    }
+
     /// The name a node was started under, from its id.
     pub fn name_of(&self, id: &str) -> Option<&str> {
         self.nodes

@@ -7,7 +7,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use plg_client::{CaptureMode, ConnectRequest, Controller, Progress, Redundancy};
+use plg_client::{CaptureMode, ConnectRequest, Controller, Progress, Redundancy, SessionEvent};
+use plg_sim::link::Impairment;
 use plg_sim::local_mesh::DEMO_GAME;
 use plg_sim::site::{World, WorldSpec};
 use plg_sim::traffic::{self, TrafficSpec};
@@ -108,5 +109,120 @@ async fn the_nearest_node_is_not_the_exit_when_another_is_closer_to_the_game() {
     let (_, report) = ctl.finish().await;
     println!("{}", serde_json::to_string(&report).unwrap());
     assert_eq!(report.exit, far);
+    world.stop().await;
+}
+
+/// Mid-match, the exit's leg to the game server degrades: the client recommends the other
+/// exit but keeps the game on its exit (a new source address would cost the match) until the
+/// game has been idle for 30 s, then moves — and the game carries on through the new exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_better_exit_is_recommended_during_play_and_taken_between_matches() {
+    let world = World::start(&WorldSpec::nearest_is_wrong(8)).await.unwrap();
+    let gamer = world.gamer("match@example.com").await.unwrap();
+    world
+        .wait_measured(&gamer, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let (near, far) = (world.id_of("near").unwrap(), world.id_of("far").unwrap());
+    let req = ConnectRequest {
+        capture: CaptureMode::Proxy {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            server: None,
+        },
+        paths: 1,
+        redundancy: Redundancy::Single,
+        keep_alive: false,
+        reevaluate: Duration::from_secs(2),
+        ..ConnectRequest::new(DEMO_GAME)
+    };
+    let mut ctl = Controller::connect(gamer, world.ca_pem.clone(), req, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(ctl.info().node.id, far);
+    let local = ctl.info().local_addr.unwrap();
+    // The match: 20 packets/s through the session until told to stop.
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let play = tokio::spawn(async move {
+        let game = traffic::run(
+            local,
+            TrafficSpec {
+                rate: 20,
+                duration: Duration::from_secs(120),
+                ..Default::default()
+            },
+        );
+        tokio::select! {
+            r = game => Some(r.unwrap()),
+            _ = stop_rx => None,
+        }
+    });
+    // far → game goes from 15 to 60 ms each way: far is now 25 + 120 = 145 ms, near 98 ms.
+    let degraded = std::time::Instant::now();
+    world.set_to_game(
+        "far",
+        Impairment {
+            delay_ms: 60.0,
+            ..Impairment::default()
+        },
+    );
+    let recommended = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            match ctl.next_event().await {
+                Some(SessionEvent::Recommend { exit, text }) => break (exit, text),
+                Some(SessionEvent::Moved { why }) => panic!("moved during play: {why}"),
+                Some(_) => {}
+                None => panic!("the session ended"),
+            }
+        }
+    })
+    .await
+    .expect("no recommendation within 60 s of the leg degrading");
+    println!(
+        "{:.1} s after the exit→game leg degraded: {}",
+        degraded.elapsed().as_secs_f64(),
+        recommended.1
+    );
+    assert_eq!(recommended.0, near);
+    // Still playing on the old exit: the game server must keep seeing the same source.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(ctl.info().node.id, far, "the exit changed mid-match");
+    // The match ends; the game goes quiet.
+    let _ = stop_tx.send(());
+    assert!(play.await.unwrap().is_none());
+    let idle = std::time::Instant::now();
+    let why = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            match ctl.next_event().await {
+                Some(SessionEvent::Moved { why }) => break why,
+                Some(_) => {}
+                None => panic!("the session ended"),
+            }
+        }
+    })
+    .await
+    .expect("the session did not move within 60 s of the game going idle");
+    println!(
+        "{:.1} s after the game went idle: {why}",
+        idle.elapsed().as_secs_f64()
+    );
+    assert!(
+        idle.elapsed() >= Duration::from_secs(29),
+        "{:?}",
+        idle.elapsed()
+    );
+    assert_eq!(ctl.info().node.id, near);
+    // The next match runs through the new exit: 98 ms instead of 145.
+    let next = ping(ctl.info().local_addr.unwrap()).await;
+    println!(
+        "next match through near: p50 {:.1} ms, {} of {} answered",
+        next.rtt_ms(0.5),
+        next.received,
+        next.sent
+    );
+    assert_eq!(next.received, next.sent);
+    assert!(next.rtt_ms(0.5) < 120.0, "{}", next.rtt_ms(0.5));
+    let (_, report) = ctl.finish().await;
+    assert_eq!(report.exit, near);
+    assert_eq!(report.route_events.len(), 2, "{:?}", report.route_events);
     world.stop().await;
 }

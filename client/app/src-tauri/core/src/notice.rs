@@ -43,6 +43,10 @@ pub enum NoticeKind {
     PlanExpired,
     /// A catalog game is running.
     GameDetected,
+    /// Another exit would lower the ping; taken between matches.
+    BetterRoute,
+    /// The session moved to an exit with a lower ping (the game was idle).
+    RouteChanged,
 }
 
 /// What happened, with its details.
@@ -69,6 +73,10 @@ pub enum What<'a> {
     PlanExpired,
     /// A catalog game is running.
     GameDetected { name: &'a str },
+    /// Exit `exit` would lower the ping (`text`: the client's verdict, in English).
+    BetterRoute { exit: &'a str, text: &'a str },
+    /// The session moved to a better exit while the game was idle (`why`, in English).
+    RouteChanged { why: &'a str },
 }
 
 /// The notice for `what` in `lang`.
@@ -88,6 +96,33 @@ pub fn notice(what: What<'_>, lang: Language) -> Notice {
                 format!("Сессия перенесена на узел {to} после {gap_ms} мс без ответа")
             } else {
                 format!("The session moved to node {to} after {gap_ms} ms without replies")
+            },
+        ),
+        What::BetterRoute { exit, text } => (
+            NoticeKind::BetterRoute,
+            false,
+            if ru {
+                "Найден маршрут лучше"
+            } else {
+                "Better route found"
+            }
+            .to_owned(),
+            if ru {
+                format!(
+                    "Через узел {exit} пинг будет ниже; сессия перейдёт на него, когда игра 30 с ничего не отправит (между матчами)"
+                )
+            } else {
+                text.to_owned()
+            },
+        ),
+        What::RouteChanged { why } => (
+            NoticeKind::RouteChanged,
+            true,
+            if ru { "Маршрут сменён" } else { "Route changed" }.to_owned(),
+            if ru {
+                "Игра простаивала: сессия перенесена на узел с меньшим пингом".to_owned()
+            } else {
+                why.to_owned()
             },
         ),
         What::NodeLost { reason } => (

@@ -427,6 +427,8 @@ async fn run(
                         summary.ended_by = EndedBy::TicketExpired;
                         What::TicketExpired
                     }
+                    SessionEvent::Recommend { exit, text } => What::BetterRoute { exit, text },
+                    SessionEvent::Moved { why } => What::RouteChanged { why },
                     other => {
                         tracing::info!(event = ?other, "session event");
                         continue;
