@@ -896,7 +896,7 @@ enum Job {
     RenewedInPlace((SessionGrant, Vec<u8>)),
     /// A re-evaluation: the plan (keeping the current exit unless another is clearly
     /// better) and the nodes it was made from.
-    Evaluated(Option<(RoutePlan, Vec<NodeInfo>)>),
+    Evaluated(Option<Evaluation>),
     Better(Option<(NodeInfo, Tunnel, String)>),
 }
 
@@ -1037,23 +1037,17 @@ impl Runner {
                             }
                             self.emit(SessionEvent::Moved { why }).await;
                         }
-                        Ok(Job::Evaluated(Some((plan, nodes)))) => {
+                        Ok(Job::Evaluated(Some(Evaluation { plan, current: now_plan, nodes }))) => {
                             let current = self.info.borrow().node.id.clone();
                             let summary = plan.summary();
-                            let exit_game = plan
-                                .routes
-                                .first()
-                                .filter(|_| plan.exit == current)
-                                .and_then(|r| r.to_game);
+                            let exit_game = now_plan.as_ref().and_then(|p| p.routes.first()).and_then(|r| r.to_game);
                             self.lock_record().report.route_now = summary.clone();
                             let better = (plan.exit != current && self.pinned.is_none())
                                 .then(|| plan.exit.clone());
                             let told = self.route.borrow().recommended.clone();
                             self.route.send_modify(|r| {
                                 r.summary = summary.clone();
-                                if plan.exit == current {
-                                    r.exit_game = exit_game;
-                                }
+                                r.exit_game = exit_game;
                                 r.recommended = better.clone();
                             });
                             if !nodes.is_empty() {
@@ -1062,8 +1056,14 @@ impl Runner {
                             if let Some(exit) = better
                                 && told.as_deref() != Some(exit.as_str())
                             {
+                                let ms = |p: Option<&RoutePlan>| {
+                                    p.and_then(|p| p.expected)
+                                        .map_or_else(|| "?".to_owned(), |l| format!("{:.0}", l.rtt.as_secs_f64() * 1000.0))
+                                };
                                 let text = format!(
-                                    "{summary}: a better exit than {current}; the session moves there once the game has been idle for {} s (between matches)",
+                                    "{exit} is a better exit than {current} ({} ms to the game instead of {}); the session moves there once the game has been idle for {} s (between matches)",
+                                    ms(Some(&plan)),
+                                    ms(now_plan.as_ref()),
                                     EXIT_CHANGE_IDLE.as_secs()
                                 );
                                 self.lock_record().report.route_events.push(text.clone());
@@ -1169,7 +1169,7 @@ async fn reevaluate(
     current: String,
     direct: Option<Leg>,
     server: Option<SocketAddr>,
-) -> Option<(RoutePlan, Vec<NodeInfo>)> {
+) -> Option<Evaluation> {
     let nodes = match billing.route_preview(&game).await {
         Ok(p) if !p.nodes.is_empty() => p.nodes,
         _ => grant_nodes,
@@ -1177,7 +1177,21 @@ async fn reevaluate(
     let ranked = route::probe_nodes(&nodes, &ca, 3).await;
     let mut m = route::measurements(&ranked, None, server.map(|s| s.ip()));
     m.direct = direct;
-    Some((route::choose(&m, Some(&current))?, nodes))
+    Some(Evaluation {
+        plan: route::choose(&m, Some(&current))?,
+        current: route::choose_exit(&m, &current),
+        nodes,
+    })
+}
+
+/// What a re-evaluation found.
+struct Evaluation {
+    /// The best plan (the current exit unless another is clearly better).
+    plan: RoutePlan,
+    /// The current exit's own plan (`None`: it no longer answers).
+    current: Option<RoutePlan>,
+    /// The nodes it was made from.
+    nodes: Vec<NodeInfo>,
 }
 
 /// Opens the session on `node` (same ticket: a node takes any valid one).

@@ -217,10 +217,17 @@ impl RoutePlan {
                 ms0(d.rtt),
                 ms0(e.rtt)
             ),
+            (Some(d), Some(e)) if e.rtt > d.rtt => format!(
+                "{direct} ({:.0} % loss) → via {via} {} ms ({:.0} % loss): +{:.0} % ping for less loss",
+                d.loss * 100.0,
+                ms0(e.rtt),
+                e.loss * 100.0,
+                -self.reduction().unwrap_or(0.0) * 100.0
+            ),
             (Some(_), Some(e)) => format!(
                 "{direct} → via {via} {} ms (−{:.0} %)",
                 ms0(e.rtt),
-                (self.reduction().unwrap_or(0.0) * 100.0).max(0.0)
+                self.reduction().unwrap_or(0.0) * 100.0
             ),
             (None, Some(e)) => format!("{direct} → via {via} {} ms", ms0(e.rtt)),
         }
@@ -757,6 +764,13 @@ mod tests {
         let mut m = measured(Some(20), &[("a", 6)], &[("a", 16)], &[]);
         m.direct.as_mut().unwrap().loss = 0.02;
         assert!(!choose(&m, None).unwrap().direct_is_better());
+        // A route slower than direct but clean wins on loss, and the line says so.
+        let mut m = measured(Some(40), &[("a", 10)], &[("a", 34)], &[]);
+        m.direct.as_mut().unwrap().loss = 0.05;
+        assert_eq!(
+            choose(&m, None).unwrap().summary(),
+            "direct 40 ms (5 % loss) → via a 44 ms (0 % loss): +10 % ping for less loss"
+        );
     }
 
     #[test]

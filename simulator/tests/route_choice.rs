@@ -131,7 +131,7 @@ async fn a_better_exit_is_recommended_during_play_and_taken_between_matches() {
         },
         paths: 1,
         redundancy: Redundancy::Single,
-        keep_alive: false,
+        keep_alive: true,
         reevaluate: Duration::from_secs(2),
         ..ConnectRequest::new(DEMO_GAME)
     };
