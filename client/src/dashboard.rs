@@ -152,6 +152,11 @@ pub struct Monitor {
     pub accelerated: Series,
     /// RTT to the game server directly (if it answers probes).
     pub direct: Series,
+    /// Game RTT through PLG as the route knows it: node ping + the exit's own exit→game
+    /// figure (for games whose servers do not echo).
+    pub via_exit: Series,
+    /// The route verdict (`direct 94 ms → via fra-2 61 ms (−35 %)`).
+    pub verdict: String,
     /// Latest path state.
     pub paths: PathsView,
     /// Node currently carrying the session.
@@ -168,6 +173,8 @@ impl Monitor {
             started: Instant::now(),
             node: Series::default(),
             accelerated: Series::default(),
+            via_exit: Series::default(),
+            verdict: String::new(),
             direct: Series::default(),
             paths: PathsView::default(),
             route,
@@ -205,6 +212,15 @@ impl Monitor {
         ];
     }
 
+    /// Records the route's live figures (see [`crate::RouteView`]).
+    pub fn route_view(&mut self, r: &crate::RouteView) {
+        let t = self.t();
+        if let Some(p) = r.plg {
+            self.via_exit.push(t, Some(p.as_secs_f64() * 1000.0));
+        }
+        self.verdict = r.summary.clone();
+    }
+
     /// Records a ping result.
     pub fn ping(&mut self, p: Ping) {
         let t = self.t();
@@ -235,6 +251,9 @@ impl Monitor {
         if let Some(a) = self.accelerated.last() {
             s.push_str(&format!("   game ping via node {a:.2} ms"));
         }
+        if let Some(v) = self.via_exit.last() {
+            s.push_str(&format!("   via PLG (node + exit→game) {v:.2} ms"));
+        }
         if let Some(d) = self.direct.last() {
             s.push_str(&format!("   direct {d:.2} ms"));
         }
@@ -246,7 +265,7 @@ impl Monitor {
         let [head, chart, summary, paths, log] = Layout::vertical([
             Constraint::Length(3),
             Constraint::Min(8),
-            Constraint::Length(6),
+            Constraint::Length(7),
             Constraint::Length(self.paths.paths.len() as u16 + 4),
             Constraint::Length(LOG_LINES as u16 + 2),
         ])
@@ -256,8 +275,9 @@ impl Monitor {
         let head_text = Line::from(vec![
             Span::styled(&self.title, Style::new().add_modifier(Modifier::BOLD)),
             Span::raw(format!(
-                "   route: {}   up {:02}:{:02}:{:02}   ",
+                "   route: {}   {}   up {:02}:{:02}:{:02}   ",
                 self.route,
+                self.verdict,
                 d / 3600,
                 d / 60 % 60,
                 d % 60
@@ -273,6 +293,7 @@ impl Monitor {
             ("direct", Color::Red, self.direct.chart_points()),
             ("accelerated", Color::Green, self.accelerated.chart_points()),
             ("node ping", Color::Cyan, self.node.chart_points()),
+            ("via exit", Color::Yellow, self.via_exit.chart_points()),
         ];
         let t = self.t();
         let x0 = (t - WINDOW as f64).max(0.0);
@@ -328,6 +349,7 @@ impl Monitor {
                 row("direct", &self.direct),
                 row("accelerated", &self.accelerated),
                 row("node ping", &self.node),
+                row("via exit", &self.via_exit),
             ],
             [
                 Constraint::Length(12),

@@ -609,6 +609,14 @@ async fn bench_session(ctl: &Controller, seconds: u64, rate: u32) -> Result<()> 
             r
         }
     };
+    let route = ctl.route();
+    println!("route: {}", route.summary);
+    if let Some(g) = route.exit_game {
+        println!(
+            "the exit measures {:.1} ms to the game server itself (its own probes)",
+            g.rtt.as_secs_f64() * 1000.0
+        );
+    }
     let direct = run("direct", target).await.context("direct run")?;
     let via = run("through PLG", local)
         .await
@@ -875,6 +883,7 @@ async fn live(mut ctl: Controller, tui: bool) -> Result<()> {
             _ = tick.tick() => {
                 ticks += 1;
                 m.sample(ctl.stats(), &ctl.paths());
+                m.route_view(&ctl.route());
                 match screen.as_mut() {
                     Some(s) => {
                         if let Err(e) = s.draw(&m) {

@@ -19,6 +19,8 @@ const tick = (secs: number, states: ("up" | "suspect" | "waiting")[] = []): Tick
   dropped: 0,
   direct: null,
   accelerated: null,
+  via_exit_ms: null,
+  verdict: "",
 });
 
 describe("views", () => {

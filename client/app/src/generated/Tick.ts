@@ -57,4 +57,13 @@ direct: Sample | null,
 /**
  * Echo probe through the session (demo game only).
  */
-accelerated: Sample | null, };
+accelerated: Sample | null, 
+/**
+ * Game RTT through PLG as the route knows it for any game: the node RTT plus the exit's
+ * own exit→game figure, ms (`None` until the exit has measured the game server).
+ */
+via_exit_ms: number | null, 
+/**
+ * The route verdict (`direct 94 ms → via fra-2 61 ms (−35 %)`, or that direct is better).
+ */
+verdict: string, };

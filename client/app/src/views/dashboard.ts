@@ -85,7 +85,8 @@ export function dashboard(ctx: Ctx): HTMLElement {
   const probing = s.probing;
   const routes = activeRoutes(last);
   const primary = last?.paths.find((p) => p.id === last.primary);
-  const ping = probing ? last?.accelerated?.rtt_ms : last?.node_rtt_ms;
+  const viaExit = !probing && last?.via_exit_ms != null;
+  const ping = probing ? last?.accelerated?.rtt_ms : viaExit ? last?.via_exit_ms : last?.node_rtt_ms;
   const loss = probing ? last?.accelerated?.loss_pct : primary?.loss_pct;
   const jitter = probing ? last?.accelerated?.jitter_ms : primary?.rttvar_ms;
   const cmp = (v: number | null | undefined) => (probing && v !== undefined && v !== null ? `${t("dash.direct")}: ` : null);
@@ -104,11 +105,12 @@ export function dashboard(ctx: Ctx): HTMLElement {
     ),
     s.local_addr && !probing ? h("div", { class: "banner" }, t("dash.point", { addr: s.local_addr })) : null,
     h("div", { class: "stats" },
-      stat(t("dash.ping"), ms(ping), probing ? `${cmp(ping)}${ms(last?.direct?.rtt_ms)}` : t("dash.node"), "stat-ping"),
+      stat(t("dash.ping"), ms(ping), probing ? `${cmp(ping)}${ms(last?.direct?.rtt_ms)}` : viaExit ? t("dash.via_exit") : t("dash.node"), "stat-ping"),
       stat(t("dash.loss"), pct(loss), probing ? `${cmp(loss)}${pct(last?.direct?.loss_pct)}` : null, "stat-loss"),
       stat(t("dash.jitter"), ms(jitter), probing ? `${cmp(jitter)}${ms(last?.direct?.jitter_ms)}` : null, "stat-jitter"),
       stat(t("dash.traffic"), `↑ ${bytes(last?.bytes_up ?? 0)}`, `↓ ${bytes(last?.bytes_down ?? 0)} · ${last?.packets_up ?? 0}/${last?.packets_down ?? 0} pkts`, "stat-traffic"),
     ),
+    last?.verdict ? h("p", { class: "muted small", "data-testid": "route-verdict" }, last.verdict) : null,
     h("div", { class: "cols" },
       h("section", { class: "card paths", "data-testid": "paths" },
         h("h2", { "data-testid": "routes-active" }, routes === 1 ? t("dash.route1") : t("dash.routes", { n: routes })),

@@ -154,6 +154,11 @@ pub struct Tick {
     pub direct: Option<Sample>,
     /// Echo probe through the session (demo game only).
     pub accelerated: Option<Sample>,
+    /// Game RTT through PLG as the route knows it for any game: the node RTT plus the exit's
+    /// own exit→game figure, ms (`None` until the exit has measured the game server).
+    pub via_exit_ms: Option<f64>,
+    /// The route verdict (`direct 94 ms → via fra-2 61 ms (−35 %)`, or that direct is better).
+    pub verdict: String,
 }
 
 /// Averages of the probe samples over a session.
@@ -342,6 +347,7 @@ impl Session {
 
 fn tick(p: &Controller, secs: f64) -> Tick {
     let s = p.stats();
+    let route = p.route();
     let view = p.paths();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let rtt = s.rtt_us.load(Ordering::Relaxed);
@@ -378,6 +384,8 @@ fn tick(p: &Controller, secs: f64) -> Tick {
         dropped: s.dropped.load(Ordering::Relaxed),
         direct: None,
         accelerated: None,
+        via_exit_ms: route.plg.map(ms),
+        verdict: route.summary,
     }
 }
 
