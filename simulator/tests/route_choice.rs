@@ -226,3 +226,64 @@ async fn a_better_exit_is_recommended_during_play_and_taken_between_matches() {
     assert_eq!(report.route_events.len(), 2, "{:?}", report.route_events);
     world.stop().await;
 }
+
+/// Where the direct route is best the client says so before connecting; a gamer who
+/// connects anyway gets the legs' sum plus what PLG itself adds (printed, not asserted: a
+/// figure for docs/benchmarks.md, which this 2-core box's noise would make a flaky assert).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn where_direct_is_best_the_client_says_so() {
+    let leg = |ms: f64| Impairment {
+        delay_ms: ms,
+        ..Impairment::default()
+    };
+    let spec = WorldSpec {
+        direct: leg(10.0),
+        nodes: vec![plg_sim::site::SiteNode {
+            name: "only".into(),
+            to_client: leg(4.0),
+            to_game: leg(8.0),
+        }],
+        seed: 9,
+    };
+    let world = World::start(&spec).await.unwrap();
+    let gamer = world.gamer("direct@example.com").await.unwrap();
+    world
+        .wait_measured(&gamer, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let advice = std::sync::Mutex::new(String::new());
+    let req = ConnectRequest {
+        capture: CaptureMode::Proxy {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            server: None,
+        },
+        paths: 1,
+        redundancy: Redundancy::Single,
+        keep_alive: false,
+        ..ConnectRequest::new(DEMO_GAME)
+    };
+    let ctl = Controller::connect(gamer, world.ca_pem.clone(), req, |p| {
+        if let Progress::Advice(a) = p {
+            *advice.lock().unwrap() = a;
+        }
+    })
+    .await
+    .unwrap();
+    let advice = advice.into_inner().unwrap();
+    println!("{advice}");
+    assert!(advice.contains("is better than any route"), "{advice}");
+    let direct = ping(world.game.addr).await;
+    let via = ping(ctl.info().local_addr.unwrap()).await;
+    // Legs: direct 2 × 10 ms; through PLG 2 × 4 + 2 × 8 = 24 ms.
+    println!(
+        "direct p50 {:.2} ms (legs 20 ms, +{:.2}); through PLG p50 {:.2} ms (legs 24 ms, +{:.2}): PLG adds {:.2} ms over the simulator's own overhead",
+        direct.rtt_ms(0.5),
+        direct.rtt_ms(0.5) - 20.0,
+        via.rtt_ms(0.5),
+        via.rtt_ms(0.5) - 24.0,
+        (via.rtt_ms(0.5) - 24.0) - 2.0 * (direct.rtt_ms(0.5) - 20.0)
+    );
+    assert_eq!(via.received, via.sent);
+    ctl.stop().await;
+    world.stop().await;
+}
