@@ -220,6 +220,60 @@ fn a_dead_relay_moves_its_path_to_a_spare_node() {
     assert_eq!(net.doubled(), 0);
 }
 
+/// A leg degrading mid-session (issue 15's target): the primary path's delay goes from 10 to
+/// 90 ms each way. Under `duplicate` the session moves its primary to the other path within
+/// 10 s, and the game sees a contiguous sequence: nothing lost, nothing doubled; the longest
+/// gap is printed and fails the test only above 250 ms.
+#[test]
+fn a_degraded_leg_moves_the_primary_within_ten_seconds_and_loses_nothing() {
+    let mut net = VirtualNet::new(NetConfig {
+        relays: vec![None, Some(1)],
+        conn: ConnConfig {
+            policy: Redundancy::Duplicate,
+            protection: Protection::Never,
+            ..ConnConfig::default()
+        },
+        ..NetConfig::default()
+    });
+    net.run(secs(5.0), Some(TICK));
+    let primary = net.client.paths_view(net.now).primary as usize;
+    let degraded_at = net.now;
+    net.impair(
+        primary,
+        Impairment {
+            delay_ms: 90.0,
+            ..Impairment::default()
+        },
+        7,
+    );
+    net.run(secs(15.0), Some(TICK));
+    let moved = net
+        .events
+        .iter()
+        .find_map(|(at, e)| match e {
+            ProxyEvent::PrimaryChanged { from, to } if *from as usize == primary => {
+                Some((*at, *to))
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("the primary never left the degraded path: {:?}", net.events));
+    let after = moved.0.saturating_duration_since(degraded_at);
+    let gap = net.longest_gap(secs(4.0), net.elapsed());
+    println!(
+        "primary path {primary} → {} {:.2} s after its leg degraded; longest gap {} ms; {} sent, {} lost, {} doubled",
+        moved.1,
+        after.as_secs_f64(),
+        gap.as_millis(),
+        net.sent(),
+        net.lost(net.sent().saturating_sub(64)),
+        net.doubled()
+    );
+    assert!(after <= secs(10.0), "{after:?}");
+    assert_eq!(net.lost(net.sent().saturating_sub(64)), 0);
+    assert_eq!(net.doubled(), 0);
+    assert!(gap <= Duration::from_millis(250), "{gap:?}");
+}
+
 #[test]
 fn a_game_with_hundreds_of_short_flows_is_never_cut_off() {
     // A server browser or a match that meets many endpoints: a new source port every 200 ms
