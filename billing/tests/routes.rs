@@ -189,10 +189,18 @@ async fn announced_measurements_are_validated_stored_and_replaced(db: Db) {
     // Old nodes announce without measurements; the answer carries the catalog's probes.
     let (status, body) = announce(&s, &b, json!({})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    // (The built-in catalog's probes come too: cs2's SDR relays, with no query protocol.)
+    let probes = body["probes"].as_array().unwrap();
+    let of = |game: &str| probes.iter().find(|p| p["game"] == game).cloned();
     assert_eq!(
-        body["probes"],
-        json!([{"game": "arena", "query": "a2s", "addrs": ["203.0.113.9:27015"]}])
+        of("arena"),
+        Some(json!({"game": "arena", "query": "a2s", "addrs": ["203.0.113.9:27015"]}))
     );
+    assert_eq!(
+        of("cs2"),
+        Some(json!({"game": "cs2", "addrs": ["155.133.248.36:27015", "162.254.197.36:27015"]}))
+    );
+    assert_eq!(probes.len(), 2, "{body}");
 
     let (status, body) = announce(
         &s,
