@@ -293,6 +293,9 @@ pub struct WorldSpec {
     pub nodes: Vec<SiteNode>,
     /// Seed of every leg's random stream.
     pub seed: u64,
+    /// List the game server as the catalog's probe (`false`: nodes learn it only from the
+    /// flows their sessions open).
+    pub catalog_probe: bool,
 }
 
 /// A whole deployment on loopback with an internet between its sites: billing (in-process,
@@ -341,6 +344,7 @@ impl WorldSpec {
                 },
             ],
             seed,
+            catalog_probe: true,
         }
     }
 }
@@ -386,8 +390,14 @@ impl World {
                 name: "Local demo game".into(),
                 destinations: vec![format!("127.0.0.1/32:{}", game.addr.port()).parse()?],
                 query: Some(plg_billing::games::QueryKind::Echo),
-                probes: vec![game.addr],
-                probes_source: Some("the simulator's game server".into()),
+                probes: if spec.catalog_probe {
+                    vec![game.addr]
+                } else {
+                    vec![]
+                },
+                probes_source: spec
+                    .catalog_probe
+                    .then(|| "the simulator's game server".into()),
                 ..Default::default()
             }],
             allow_private_probes: true,

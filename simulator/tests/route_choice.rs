@@ -244,6 +244,7 @@ async fn where_direct_is_best_the_client_says_so() {
             to_game: leg(8.0),
         }],
         seed: 9,
+        catalog_probe: true,
     };
     let world = World::start(&spec).await.unwrap();
     let gamer = world.gamer("direct@example.com").await.unwrap();
@@ -284,6 +285,81 @@ async fn where_direct_is_best_the_client_says_so() {
         (via.rtt_ms(0.5) - 24.0) - 2.0 * (direct.rtt_ms(0.5) - 20.0)
     );
     assert_eq!(via.received, via.sent);
+    ctl.stop().await;
+    world.stop().await;
+}
+
+/// A node probes the game servers its sessions use, not only the catalog's: with no catalog
+/// probe, the exit learns the server from the session's flow, measures it, and billing then
+/// offers the exit with that figure (and only that exit: the other node was never told).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exit_measures_the_server_its_session_uses() {
+    let spec = WorldSpec {
+        catalog_probe: false,
+        ..WorldSpec::nearest_is_wrong(10)
+    };
+    let world = World::start(&spec).await.unwrap();
+    let gamer = world.gamer("flow@example.com").await.unwrap();
+    let preview = gamer.route_preview(DEMO_GAME).await.unwrap();
+    assert!(
+        preview.nodes.iter().all(|n| n.game_rtt.is_empty()),
+        "nothing is measured before a session: {preview:?}"
+    );
+    let req = ConnectRequest {
+        capture: CaptureMode::Proxy {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            server: None,
+        },
+        paths: 1,
+        redundancy: Redundancy::Single,
+        keep_alive: false,
+        ..ConnectRequest::new(DEMO_GAME)
+    };
+    let ctl = Controller::connect(gamer.clone(), world.ca_pem.clone(), req, |_| {})
+        .await
+        .unwrap();
+    let exit = ctl.info().node.id;
+    // The game's first packets open the flow; the exit then probes its destination.
+    let _ = ping(ctl.info().local_addr.unwrap()).await;
+    let started = std::time::Instant::now();
+    let figure = loop {
+        let p = gamer.route_preview(DEMO_GAME).await.unwrap();
+        if let Some(t) = p
+            .nodes
+            .iter()
+            .find(|n| n.id == exit)
+            .and_then(|n| n.game_rtt.first())
+        {
+            break t.clone();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(40),
+            "the exit never announced the server its session uses: {p:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let name = world.name_of(&exit).unwrap().to_owned();
+    println!(
+        "{:.1} s after the flow opened billing offers {name} with exit→game {:.1} ms for {}",
+        started.elapsed().as_secs_f64(),
+        figure.leg.rtt_us as f64 / 1000.0,
+        figure.target
+    );
+    // With no catalog entry for the server's prefix the exit pings it (ICMP, the documented
+    // fallback), and on loopback ICMP does not cross the simulator's userspace leg: the figure
+    // is the loopback RTT, not the leg's. What counts here is that it exists, for the right
+    // prefix, without any catalog probe.
+    assert_eq!(figure.target, "127.0.0.0/24");
+    assert!(figure.leg.rtt_us > 0);
+    // The other node carries no session to this server and was never told about it.
+    let p = gamer.route_preview(DEMO_GAME).await.unwrap();
+    assert!(
+        p.nodes
+            .iter()
+            .filter(|n| n.id != exit)
+            .all(|n| n.game_rtt.is_empty()),
+        "{p:?}"
+    );
     ctl.stop().await;
     world.stop().await;
 }

@@ -400,9 +400,7 @@ impl App {
                 let exit = ranked.iter().find(|c| c.node.id == p.exit)?;
                 Some((p, exit.node.data_addr.parse().ok()?))
             })
-            .map(|(p, data)| {
-                plg_client::route::plan_route_paths(p, data, &relays, paths as usize)
-            })
+            .map(|(p, data)| plg_client::route::plan_route_paths(p, data, &relays, paths as usize))
             .unwrap_or_default();
         let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
         let exit_id = chosen.as_ref().map(|p| p.exit.clone());

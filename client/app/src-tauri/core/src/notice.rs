@@ -118,7 +118,12 @@ pub fn notice(what: What<'_>, lang: Language) -> Notice {
         What::RouteChanged { why } => (
             NoticeKind::RouteChanged,
             true,
-            if ru { "Маршрут сменён" } else { "Route changed" }.to_owned(),
+            if ru {
+                "Маршрут сменён"
+            } else {
+                "Route changed"
+            }
+            .to_owned(),
             if ru {
                 "Игра простаивала: сессия перенесена на узел с меньшим пингом".to_owned()
             } else {
