@@ -391,6 +391,9 @@ pub(crate) async fn find(db: &Pool, slug: &str) -> Result<Option<Game>, ApiError
 pub(crate) struct ProbeSet {
     /// Game slug.
     game: String,
+    /// Catalog id, as tickets carry it (`game_id`): a node probes its sessions' servers of
+    /// this game with `query`.
+    game_id: i64,
     /// How to query its servers; absent: ICMP echo (the node's fallback).
     #[serde(skip_serializing_if = "Option::is_none")]
     query: Option<QueryKind>,
@@ -398,21 +401,24 @@ pub(crate) struct ProbeSet {
     addrs: Vec<SocketAddr>,
 }
 
-/// Probe addresses of every live game that can be played (unverified games are stored with
-/// neither destinations nor probes), by slug.
+/// Probe addresses and query protocols of every live game that can be played (unverified
+/// games are stored with neither destinations nor probes), by slug: a game with a query
+/// protocol but no probe addresses is listed too, so that nodes query the servers their
+/// sessions of it use.
 pub(crate) async fn catalog_probes(db: &Pool) -> Result<Vec<ProbeSet>, ApiError> {
     let rows: Vec<GameRow> = sqlx::query_as(&format!(
-        "SELECT {GAME_COLUMNS} FROM games WHERE deleted_at IS NULL AND probes <> '[]' \
-         AND destinations <> '[]' ORDER BY slug"
+        "SELECT {GAME_COLUMNS} FROM games WHERE deleted_at IS NULL \
+         AND (probes <> '[]' OR query_kind IS NOT NULL) AND destinations <> '[]' ORDER BY slug"
     ))
     .fetch_all(db)
     .await?;
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         let g = from_row(row)?;
-        if !g.probes.is_empty() && !g.destinations.is_empty() {
+        if (!g.probes.is_empty() || g.query.is_some()) && !g.destinations.is_empty() {
             out.push(ProbeSet {
                 game: g.slug,
+                game_id: g.id,
                 query: g.query,
                 addrs: g.probes,
             });

@@ -191,7 +191,17 @@ async fn announced_measurements_are_validated_stored_and_replaced(db: Db) {
     assert_eq!(status, StatusCode::OK, "{body}");
     // (The built-in catalog's probes come too: cs2's SDR relays, with no query protocol.)
     let probes = body["probes"].as_array().unwrap();
-    let of = |game: &str| probes.iter().find(|p| p["game"] == game).cloned();
+    // Each entry names the game's catalog id too (tickets carry it: nodes query their
+    // sessions' servers of a game with its protocol).
+    assert!(
+        probes.iter().all(|p| p["game_id"].as_u64().is_some()),
+        "{body}"
+    );
+    let of = |game: &str| {
+        let mut p = probes.iter().find(|p| p["game"] == game).cloned()?;
+        p.as_object_mut()?.remove("game_id");
+        Some(p)
+    };
     assert_eq!(
         of("arena"),
         Some(json!({"game": "arena", "query": "a2s", "addrs": ["203.0.113.9:27015"]}))

@@ -211,6 +211,8 @@ struct Flow {
     id: u32,
     /// The game server (reported to the prober as a probe target).
     dst: SocketAddr,
+    /// The session's catalog game (the ticket's `game_id`), for the probe's protocol.
+    game: u32,
     socket: std::net::UdpSocket,
 }
 
@@ -859,18 +861,18 @@ impl State {
                     );
                     self.flows.remove(slot);
                 }
+                let game = entry.core.ticket().game_id;
                 match open_flow(
                     &mut self.flows,
                     &self.epoll,
-                    session_id,
-                    flow,
+                    (session_id, flow, game),
                     dst,
                     self.cfg.upstream_bind,
                 ) {
                     Ok(slot) => {
                         entry.core.flow_opened(flow, dst, slot, now);
                         inc(&m.flows_opened);
-                        report_flows(&self.cfg, vec![dst]);
+                        report_flows(&self.cfg, vec![(dst, game)]);
                         tracing::debug!(session = session_id, flow, %dst, "flow open");
                     }
                     Err(e) => {
@@ -1008,8 +1010,13 @@ impl State {
         }
         if now >= self.next_flow_report {
             self.next_flow_report = now + REPORT_FLOWS_EVERY;
-            let mut dsts: Vec<SocketAddr> =
-                self.flows.slots.iter().flatten().map(|f| f.dst).collect();
+            let mut dsts: Vec<(SocketAddr, u32)> = self
+                .flows
+                .slots
+                .iter()
+                .flatten()
+                .map(|f| (f.dst, f.game))
+                .collect();
             dsts.sort_unstable();
             dsts.dedup();
             dsts.truncate(MAX_REPORTED_FLOWS);
@@ -1020,8 +1027,9 @@ impl State {
     }
 }
 
-/// Tells the prober these flow destinations are in use; dropped if it is behind.
-fn report_flows(cfg: &DataConfig, dsts: Vec<SocketAddr>) {
+/// Tells the prober these flow destinations (with their sessions' games) are in use; dropped
+/// if it is behind.
+fn report_flows(cfg: &DataConfig, dsts: Vec<(SocketAddr, u32)>) {
     if let Some(tx) = &cfg.probe_targets {
         let _ = tx.try_send(prober::Input::Flows(dsts));
     }
@@ -1063,8 +1071,7 @@ fn send_upstream(f: &Flow, session: u64, payload: &[u8], m: &Metrics) {
 fn open_flow(
     flows: &mut Flows,
     epoll: &Epoll,
-    session: u64,
-    flow: u32,
+    (session, flow, game): (u64, u32, u32),
     dst: SocketAddr,
     bind: Option<IpAddr>,
 ) -> std::io::Result<usize> {
@@ -1073,6 +1080,7 @@ fn open_flow(
         session,
         id: flow,
         dst,
+        game,
         socket,
     });
     let f = flows.get_mut(slot).expect("just inserted");

@@ -172,6 +172,8 @@ impl AnnounceReply {
         struct Entry {
             game: String,
             #[serde(default)]
+            game_id: Option<u32>,
+            #[serde(default)]
             query: Option<String>,
             #[serde(default)]
             addrs: Vec<String>,
@@ -203,6 +205,7 @@ impl AnnounceReply {
                 .collect();
             probes.push(crate::targets::CatalogProbe {
                 game: e.game,
+                game_id: e.game_id,
                 query,
                 addrs,
             });

@@ -320,8 +320,8 @@ impl TargetSink {
 /// What the prober is told.
 #[derive(Debug)]
 pub(crate) enum Input {
-    /// Destinations of flows opened or still in use.
-    Flows(Vec<SocketAddr>),
+    /// Destinations of flows opened or still in use, with their sessions' catalog game ids.
+    Flows(Vec<(SocketAddr, u32)>),
     /// Billing's catalog probe addresses (replaces the previous ones).
     Catalog(Vec<CatalogProbe>),
 }
@@ -478,7 +478,7 @@ impl Prober {
         let refused = match input {
             Input::Flows(dsts) => dsts
                 .into_iter()
-                .filter(|d| sched.flow_used(*d, now).is_err())
+                .filter(|(d, game)| sched.flow_used(*d, Some(*game), now).is_err())
                 .count(),
             Input::Catalog(probes) => {
                 let refused = sched.set_catalog(&probes);

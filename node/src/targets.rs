@@ -64,8 +64,10 @@ pub struct Probe {
 /// Billing's probe addresses for one catalog game (announce response `probes`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CatalogProbe {
-    /// Catalog game id.
+    /// Catalog game slug.
     pub game: String,
+    /// Catalog game id, as tickets carry it (`None`: billing did not say).
+    pub game_id: Option<u32>,
     /// Its query protocol, if the catalog names one.
     pub query: Option<QueryKind>,
     /// Representative server addresses.
@@ -144,6 +146,8 @@ pub struct Scheduler {
     targets: BTreeMap<SocketAddr, Target>,
     /// Query protocol of each prefix the catalog names one for.
     catalog_kinds: HashMap<String, QueryKind>,
+    /// Query protocol of each catalog game (by ticket `game_id`) that names one.
+    game_kinds: HashMap<u32, QueryKind>,
     /// When each prefix may be probed again.
     prefix_next: HashMap<String, Instant>,
     bucket: Bucket,
@@ -159,6 +163,7 @@ impl Scheduler {
             icmp_v6,
             targets: BTreeMap::new(),
             catalog_kinds: HashMap::new(),
+            game_kinds: HashMap::new(),
             prefix_next: HashMap::new(),
             bucket: Bucket {
                 tokens: f64::from(BURST),
@@ -187,12 +192,20 @@ impl Scheduler {
         }
     }
 
-    /// A session's flow to `dst` was opened (or is still in use) at `now`.
-    pub fn flow_used(&mut self, dst: SocketAddr, now: Instant) -> Result<(), Refused> {
+    /// A session's flow to `dst` was opened (or is still in use) at `now`; `game`: the
+    /// session's catalog game id. Probed with the catalog's query protocol for that prefix,
+    /// else the game's, else ICMP.
+    pub fn flow_used(
+        &mut self,
+        dst: SocketAddr,
+        game: Option<u32>,
+        now: Instant,
+    ) -> Result<(), Refused> {
         let key = target_key(dst.ip());
         let method = self
             .catalog_kinds
             .get(&key)
+            .or_else(|| self.game_kinds.get(&game?))
             .map_or(Method::Icmp, |k| Method::Query(*k));
         self.check(dst, method)?;
         let slot = Self::slot(dst, method);
@@ -238,7 +251,11 @@ impl Scheduler {
         }
         self.targets.retain(|_, t| t.flow_until.is_some());
         self.catalog_kinds.clear();
+        self.game_kinds.clear();
         for p in probes {
+            if let (Some(kind), Some(id)) = (p.query, p.game_id) {
+                self.game_kinds.insert(id, kind);
+            }
             if let Some(kind) = p.query {
                 for a in &p.addrs {
                     self.catalog_kinds.insert(target_key(a.ip()), kind);
@@ -383,6 +400,7 @@ mod tests {
     fn catalog(query: Option<QueryKind>, addrs: &[&str]) -> Vec<CatalogProbe> {
         vec![CatalogProbe {
             game: "cs2".into(),
+            game_id: Some(730),
             query,
             addrs: addrs.iter().map(|a| sa(a)).collect(),
         }]
@@ -420,7 +438,7 @@ mod tests {
             "[::ffff:192.168.1.1]:5",
         ] {
             assert!(
-                matches!(s.flow_used(sa(a), t0), Err(Refused::NotPublic(_))),
+                matches!(s.flow_used(sa(a), None, t0), Err(Refused::NotPublic(_))),
                 "{a}"
             );
         }
@@ -428,7 +446,7 @@ mod tests {
         assert_eq!(refused.len(), 1);
         assert_eq!(s.len(), 1);
         let mut open = Scheduler::new(true, true, true);
-        assert_eq!(open.flow_used(sa("127.0.0.1:27015"), t0), Ok(()));
+        assert_eq!(open.flow_used(sa("127.0.0.1:27015"), None, t0), Ok(()));
         assert_eq!(
             open.poll(t0).unwrap(),
             Probe {
@@ -446,6 +464,7 @@ mod tests {
         for i in 0..50u8 {
             s.flow_used(
                 sa(&format!("203.0.113.{}:{}", i % 5, 27015 + u16::from(i))),
+                None,
                 t0,
             )
             .unwrap();
@@ -469,7 +488,8 @@ mod tests {
         // 250 prefixes, all due at once.
         for i in 0..250u32 {
             let ip = std::net::Ipv4Addr::from(0x2e00_0001 + (i << 8));
-            s.flow_used(SocketAddr::new(ip.into(), 9), t0).unwrap();
+            s.flow_used(SocketAddr::new(ip.into(), 9), None, t0)
+                .unwrap();
         }
         let burst = drain(&mut s, t0, t0 + Duration::from_millis(1));
         assert_eq!(burst.len(), BURST as usize);
@@ -489,9 +509,13 @@ mod tests {
     fn flow_targets_expire_five_minutes_after_last_use() {
         let t0 = Instant::now();
         let mut s = Scheduler::new(false, true, true);
-        s.flow_used(sa("198.51.100.7:27015"), t0).unwrap();
-        s.flow_used(sa("198.51.100.7:27015"), t0 + Duration::from_secs(100))
-            .unwrap();
+        s.flow_used(sa("198.51.100.7:27015"), None, t0).unwrap();
+        s.flow_used(
+            sa("198.51.100.7:27015"),
+            None,
+            t0 + Duration::from_secs(100),
+        )
+        .unwrap();
         assert!(s.poll(t0 + Duration::from_secs(399)).is_some());
         assert_eq!(s.len(), 1);
         assert!(s.poll(t0 + Duration::from_secs(400)).is_none());
@@ -503,8 +527,8 @@ mod tests {
         let t0 = Instant::now();
         let mut s = Scheduler::new(false, true, true);
         s.set_catalog(&catalog(Some(QueryKind::A2s), &["155.133.226.71:27015"]));
-        s.flow_used(sa("155.133.226.71:27015"), t0).unwrap();
-        s.flow_used(sa("203.0.113.9:5000"), t0).unwrap();
+        s.flow_used(sa("155.133.226.71:27015"), None, t0).unwrap();
+        s.flow_used(sa("203.0.113.9:5000"), None, t0).unwrap();
         assert_eq!(s.len(), 2);
         s.set_catalog(&[]);
         assert_eq!(s.len(), 2, "still used by flows");
@@ -533,9 +557,12 @@ mod tests {
         let mut s = Scheduler::new(false, true, true);
         s.set_catalog(&catalog(Some(QueryKind::Q3), &["203.0.113.10:27960"]));
         // A session's server in the same /24: probed with the game's protocol on its port.
-        s.flow_used(sa("203.0.113.11:27961"), t0).unwrap();
-        // Another prefix: ICMP.
-        s.flow_used(sa("198.51.100.1:27960"), t0).unwrap();
+        s.flow_used(sa("203.0.113.11:27961"), None, t0).unwrap();
+        // Another prefix: ICMP...
+        s.flow_used(sa("198.51.100.1:27960"), None, t0).unwrap();
+        // ...unless the session's game names a protocol: then that, on the flow's port.
+        s.flow_used(sa("8.8.4.4:27015"), Some(730), t0).unwrap();
+        s.flow_used(sa("8.8.8.8:27015"), Some(440), t0).unwrap();
         let methods: HashMap<SocketAddr, Method> =
             s.targets.iter().map(|(a, t)| (*a, t.method)).collect();
         assert_eq!(
@@ -543,6 +570,12 @@ mod tests {
             Method::Query(QueryKind::Q3)
         );
         assert_eq!(methods[&sa("198.51.100.1:0")], Method::Icmp);
+        assert_eq!(methods[&sa("8.8.4.4:27015")], Method::Query(QueryKind::Q3));
+        assert_eq!(
+            methods[&sa("8.8.8.8:0")],
+            Method::Icmp,
+            "another game: ICMP"
+        );
 
         let p = Probe {
             addr: sa("203.0.113.10:27960"),
@@ -568,7 +601,7 @@ mod tests {
     fn without_icmp_only_query_targets_are_probed() {
         let t0 = Instant::now();
         let mut s = Scheduler::new(false, false, false);
-        s.flow_used(sa("198.51.100.1:27960"), t0).unwrap();
+        s.flow_used(sa("198.51.100.1:27960"), None, t0).unwrap();
         assert_eq!(s.poll(t0), None);
         assert_eq!(s.poll_timeout(t0), Some(t0 + FLOW_TARGET_TTL));
         s.set_catalog(&catalog(Some(QueryKind::Echo), &["203.0.113.10:7"]));
@@ -584,9 +617,10 @@ mod tests {
         let mut s = Scheduler::new(false, true, true);
         for i in 0..MAX_TARGETS as u32 {
             let ip = std::net::Ipv4Addr::from(0x2e00_0001 + i);
-            s.flow_used(SocketAddr::new(ip.into(), 9), t0).unwrap();
+            s.flow_used(SocketAddr::new(ip.into(), 9), None, t0)
+                .unwrap();
         }
-        assert_eq!(s.flow_used(sa("8.8.8.8:53"), t0), Err(Refused::Full));
+        assert_eq!(s.flow_used(sa("8.8.8.8:53"), None, t0), Err(Refused::Full));
         let p: HashMap<String, u32> = s.priorities().into_iter().collect();
         assert_eq!(p["46.0.0.0/24"], 255);
         assert_eq!(p["46.0.1.0/24"], 1);

@@ -345,12 +345,15 @@ async fn an_exit_measures_the_server_its_session_uses() {
         figure.leg.rtt_us as f64 / 1000.0,
         figure.target
     );
-    // With no catalog entry for the server's prefix the exit pings it (ICMP, the documented
-    // fallback), and on loopback ICMP does not cross the simulator's userspace leg: the figure
-    // is the loopback RTT, not the leg's. What counts here is that it exists, for the right
-    // prefix, without any catalog probe.
+    // No catalog address, but the catalog names the game's query protocol (echo): the exit
+    // queries the session's server with it, from its upstream address, across its leg.
     assert_eq!(figure.target, "127.0.0.0/24");
-    assert!(figure.leg.rtt_us > 0);
+    let want = if name == "far" { 30.0 } else { 90.0 };
+    let got = figure.leg.rtt_us as f64 / 1000.0;
+    assert!(
+        (want..want + 15.0).contains(&got),
+        "{got} ms, expected about {want}"
+    );
     // The other node carries no session to this server and was never told about it.
     let p = gamer.route_preview(DEMO_GAME).await.unwrap();
     assert!(
