@@ -53,8 +53,9 @@ pub fn scenario(o: &DemoOptions) -> Result<Scenario> {
         both: Some(o.route),
         up: None,
         down: None,
+        segments: vec![],
     };
-    let mut s = Scenario {
+    let s = Scenario {
         name: "demo".into(),
         description: format!(
             "billing + 3 nodes; two paths to the exit (one direct, one relayed by node 1), each {} \
@@ -79,11 +80,12 @@ pub fn scenario(o: &DemoOptions) -> Result<Scenario> {
             path("to backup 2", 2, vec![]),
         ],
         events: vec![],
+        segments: vec![],
+        cross: vec![],
     };
     if let Err((field, message)) = s.validate() {
         bail!("demo settings: {field}: {message}");
     }
-    s.add_missing_backup_paths();
     Ok(s)
 }
 

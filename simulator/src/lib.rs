@@ -18,3 +18,4 @@ pub mod tick;
 pub mod topology;
 pub mod traffic;
 pub mod virtual_net;
+pub mod vrun;

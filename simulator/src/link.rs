@@ -208,6 +208,22 @@ pub enum ScheduledChange {
     },
 }
 
+impl ScheduledChange {
+    /// The same change `by` later (a clock whose zero comes earlier).
+    pub fn delayed(&self, by: Duration) -> ScheduledChange {
+        match self {
+            ScheduledChange::Blackhole { from, until } => ScheduledChange::Blackhole {
+                from: *from + by,
+                until: *until + by,
+            },
+            ScheduledChange::Set { at, impairment } => ScheduledChange::Set {
+                at: *at + by,
+                impairment: impairment.clone(),
+            },
+        }
+    }
+}
+
 /// Why a datagram was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -143,6 +143,40 @@ pub struct PolicyReport {
     /// Times every path went silent and no other node took the session.
     #[serde(default)]
     pub node_lost: Vec<f64>,
+    /// The other sessions of a run with several (virtual time), in order from session 1.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sessions: Vec<SessionSummary>,
+    /// What each shared segment saw (virtual time).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<SegmentReport>,
+}
+
+/// One more session's figures (a run with several sessions).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionSummary {
+    /// Client → game server.
+    pub up: StreamStats,
+    /// Game server → client.
+    pub down: StreamStats,
+    /// Round trips.
+    pub rtt_ms: Quantiles,
+}
+
+/// A shared segment's record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SegmentReport {
+    /// Its name in the scenario.
+    pub name: String,
+    /// Both directions, every session's and the cross traffic's datagrams.
+    pub link: LinkReport,
+}
+
+/// A session's figures from its game ends' trace.
+pub fn session_summary(t: &PairTrace) -> SessionSummary {
+    let (up, _, _) = stream_stats(&t.up, 0);
+    let (down, _, _) = stream_stats(&t.down, 0);
+    let (rtt_ms, _) = rtt_stats(&t.rtt);
+    SessionSummary { up, down, rtt_ms }
 }
 
 /// The client moved the session to another node (its exit went silent on every path).
@@ -174,6 +208,8 @@ impl PolicyReport {
             series: Series::default(),
             failovers: vec![],
             node_lost: vec![],
+            sessions: vec![],
+            segments: vec![],
         }
     }
 
@@ -430,6 +466,8 @@ pub fn measured(
         },
         failovers: vec![],
         node_lost: vec![],
+        sessions: vec![],
+        segments: vec![],
     }
 }
 

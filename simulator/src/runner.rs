@@ -502,11 +502,29 @@ fn write_files(dir: &Path, files: &[(&str, String)]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// How a scenario is played.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Real processes on loopback: billing, nodes, the client's proxy and the game on real
+    /// sockets, userspace links in wall-clock time. End-to-end truth; not repeatable bit for
+    /// bit (scheduling shifts which datagram meets which random draw).
+    Real,
+    /// The client's and nodes' sans-IO cores and the links on a simulated clock, no sockets:
+    /// the same seed gives the same report byte for byte, minutes run in seconds.
+    Virtual,
+}
+
 /// Arguments of `plg-sim run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// Scenario file (TOML).
     pub scenario: PathBuf,
+    /// `real`: real processes and sockets on loopback; `virtual`: the same cores on a
+    /// simulated clock (repeatable, fast; needed for segments, cross traffic, several
+    /// sessions and more than two paths).
+    #[arg(long, value_enum, default_value = "real")]
+    pub mode: Mode,
     /// Directory for report.json, report.txt and the SVG plots [default: target/plg-sim/NAME].
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -526,6 +544,9 @@ pub struct SweepArgs {
     /// Loss rates in percent, comma-separated.
     #[arg(long, value_delimiter = ',', required = true)]
     pub loss: Vec<f64>,
+    /// `virtual` (default: repeatable, fast) or `real` (real processes and sockets).
+    #[arg(long, value_enum, default_value = "virtual")]
+    pub mode: Mode,
     /// Directory for sweep.json, sweep.txt and sweep.svg [default: target/plg-sim/NAME-sweep].
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -555,19 +576,27 @@ pub async fn run_command(args: RunArgs, progress: impl Fn(&str)) -> Result<Strin
     let out = args
         .out
         .unwrap_or_else(|| PathBuf::from("target/plg-sim").join(&s.name));
-    progress(&format!(
-        "starting billing, {} relay node(s) and the game server on loopback; then {} × {:.1} s",
-        s.topology.nodes,
-        s.policies.len(),
-        s.duration
-    ));
-    let mut h = Harness::start().await?;
-    let mut r = RunReport::for_scenario(&s, seed);
-    for &policy in &s.policies {
-        progress(&format!("running {policy}…"));
-        r.policies.push(h.run_policy(&s, seed, policy).await);
-    }
-    h.stop().await;
+    let r = match args.mode {
+        Mode::Virtual => crate::vrun::run_scenario(&s, seed),
+        Mode::Real => {
+            s.check_real_mode()
+                .map_err(|e| anyhow::anyhow!("{}: {e}", args.scenario.display()))?;
+            progress(&format!(
+                "starting billing, {} relay node(s) and the game server on loopback; then {} × {:.1} s",
+                s.topology.nodes,
+                s.policies.len(),
+                s.duration
+            ));
+            let mut h = Harness::start().await?;
+            let mut r = RunReport::for_scenario(&s, seed);
+            for &policy in &s.policies {
+                progress(&format!("running {policy}…"));
+                r.policies.push(h.run_policy(&s, seed, policy).await);
+            }
+            h.stop().await;
+            r
+        }
+    };
     let files = write_run(&out, &r)?;
     let mut table = report::render_table(&r);
     table.push_str("\nwritten: ");
@@ -597,7 +626,14 @@ pub async fn sweep_command(args: SweepArgs, progress: impl Fn(&str)) -> Result<S
     let out = args
         .out
         .unwrap_or_else(|| PathBuf::from("target/plg-sim").join(format!("{}-sweep", s.name)));
-    let mut h = Harness::start().await?;
+    let mut h = match args.mode {
+        Mode::Virtual => None,
+        Mode::Real => {
+            s.check_real_mode()
+                .map_err(|e| anyhow::anyhow!("{}: {e}", args.scenario.display()))?;
+            Some(Harness::start().await?)
+        }
+    };
     let mut sweep = SweepReport {
         scenario: s.name.clone(),
         seed,
@@ -609,7 +645,11 @@ pub async fn sweep_command(args: SweepArgs, progress: impl Fn(&str)) -> Result<S
         // Each point draws its own random numbers (otherwise the lost sets are nested across
         // points and one seed's luck shows at every point); policies within a point share them.
         let point_seed = crate::link::derive_seed(seed, loss.to_bits());
-        let mut r = h.run_scenario(&s.with_loss(loss), point_seed).await;
+        let point = s.with_loss(loss);
+        let mut r = match h.as_mut() {
+            Some(h) => h.run_scenario(&point, point_seed).await,
+            None => crate::vrun::run_scenario(&point, point_seed),
+        };
         for p in &mut r.policies {
             p.series = Series::default();
             for l in &mut p.links {
@@ -623,7 +663,9 @@ pub async fn sweep_command(args: SweepArgs, progress: impl Fn(&str)) -> Result<S
             policies: r.policies,
         });
     }
-    h.stop().await;
+    if let Some(h) = h {
+        h.stop().await;
+    }
     let files = write_sweep(&out, &sweep)?;
     let mut table = report::render_sweep_table(&sweep);
     table.push_str("\nwritten: ");

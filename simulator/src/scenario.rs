@@ -112,6 +112,74 @@ pub struct Scenario {
     /// Scheduled events.
     #[serde(default)]
     pub events: Vec<Event>,
+    /// Links several paths cross together (virtual time only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<SegmentSpec>,
+    /// Other traffic through segments (virtual time only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cross: Vec<CrossSpec>,
+}
+
+/// Where a shared segment sits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    /// Between the client and the paths that list it (and the direct route if path 0 lists
+    /// it): the home Wi-Fi, the ISP's last mile.
+    #[default]
+    Client,
+    /// Between every exit and the game server, and on the direct route: the game's data
+    /// centre uplink.
+    Game,
+}
+
+/// A link several paths share: what it does hits them together.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentSpec {
+    /// Name paths and cross traffic refer to.
+    pub name: String,
+    /// Where it sits.
+    #[serde(default)]
+    pub side: Side,
+    /// Impairment of both directions (instead of `up` and `down`).
+    pub both: Option<Impairment>,
+    /// Away from the client.
+    pub up: Option<Impairment>,
+    /// Towards the client.
+    pub down: Option<Impairment>,
+}
+
+impl SegmentSpec {
+    /// Upstream impairment.
+    pub fn up(&self) -> Impairment {
+        self.up.clone().or(self.both.clone()).unwrap_or_default()
+    }
+
+    /// Downstream impairment.
+    pub fn down(&self) -> Impairment {
+        self.down.clone().or(self.both.clone()).unwrap_or_default()
+    }
+}
+
+/// Other people's datagrams through a segment, at a constant rate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrossSpec {
+    /// The segment it loads.
+    pub segment: String,
+    /// Which direction(s).
+    #[serde(default)]
+    pub direction: Direction,
+    /// Kilobits per second of UDP payload in each loaded direction.
+    pub rate_kbps: f64,
+    /// Bytes per datagram.
+    #[serde(default = "default_cross_size")]
+    pub size: usize,
+}
+
+fn default_cross_size() -> usize {
+    1200
 }
 
 fn default_seed() -> u64 {
@@ -132,6 +200,10 @@ pub struct Topology {
     /// Seconds of silence on every path before the client moves the session to the next node
     /// (the real client's default is 1 s).
     pub failover_after: f64,
+    /// Sessions playing at once, each its own client and game server with its own copy of
+    /// the paths, sharing nodes and segments (virtual time only above 1). Session 0 is the
+    /// one measured in full.
+    pub sessions: usize,
 }
 
 impl Default for Topology {
@@ -139,6 +211,7 @@ impl Default for Topology {
         Topology {
             nodes: 1,
             failover_after: 1.0,
+            sessions: 1,
         }
     }
 }
@@ -190,6 +263,10 @@ pub struct PathSpec {
     pub up: Option<Impairment>,
     /// Node → client.
     pub down: Option<Impairment>,
+    /// Shared segments (by name, `side = "client"`) the path crosses, nearest the client first
+    /// (virtual time only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<String>,
 }
 
 impl PathSpec {
@@ -369,25 +446,37 @@ impl Scenario {
                 field,
                 message,
             })?;
-        s.add_missing_backup_paths();
         Ok(s)
     }
 
-    /// Gives every backup node without a path a clean one, so that traffic after a failover
-    /// still crosses a link (and is counted) like any other.
-    pub fn add_missing_backup_paths(&mut self) {
-        for k in 1..self.topology.nodes {
-            if self.backup_path(k).is_none() && self.paths.len() < MAX_PATHS {
-                self.paths.push(PathSpec {
-                    name: format!("to node {k}"),
-                    node: k,
-                    via: vec![],
-                    both: None,
-                    up: None,
-                    down: None,
-                });
-            }
+    /// What the real-socket harness cannot run: shared segments, cross traffic and several
+    /// sessions are modelled in virtual time only, and its sessions get billing's default
+    /// plan, whose path limit bounds the paths to node 0.
+    pub fn check_real_mode(&self) -> Result<(), String> {
+        let virtual_only = |what: &str| {
+            Err(format!(
+                "{what} run in virtual time only: use `--mode virtual`"
+            ))
+        };
+        if !self.segments.is_empty() {
+            return virtual_only("shared segments");
         }
+        if !self.cross.is_empty() {
+            return virtual_only("cross traffic");
+        }
+        if self.topology.sessions > 1 {
+            return virtual_only("several sessions");
+        }
+        let limit = usize::from(plg_billing::config::Plans::default().trial.path_limit);
+        let n = self.session_paths().len();
+        if n > limit {
+            return Err(format!(
+                "{n} paths lead to node 0, but the real-socket harness's sessions allow 1..={limit} \
+                 (billing's plan limit): use `--mode virtual` (up to {}) or fewer paths",
+                plg_proto::paths::MAX_PATHS
+            ));
+        }
+        Ok(())
     }
 
     /// Indices of the paths the session uses from the start (those to node 0), in client
@@ -533,6 +622,127 @@ impl Scenario {
                     imp.validate()
                         .or_else(|m| bad(&format!("paths[{i}].{dir}"), m))?;
                 }
+            }
+        }
+        for (i, p) in self.paths.iter().enumerate() {
+            if p.both.is_none() && (p.up.is_none() || p.down.is_none()) {
+                return bad(
+                    &format!("paths[{i}]"),
+                    "give the path's impairment: `both = { … }`, or `up` and `down` \
+                     (`both = {}` for a clean path)"
+                        .into(),
+                );
+            }
+            for (j, name) in p.segments.iter().enumerate() {
+                match self.segments.iter().find(|g| &g.name == name) {
+                    None => {
+                        return bad(
+                            &format!("paths[{i}].segments[{j}]"),
+                            format!("no segment named {name:?}"),
+                        );
+                    }
+                    Some(g) if g.side != Side::Client => {
+                        return bad(
+                            &format!("paths[{i}].segments[{j}]"),
+                            format!(
+                                "segment {name:?} is on the game side: every exit's route to \
+                                 the game crosses it already"
+                            ),
+                        );
+                    }
+                    _ => {}
+                }
+                if p.segments[..j].contains(name) {
+                    return bad(
+                        &format!("paths[{i}].segments[{j}]"),
+                        format!("segment {name:?} is listed twice"),
+                    );
+                }
+            }
+        }
+        for k in 1..self.topology.nodes {
+            if self.backup_path(k).is_none() {
+                return bad(
+                    "paths",
+                    format!(
+                        "node {k} is a backup exit but no path leads to it: add a [[paths]] \
+                         entry with node = {k} (the route the session takes after failing over \
+                         to it)"
+                    ),
+                );
+            }
+        }
+        let n = self.session_paths().len();
+        if n > plg_proto::paths::MAX_PATHS {
+            return bad(
+                "paths",
+                format!(
+                    "{n} paths lead to node 0, a session has at most {}",
+                    plg_proto::paths::MAX_PATHS
+                ),
+            );
+        }
+        if !(1..=crate::virtual_net::MAX_SESSIONS).contains(&self.topology.sessions) {
+            return bad(
+                "topology.sessions",
+                format!(
+                    "must be 1..={} (got {})",
+                    crate::virtual_net::MAX_SESSIONS,
+                    self.topology.sessions
+                ),
+            );
+        }
+        for (i, g) in self.segments.iter().enumerate() {
+            if g.name.is_empty() || self.segments[..i].iter().any(|h| h.name == g.name) {
+                return bad(
+                    &format!("segments[{i}].name"),
+                    format!("needs a name of its own (got {:?})", g.name),
+                );
+            }
+            if g.both.is_none() && (g.up.is_none() || g.down.is_none()) {
+                return bad(
+                    &format!("segments[{i}]"),
+                    "give the segment's impairment: `both = { … }`, or `up` and `down`".into(),
+                );
+            }
+            if g.both.is_some() && (g.up.is_some() || g.down.is_some()) {
+                return bad(
+                    &format!("segments[{i}].both"),
+                    "give either `both` or `up`/`down`, not both".into(),
+                );
+            }
+            for (dir, imp) in [("both", &g.both), ("up", &g.up), ("down", &g.down)] {
+                if let Some(imp) = imp {
+                    imp.validate()
+                        .or_else(|m| bad(&format!("segments[{i}].{dir}"), m))?;
+                }
+            }
+        }
+        for (i, c) in self.cross.iter().enumerate() {
+            if !self.segments.iter().any(|g| g.name == c.segment) {
+                return bad(
+                    &format!("cross[{i}].segment"),
+                    format!("no segment named {:?}", c.segment),
+                );
+            }
+            if !(c.rate_kbps.is_finite() && c.rate_kbps > 0.0 && c.rate_kbps <= 1_000_000.0) {
+                return bad(
+                    &format!("cross[{i}].rate_kbps"),
+                    format!("must be within (0, 1000000] (got {})", c.rate_kbps),
+                );
+            }
+            if !(1..=MAX_PACKET).contains(&c.size) {
+                return bad(
+                    &format!("cross[{i}].size"),
+                    format!("must be 1..={MAX_PACKET} bytes (got {})", c.size),
+                );
+            }
+            // A datagram every 10 µs at most keeps a virtual run's event count sane.
+            if c.size as f64 * 8.0 / c.rate_kbps < 0.01 {
+                return bad(
+                    &format!("cross[{i}].rate_kbps"),
+                    "more than 100,000 datagrams per second: use larger datagrams".into(),
+                );
             }
         }
         if !self.paths.iter().any(|p| p.node == 0) {
@@ -805,37 +1015,101 @@ mod tests {
     }
 
     #[test]
-    fn backup_nodes_get_a_path_and_relay_paths_are_refused_for_now() {
+    fn every_backup_node_and_every_path_is_impaired_explicitly() {
         let s = parse(
-            "duration = 4\n[topology]\nnodes = 3\n[[paths]]\nname = \"a\"\n\
+            "duration = 4\n[topology]\nnodes = 2\n[[paths]]\nname = \"a\"\nboth = {}\n\
              [[paths]]\nname = \"to backup\"\nnode = 1\nboth = { delay_ms = 9 }\n\
-             [[paths]]\nname = \"b\"\n\
+             [[paths]]\nname = \"b\"\nboth = { delay_ms = 5 }\n\
              [[events]]\nkind = \"kill\"\nnode = 0\nat = 2\n",
         )
         .unwrap();
         assert_eq!(s.session_paths(), vec![0, 2]);
         assert_eq!(s.backup_path(1), Some(1));
-        // Node 2 had no path: it gets a clean one.
-        assert_eq!(s.backup_path(2), Some(3));
-        assert_eq!(s.paths[3].up(), Impairment::default());
         assert!(matches!(s.events[0], Event::KillNode { node: 0, .. }));
 
-        assert!(parse("duration = 2\n[topology]\nnodes = 2\n[[paths]]\nvia = [1]\n").is_ok());
-        let e = parse("duration = 2\n[topology]\nnodes = 3\n[[paths]]\nvia = [1, 2]\n")
+        // A backup node without a path is refused, not given a clean one.
+        let e = parse("duration = 2\n[topology]\nnodes = 3\n[[paths]]\nboth = {}\n[[paths]]\nnode = 1\nboth = {}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("node 2 is a backup exit"), "{e}");
+        // A path without an impairment is refused; `both = {}` says "clean" explicitly.
+        let e = parse("duration = 2\n[[paths]]\nname = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("paths[0]") && e.contains("both = {}"), "{e}");
+        let e = parse("duration = 2\n[[paths]]\nup = { loss_pct = 1 }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`up` and `down`"), "{e}");
+
+        assert!(
+            parse("duration = 2\n[topology]\nnodes = 2\n[[paths]]\nvia = [1]\nboth = {}\n[[paths]]\nnode = 1\nboth = {}\n")
+                .is_ok()
+        );
+        let e = parse("duration = 2\n[topology]\nnodes = 3\n[[paths]]\nvia = [1, 2]\nboth = {}\n")
             .unwrap_err()
             .to_string();
         assert!(
             e.contains("paths[0].via") && e.contains("at most one"),
             "{e}"
         );
-        let e = parse("duration = 2\n[topology]\nnodes = 2\n[[paths]]\n[[paths]]\nnode = 1\n[[paths]]\nnode = 1\n")
+        let e = parse("duration = 2\n[topology]\nnodes = 2\n[[paths]]\nboth = {}\n[[paths]]\nnode = 1\nboth = {}\n[[paths]]\nnode = 1\nboth = {}\n")
             .unwrap_err()
             .to_string();
         assert!(e.contains("paths[2].node"), "{e}");
-        let e = parse("duration = 2\n[topology]\nnodes = 2\n[[paths]]\nnode = 1\n")
+        let e = parse("duration = 2\n[topology]\nnodes = 2\n[[paths]]\nnode = 1\nboth = {}\n")
             .unwrap_err()
             .to_string();
         assert!(e.contains("node 0"), "{e}");
+    }
+
+    #[test]
+    fn session_path_limits_depend_on_the_mode() {
+        let three =
+            "duration = 2\n[[paths]]\nboth = {}\n[[paths]]\nboth = {}\n[[paths]]\nboth = {}\n";
+        let s = parse(three).unwrap();
+        // Virtual time runs three paths; the real harness's plan allows two, and says so
+        // before anything starts.
+        let e = s.check_real_mode().unwrap_err();
+        assert!(e.contains("1..=2") && e.contains("--mode virtual"), "{e}");
+        let nine = "duration = 2\n".to_owned() + &"[[paths]]\nboth = {}\n".repeat(9);
+        let e = parse(&nine).unwrap_err().to_string();
+        assert!(e.contains("paths"), "{e}");
+    }
+
+    #[test]
+    fn segments_and_cross_traffic_are_checked() {
+        let ok = "duration = 2\n[[segments]]\nname = \"wifi\"\nboth = { loss_pct = 2 }\n\
+                  [[segments]]\nname = \"dc\"\nside = \"game\"\nboth = {}\n\
+                  [[paths]]\nsegments = [\"wifi\"]\nboth = {}\n\
+                  [[cross]]\nsegment = \"wifi\"\nrate_kbps = 500\n";
+        let s = parse(ok).unwrap();
+        assert_eq!(s.segments[1].side, Side::Game);
+        assert_eq!(s.cross[0].size, 1200);
+        assert!(s.check_real_mode().unwrap_err().contains("virtual"));
+        let e = parse(&ok.replace("segments = [\"wifi\"]", "segments = [\"lan\"]"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("paths[0].segments[0]") && e.contains("lan"),
+            "{e}"
+        );
+        let e = parse(&ok.replace("segments = [\"wifi\"]", "segments = [\"dc\"]"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("game side"), "{e}");
+        let e = parse(&ok.replace("segment = \"wifi\"", "segment = \"x\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cross[0].segment"), "{e}");
+        let e = parse(&ok.replace("rate_kbps = 500", "rate_kbps = -1"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cross[0].rate_kbps"), "{e}");
+        let e = parse(&ok.replace("name = \"dc\"", "name = \"wifi\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("segments[1].name"), "{e}");
     }
 
     #[test]

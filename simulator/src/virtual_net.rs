@@ -57,6 +57,9 @@ const BRIDGE: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1
 const KEEP_ALIVE: Duration = Duration::from_millis(200);
 /// Node idle timeout for sessions and flows.
 const NODE_IDLE: Duration = Duration::from_secs(60);
+/// How long the tick game's warm-up may take: its traffic starts this long after the
+/// network (virtual time).
+pub const WARM_UP: Duration = Duration::from_secs(2);
 /// Most sessions in one network.
 pub const MAX_SESSIONS: usize = 64;
 
@@ -246,9 +249,11 @@ struct VDir {
 }
 
 impl VDir {
-    fn new(c: &DirectionConfig) -> VDir {
+    /// `lead`: how long before the scenario clock's zero the link's own clock starts.
+    fn new(c: &DirectionConfig, lead: Duration) -> VDir {
+        let schedule = c.schedule.iter().map(|s| s.delayed(lead)).collect();
         VDir {
-            imp: Impairer::new(c.seed, c.impairment.clone(), c.schedule.clone()),
+            imp: Impairer::new(c.seed, c.impairment.clone(), schedule),
             rep: DirectionReport::default(),
             bins: vec![],
         }
@@ -288,11 +293,14 @@ impl VDir {
         d
     }
 
-    fn report(&self) -> DirectionReport {
+    /// The record, its timeline from the scenario clock's zero (`lead` after the link's).
+    fn report(&self, lead: Duration) -> DirectionReport {
+        let skip = (lead.as_nanos() / TIMELINE_BIN.as_nanos()) as usize;
         let mut r = self.rep.clone();
         r.timeline = self
             .bins
             .iter()
+            .skip(skip)
             .map(|&(packets, dropped, sum, max)| {
                 let delivered = packets - dropped;
                 TimelineBin {
@@ -318,17 +326,17 @@ struct VLink {
 }
 
 impl VLink {
-    fn new(spec: &LinkSpec) -> VLink {
+    fn new(spec: &LinkSpec, lead: Duration) -> VLink {
         VLink {
-            up: VDir::new(&spec.up),
-            down: VDir::new(&spec.down),
+            up: VDir::new(&spec.up, lead),
+            down: VDir::new(&spec.down, lead),
         }
     }
 
-    fn report(&self) -> LinkReport {
+    fn report(&self, lead: Duration) -> LinkReport {
         LinkReport {
-            up: self.up.report(),
-            down: self.down.report(),
+            up: self.up.report(lead),
+            down: self.down.report(lead),
         }
     }
 }
@@ -487,9 +495,12 @@ pub struct VirtualNet {
     /// Virtual now.
     pub now: Instant,
     epoch: Instant,
-    /// The scenario clock's zero (links' schedules and timelines count from it): the start
-    /// of the tick game's traffic, or the network's creation in echo mode.
+    /// The scenario clock's zero (events and the game's times count from it): the start of
+    /// the tick game's traffic, [`WARM_UP`] after the network's creation, or the creation
+    /// in echo mode.
     armed: Option<Instant>,
+    /// How long the links' clocks run before the scenario clock's zero.
+    lead: Duration,
     unix0: u64,
     cfg: NetConfig,
     /// The nodes.
@@ -534,6 +545,12 @@ impl VirtualNet {
         let now = Instant::now();
         let unix0 = 1_700_000_000;
         let n_sessions = cfg.sessions.clamp(1, MAX_SESSIONS);
+        // The tick game's traffic starts WARM_UP after the network (whose links' clocks start
+        // at once, so that rate limits refill during the warm-up too).
+        let lead = match cfg.game {
+            GameMode::Echo => Duration::ZERO,
+            GameMode::Ticks(_) => WARM_UP,
+        };
         let plans = cfg.path_plans();
         let paths = plans.len();
         let mut links: Vec<VLink> = Vec::new();
@@ -541,7 +558,7 @@ impl VirtualNet {
             .segments
             .iter()
             .map(|s| {
-                links.push(VLink::new(s));
+                links.push(VLink::new(s, lead));
                 links.len() - 1
             })
             .collect();
@@ -614,14 +631,14 @@ impl VirtualNet {
             let path_links = plans
                 .iter()
                 .map(|p| {
-                    links.push(VLink::new(&copy(&p.link)));
+                    links.push(VLink::new(&copy(&p.link), lead));
                     links.len() - 1
                 })
                 .collect();
             let backup_links = (0..cfg.nodes)
                 .map(|k| {
                     let plan = cfg.backups.get(k)?.as_ref()?;
-                    links.push(VLink::new(&copy(&plan.link)));
+                    links.push(VLink::new(&copy(&plan.link), lead));
                     Some((links.len() - 1, plan.segments.clone()))
                 })
                 .collect();
@@ -668,6 +685,7 @@ impl VirtualNet {
             now,
             epoch: now,
             armed,
+            lead,
             unix0,
             nodes,
             sessions,
@@ -685,15 +703,20 @@ impl VirtualNet {
         net
     }
 
+    /// Seconds of `at` on the scenario clock (from the start of traffic).
+    pub fn scenario_secs(&self, at: Instant) -> f64 {
+        self.armed
+            .map_or(0.0, |a| at.saturating_duration_since(a).as_secs_f64())
+    }
+
     /// Time since the network started.
     pub fn elapsed(&self) -> Duration {
         self.now - self.epoch
     }
 
-    /// The scenario clock: time since traffic started (zero before).
+    /// The links' clock: time since the network started.
     fn clock(&self) -> Duration {
-        self.armed
-            .map_or(Duration::ZERO, |a| self.now.saturating_duration_since(a))
+        self.now - self.epoch
     }
 
     fn unix_now(&self) -> u64 {
@@ -1118,9 +1141,11 @@ impl VirtualNet {
         }
     }
 
-    /// Microseconds on the tick game's clock.
+    /// Microseconds on the tick game's clock (from the start of its traffic).
     fn tick_us(&self) -> u64 {
-        self.clock().as_micros() as u64
+        self.armed.map_or(0, |a| {
+            self.now.saturating_duration_since(a).as_micros() as u64
+        })
     }
 
     /// A game packet reaches session `sess`'s game server, from `peer` (node, flow) or
@@ -1414,15 +1439,15 @@ impl VirtualNet {
     }
 
     /// Plays the tick game ([`GameMode::Ticks`]) in every session: a warm-up (hellos every
-    /// 20 ms until every game has heard its server through the route, at most `warm_up`),
-    /// then both streams for the spec's duration plus its drain. The scenario clock starts
-    /// when the warm-up ends. Returns session `s`'s trace at index `s`.
-    pub fn play(&mut self, warm_up: Duration) -> Result<Vec<PairTrace>, String> {
+    /// 20 ms until every game has heard its server through the route), then, [`WARM_UP`]
+    /// after the network started, both streams for the spec's duration plus its drain. The
+    /// scenario clock starts with the streams. Returns session `s`'s trace at index `s`.
+    pub fn play(&mut self) -> Result<Vec<PairTrace>, String> {
         let GameMode::Ticks(spec) = self.cfg.game else {
             return Err("the network was not built for the tick game".into());
         };
         // Warm-up.
-        let limit = self.now + warm_up;
+        let limit = self.epoch + WARM_UP;
         self.drive(limit, |net| {
             if net
                 .sessions
@@ -1466,7 +1491,7 @@ impl VirtualNet {
             .position(|s| !s.game.as_ref().is_some_and(|g| g.acked))
         {
             return Err(format!(
-                "session {s}: no answer from the game server within {warm_up:?} (warm-up)"
+                "session {s}: no answer from the game server within {WARM_UP:?} (warm-up)"
             ));
         }
         // Traffic.
@@ -1563,18 +1588,18 @@ impl VirtualNet {
 
     /// What session `sess`'s path `p` link saw.
     pub fn path_report(&self, sess: usize, p: usize) -> LinkReport {
-        self.links[self.sessions[sess].path_links[p]].report()
+        self.links[self.sessions[sess].path_links[p]].report(self.lead)
     }
 
     /// What the link to `node` after a failover saw (session `sess`), if it has its own.
     pub fn backup_report(&self, sess: usize, node: usize) -> Option<LinkReport> {
         let (l, _) = self.sessions[sess].backup_links.get(node)?.as_ref()?;
-        Some(self.links[*l].report())
+        Some(self.links[*l].report(self.lead))
     }
 
     /// What shared segment `i` saw (every session's traffic and the cross traffic).
     pub fn segment_report(&self, i: usize) -> LinkReport {
-        self.links[self.segment_links[i]].report()
+        self.links[self.segment_links[i]].report(self.lead)
     }
 
     /// Session 0's game packets sent so far (echo game).
