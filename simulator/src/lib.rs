@@ -16,5 +16,6 @@ pub mod scenario;
 pub mod site;
 pub mod tick;
 pub mod topology;
+pub mod trace;
 pub mod traffic;
 pub mod virtual_net;

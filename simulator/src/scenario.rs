@@ -195,12 +195,18 @@ pub struct PathSpec {
 impl PathSpec {
     /// Upstream impairment.
     pub fn up(&self) -> Impairment {
-        self.up.or(self.both).unwrap_or_default()
+        self.up
+            .clone()
+            .or_else(|| self.both.clone())
+            .unwrap_or_default()
     }
 
     /// Downstream impairment.
     pub fn down(&self) -> Impairment {
-        self.down.or(self.both).unwrap_or_default()
+        self.down
+            .clone()
+            .or_else(|| self.both.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -528,7 +534,7 @@ impl Scenario {
                     "give either `both` or `up`/`down`, not both".into(),
                 );
             }
-            for (dir, imp) in [("both", p.both), ("up", p.up), ("down", p.down)] {
+            for (dir, imp) in [("both", &p.both), ("up", &p.up), ("down", &p.down)] {
                 if let Some(imp) = imp {
                     imp.validate()
                         .or_else(|m| bad(&format!("paths[{i}].{dir}"), m))?;
@@ -685,12 +691,12 @@ impl Scenario {
                         }
                         d.schedule.push(ScheduledChange::Set {
                             at: secs(*at),
-                            impairment: *set,
+                            impairment: set.clone(),
                         });
                         if let Some(len) = duration {
                             d.schedule.push(ScheduledChange::Set {
                                 at: secs(at + len),
-                                impairment: d.impairment,
+                                impairment: d.impairment.clone(),
                             });
                         }
                     }

@@ -247,7 +247,7 @@ impl VirtualNet {
             .map(|p| {
                 Impairer::new(
                     crate::link::derive_seed(cfg.seed, 2 * p as u64),
-                    cfg.impairment,
+                    cfg.impairment.clone(),
                     vec![],
                 )
             })
@@ -256,7 +256,7 @@ impl VirtualNet {
             .map(|p| {
                 Impairer::new(
                     crate::link::derive_seed(cfg.seed, 2 * p as u64 + 1),
-                    cfg.impairment,
+                    cfg.impairment.clone(),
                     vec![],
                 )
             })
@@ -314,7 +314,7 @@ impl VirtualNet {
         for imp in [&mut self.up[path], &mut self.down[path]] {
             *imp = Impairer::new(
                 crate::link::derive_seed(self.cfg.seed, 100 + path as u64),
-                self.cfg.impairment,
+                self.cfg.impairment.clone(),
                 vec![ScheduledChange::Blackhole { from, until }],
             );
         }
@@ -322,7 +322,7 @@ impl VirtualNet {
 
     /// Replaces path `path`'s impairment (both ways) from now on.
     pub fn impair(&mut self, path: usize, imp: Impairment, seed: u64) {
-        self.up[path] = Impairer::new(seed, imp, vec![]);
+        self.up[path] = Impairer::new(seed, imp.clone(), vec![]);
         self.down[path] = Impairer::new(seed ^ 0xd0, imp, vec![]);
     }
 
@@ -364,9 +364,18 @@ impl VirtualNet {
         } else {
             &mut self.down[p]
         };
-        if let Decision::Deliver { delay, duplicate } = link.decide(at, bytes.len()) {
+        if let Decision::Deliver {
+            delay,
+            duplicate,
+            corrupt,
+        } = link.decide(at, bytes.len())
+        {
             if let Some(d) = duplicate {
                 self.push(self.now + d, packet(bytes.clone()));
+            }
+            let mut bytes = bytes;
+            if let Some(c) = corrupt {
+                c.apply(&mut bytes);
             }
             self.push(self.now + delay, packet(bytes));
         }
