@@ -1393,4 +1393,213 @@ mod tests {
         assert_eq!(m.params_at(Duration::from_millis(999)).delay_ms, 0.0);
         assert_eq!(m.params_at(Duration::from_secs(1)).delay_ms, 50.0);
     }
+
+    fn ms(v: f64) -> Duration {
+        Duration::from_secs_f64(v / 1000.0)
+    }
+
+    #[test]
+    fn a_queue_delays_up_to_its_size_then_tail_drops_the_excess() {
+        // 1 Mbit/s with a 50 KB buffer fed at 2 Mbit/s (1000 B every 4 ms): the backlog grows by
+        // 125 KB/s, fills in 0.4 s, and from then on the delay is the full buffer's 400 ms and
+        // half of what arrives is dropped.
+        let imp = Impairment {
+            rate_kbps: 1000.0,
+            queue_bytes: 50_000,
+            delay_ms: 10.0,
+            ..Default::default()
+        };
+        // The drain time accounts for a full buffer.
+        assert_eq!(imp.max_delay().as_millis(), 410);
+        let mut m = Impairer::new(1, imp, vec![]);
+        let (mut delay_at_200ms, mut max_delay, mut steady) = (0.0, 0.0f64, vec![]);
+        let (mut late_in, mut late_dropped) = (0u32, 0u32);
+        for i in 0..2500u64 {
+            let at = Duration::from_millis(4 * i);
+            let d = m.decide(at, 1000);
+            let delay = match d {
+                Decision::Deliver { delay, .. } => Some(delay.as_secs_f64() * 1000.0),
+                Decision::Drop(r) => {
+                    assert_eq!(r, DropReason::Queue);
+                    None
+                }
+            };
+            if at == ms(200.0) {
+                delay_at_200ms = delay.unwrap();
+            }
+            if let Some(x) = delay {
+                max_delay = max_delay.max(x);
+            }
+            if at >= ms(1000.0) {
+                late_in += 1;
+                late_dropped += delay.is_none() as u32;
+                steady.extend(delay);
+            }
+        }
+        let share = late_dropped as f64 / late_in as f64;
+        let mean_steady = steady.iter().sum::<f64>() / steady.len() as f64;
+        println!(
+            "queue: delay at 0.2 s {delay_at_200ms:.1} ms, steady {mean_steady:.1} ms (max \
+             {max_delay:.1}), {:.1} % dropped after 1 s",
+            100.0 * share
+        );
+        // At 0.2 s: 25 KB queued ahead + its own 8 ms of serialization + 10 ms of delay.
+        assert!((delay_at_200ms - 218.0).abs() < 1.0, "{delay_at_200ms}");
+        assert!(
+            (400.0..=418.0).contains(&mean_steady) && max_delay <= 418.0 + 1e-6,
+            "{mean_steady} {max_delay}"
+        );
+        assert!((share - 0.5).abs() < 0.01, "{share}");
+    }
+
+    #[test]
+    fn corruption_flips_one_byte_at_a_uniform_offset() {
+        let n = 100_000u64;
+        let imp = Impairment {
+            corrupt_pct: 10.0,
+            ..Default::default()
+        };
+        let mut m = Impairer::new(4, imp, vec![]);
+        let (mut hits, mut index_sum) = (0u64, 0u64);
+        for i in 0..n {
+            let Decision::Deliver { corrupt, .. } = m.decide(Duration::from_millis(i), 200) else {
+                panic!("corruption never drops");
+            };
+            if let Some(c) = corrupt {
+                assert!(c.index < 200 && c.xor != 0);
+                let mut buf = [0x5au8; 200];
+                c.apply(&mut buf);
+                assert_eq!(buf.iter().filter(|b| **b != 0x5a).count(), 1);
+                assert_eq!(buf[c.index], 0x5a ^ c.xor);
+                hits += 1;
+                index_sum += c.index as u64;
+            }
+        }
+        let share = hits as f64 / n as f64;
+        let bound = 2.576 * (0.1 * 0.9 / n as f64).sqrt();
+        // Uniform on 0..200: mean 99.5, standard deviation 57.7.
+        let mean_index = index_sum as f64 / hits as f64;
+        let index_bound = 2.576 * 57.7 / (hits as f64).sqrt();
+        println!(
+            "corrupted {:.3} % (10 ± {:.3}), mean offset {mean_index:.1} (99.5 ± {index_bound:.1})",
+            100.0 * share,
+            100.0 * bound
+        );
+        assert!((share - 0.1).abs() <= bound, "{share}");
+        assert!((mean_index - 99.5).abs() <= index_bound, "{mean_index}");
+        // Applying never reaches past a shorter buffer.
+        Corruption { index: 5, xor: 1 }.apply(&mut [0u8; 3]);
+    }
+
+    #[test]
+    fn the_mtu_drops_larger_datagrams_without_shifting_the_others_fate() {
+        let imp = Impairment {
+            mtu: 1200,
+            loss_pct: 30.0,
+            jitter_ms: 5.0,
+            ..Default::default()
+        };
+        let mut plain = Impairer::new(8, imp.clone(), vec![]);
+        let mut mixed = Impairer::new(8, imp, vec![]);
+        let mut mtu_drops = 0;
+        for i in 0..5000u64 {
+            let at = Duration::from_millis(10 * i);
+            let a = plain.decide(at, 1200);
+            let len = if i % 7 == 0 { 1201 } else { 1200 };
+            let b = mixed.decide(at, len);
+            if len > 1200 {
+                assert_eq!(b, Decision::Drop(DropReason::Mtu));
+                mtu_drops += 1;
+            } else {
+                // Same number of draws per datagram whatever happened to the one before.
+                assert_eq!(a, b, "datagram {i}");
+            }
+        }
+        assert_eq!(mtu_drops, 715);
+    }
+
+    #[test]
+    fn a_ramp_moves_a_parameter_linearly_and_a_later_set_ends_it() {
+        let base = Impairment {
+            delay_ms: 10.0,
+            loss_pct: 2.0,
+            ..Default::default()
+        };
+        let m = Impairer::new(
+            1,
+            base.clone(),
+            vec![
+                ScheduledChange::Ramp {
+                    from: ms(1000.0),
+                    until: ms(2000.0),
+                    param: RampParam::DelayMs,
+                    to: 110.0,
+                },
+                // A second ramp on the same parameter starts from where the first one is.
+                ScheduledChange::Ramp {
+                    from: ms(1500.0),
+                    until: ms(2500.0),
+                    param: RampParam::DelayMs,
+                    to: 0.0,
+                },
+                ScheduledChange::Ramp {
+                    from: ms(0.0),
+                    until: ms(4000.0),
+                    param: RampParam::LossPct,
+                    to: 10.0,
+                },
+                ScheduledChange::Set {
+                    at: ms(3000.0),
+                    impairment: base,
+                },
+            ],
+        );
+        let delay = |t: f64| m.params_at(ms(t)).delay_ms;
+        let loss = |t: f64| m.params_at(ms(t)).loss_pct;
+        assert_eq!(delay(999.0), 10.0);
+        assert!((delay(1250.0) - 35.0).abs() < 1e-9);
+        // The second ramp starts at 60 ms and reaches 0 at 2.5 s.
+        assert!((delay(1500.0) - 60.0).abs() < 1e-9);
+        assert!((delay(2000.0) - 30.0).abs() < 1e-9);
+        assert_eq!(delay(2600.0), 0.0);
+        assert!((loss(2000.0) - 6.0).abs() < 1e-9);
+        // The set at 3 s restores the base and ends both ramps.
+        assert_eq!(delay(3000.0), 10.0);
+        assert_eq!(loss(3500.0), 2.0);
+    }
+
+    #[test]
+    fn a_burst_model_set_by_a_later_change_starts_then() {
+        let bursty = Impairment {
+            burst: Some(GilbertElliott {
+                mean_good_ms: 5.0,
+                mean_bad_ms: 5.0,
+                loss_bad_pct: 100.0,
+                loss_good_pct: 0.0,
+            }),
+            ..Default::default()
+        };
+        let mut m = Impairer::new(
+            2,
+            Impairment::default(),
+            vec![ScheduledChange::Set {
+                at: ms(1000.0),
+                impairment: bursty,
+            }],
+        );
+        let mut lost_before = 0;
+        let mut lost_after = 0;
+        for i in 0..2000u64 {
+            if let Decision::Drop(r) = m.decide(Duration::from_millis(i), 100) {
+                assert_eq!(r, DropReason::Burst);
+                if i < 1000 {
+                    lost_before += 1;
+                } else {
+                    lost_after += 1;
+                }
+            }
+        }
+        assert_eq!(lost_before, 0);
+        assert!((400..600).contains(&lost_after), "{lost_after}");
+    }
 }

@@ -289,6 +289,61 @@ async fn real_links_with_the_same_seed_drop_the_same_datagrams() {
     assert!((200..380).contains(&sa.len()), "{}", sa.len());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_link_flips_one_byte_in_the_datagrams_it_corrupts() {
+    // The receiver sees exactly the datagrams the link counted as corrupted, each with one
+    // byte changed; the rest arrive intact.
+    let s = UdpSocket::bind(loopback()).await.unwrap();
+    let dst = s.local_addr().unwrap();
+    let link = Link::start(LinkConfig {
+        upstream: dst,
+        up: DirectionConfig {
+            impairment: Impairment {
+                corrupt_pct: 20.0,
+                ..Default::default()
+            },
+            seed: 11,
+            schedule: vec![],
+        },
+        down: DirectionConfig::default(),
+        trace: false,
+    })
+    .await
+    .unwrap();
+    let client = UdpSocket::bind(loopback()).await.unwrap();
+    client.connect(link.addr()).await.unwrap();
+    let n = 300usize;
+    let pattern = |i: usize| -> Vec<u8> { (0..120).map(|k| (i * 7 + k) as u8).collect() };
+    let (mut changed, mut intact) = (0u64, 0u64);
+    for i in 0..n {
+        client.send(&pattern(i)).await.unwrap();
+        let mut buf = [0u8; 2048];
+        let (len, _) = tokio::time::timeout(Duration::from_secs(2), s.recv_from(&mut buf))
+            .await
+            .expect("the link delivers every datagram")
+            .unwrap();
+        assert_eq!(len, 120);
+        let diff = buf[..len]
+            .iter()
+            .zip(pattern(i))
+            .filter(|(a, b)| **a != *b)
+            .count();
+        assert!(diff <= 1, "datagram {i}: {diff} bytes changed");
+        if diff == 1 {
+            changed += 1;
+        } else {
+            intact += 1;
+        }
+    }
+    let report = link.finish().await;
+    println!(
+        "corrupted {changed} of {n} (link counted {})",
+        report.up.corrupted
+    );
+    assert_eq!(report.up.corrupted, changed);
+    assert!(changed > 0 && intact > 0);
+}
+
 /// Sends 200 datagrams 5 ms apart through a 10 ms ± 2 ms (uniform) link and returns
 /// `(drawn delay ms, measured delay ms)` per datagram and the link's report. 5 ms apart, so
 /// ±2 ms jitter never needs FIFO clamping and every delay is the drawn one.
