@@ -1,12 +1,15 @@
 //! Userspace impairment links: a UDP hop placed between the client and a node's data port
-//! that drops, delays, jitters, reorders, duplicates and rate-limits datagrams, per direction.
+//! that drops, delays, jitters, reorders, duplicates, corrupts, rate-limits (or queues) and
+//! MTU-limits datagrams, or replays a recorded trace, per direction.
 //!
 //! The decisions come from [`Impairer`], a sans-IO state machine fed with the arrival time
-//! (relative to the scenario clock) and the datagram length. Each direction owns one impairer
-//! seeded on its own, and every datagram consumes the same number of random draws whatever
-//! happens to it, so the n-th datagram through a direction gets the same random outcome in every
-//! run with the same seed. (Rate limits and scheduled events depend on arrival *times* as well,
-//! which is the point of them.)
+//! (relative to the scenario clock) and the datagram length; the real links here, the
+//! virtual-time engine and route probing all use it. Each direction owns one impairer seeded on
+//! its own, and every datagram consumes the same number of random draws whatever happens to it,
+//! so the n-th datagram through a direction gets the same random outcome in every run with the
+//! same seed. The Gilbert-Elliott chain runs on a second stream of its own, in time, so its bad
+//! periods do not depend on how many datagrams are sent. (Bursts, rate limits, queues, traces
+//! and scheduled events depend on arrival *times*, which is the point of them.)
 //!
 //! Delivery timing: a receive task per direction decides, and one OS thread per direction
 //! sends each datagram when it is due. A tokio timer fires on the next millisecond tick, which
