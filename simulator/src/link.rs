@@ -613,13 +613,15 @@ impl Impairer {
     /// trace if there is one, else Gilbert-Elliott and independent loss; then delay, jitter,
     /// reordering, duplication and corruption.
     pub fn decide(&mut self, at: Duration, len: usize) -> Decision {
-        // Always the same nine draws, in the same order, so outcomes line up across runs.
+        // Always the same seven draws, in the same order, so outcomes line up across runs. (The
+        // first was the burst chain's step before the chain moved to its own stream in time;
+        // keeping the stride keeps every other seeded outcome what it was.)
+        let u_corrupt = self.rng.f64();
         let u_burst = self.rng.f64();
         let u_loss = self.rng.f64();
         let (j1, j2) = (self.rng.f64(), self.rng.f64());
         let u_dup = self.rng.f64();
         let u_reorder = self.rng.f64();
-        let (u_corrupt, u_index, u_xor) = (self.rng.f64(), self.rng.f64(), self.rng.f64());
         let p = self.params_at(at);
         // The chain runs whatever happens to the datagram (it runs on time anyway).
         let bad = self.in_burst(at);
@@ -682,9 +684,15 @@ impl Impairer {
         }
         let delay = due - at;
         let duplicate = (u_dup < p.duplicate_pct / 100.0).then_some(delay);
-        let corrupt = (len > 0 && u_corrupt < p.corrupt_pct / 100.0).then(|| Corruption {
-            index: ((u_index * len as f64) as usize).min(len - 1),
-            xor: 1 + (u_xor * 255.0) as u8,
+        let q = p.corrupt_pct / 100.0;
+        let corrupt = (len > 0 && u_corrupt < q).then(|| {
+            // Given u < q, u / q is uniform in [0, 1) again: its integer part over the datagram
+            // picks the byte, its fraction the mask.
+            let pos = u_corrupt / q * len as f64;
+            Corruption {
+                index: (pos as usize).min(len - 1),
+                xor: 1 + ((pos.fract() * 255.0) as u8).min(254),
+            }
         });
         Decision::Deliver {
             delay,
