@@ -1613,4 +1613,37 @@ mod tests {
         assert_eq!(lost_before, 0);
         assert!((400..600).contains(&lost_after), "{lost_after}");
     }
+
+    #[test]
+    fn a_trace_replaces_delay_and_loss_and_keeps_the_link_fifo() {
+        let trace = crate::trace::Trace::parse(
+            "0 10\n100 loss\n200 300\n210 290\n220 5\n1000 end\n",
+            std::path::Path::new("t.trace"),
+        )
+        .unwrap();
+        let imp = Impairment {
+            trace: Some(TraceRef::loaded("t.trace", trace)),
+            ..Default::default()
+        };
+        imp.validate().unwrap();
+        assert_eq!(imp.max_delay(), ms(300.0));
+        let mut m = Impairer::new(1, imp, vec![]);
+        let delay = |d: Decision| match d {
+            Decision::Deliver { delay, .. } => Some(delay.as_micros() as f64 / 1000.0),
+            Decision::Drop(r) => {
+                assert_eq!(r, DropReason::Trace);
+                None
+            }
+        };
+        assert_eq!(delay(m.decide(ms(50.0), 100)), Some(10.0));
+        assert_eq!(delay(m.decide(ms(150.0), 100)), None);
+        // The stall: 300 ms at 200, then the link stays FIFO behind it.
+        assert_eq!(delay(m.decide(ms(200.0), 100)), Some(300.0));
+        assert_eq!(delay(m.decide(ms(215.0), 100)), Some(290.0));
+        // 5 ms from 220 on, but it waits for the one due at 505 ms.
+        assert_eq!(delay(m.decide(ms(230.0), 100)), Some(275.0));
+        assert_eq!(delay(m.decide(ms(600.0), 100)), Some(5.0));
+        // Looping: 1150 ms is 150 ms into the second round.
+        assert_eq!(delay(m.decide(ms(1150.0), 100)), None);
+    }
 }
