@@ -312,6 +312,15 @@ impl Impairment {
         Ok(())
     }
 
+    /// Reads the trace file, if any and not read yet (a relative path is taken relative to
+    /// `dir`: the scenario file's directory, or the working directory for a command line).
+    pub fn load_trace(&mut self, dir: &std::path::Path) -> Result<(), crate::trace::TraceError> {
+        match &mut self.trace {
+            Some(t) => t.load_relative_to(dir),
+            None => Ok(()),
+        }
+    }
+
     /// Long-run loss this impairment injects (0..=1), ignoring rate limits, traces and events.
     pub fn expected_loss(&self) -> f64 {
         let burst = self.burst.map_or(0.0, |b| b.stationary_loss());

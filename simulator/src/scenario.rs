@@ -440,14 +440,11 @@ impl Scenario {
         }
         let dir = origin.parent().unwrap_or(Path::new(""));
         for (field, imp) in s.impairments_mut() {
-            if let Some(t) = &mut imp.trace {
-                t.load_relative_to(dir)
-                    .map_err(|e| ScenarioError::Invalid {
-                        path: origin.to_owned(),
-                        field: format!("{field}.trace"),
-                        message: e.to_string(),
-                    })?;
-            }
+            imp.load_trace(dir).map_err(|e| ScenarioError::Invalid {
+                path: origin.to_owned(),
+                field: format!("{field}.trace"),
+                message: e.to_string(),
+            })?;
         }
         s.validate()
             .map_err(|(field, message)| ScenarioError::Invalid {
