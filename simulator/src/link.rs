@@ -1655,4 +1655,35 @@ mod tests {
         // Looping: 1150 ms is 150 ms into the second round.
         assert_eq!(delay(m.decide(ms(1150.0), 100)), None);
     }
+
+    #[test]
+    fn a_loss_ramp_loses_along_its_line() {
+        // loss_pct 0 → 20 % over 100 s, a datagram per ms: the first half loses 5 % on average,
+        // the second 15 %.
+        let mut m = Impairer::new(
+            3,
+            Impairment::default(),
+            vec![ScheduledChange::Ramp {
+                from: Duration::ZERO,
+                until: Duration::from_secs(100),
+                param: RampParam::LossPct,
+                to: 20.0,
+            }],
+        );
+        let mut lost = [0u32; 2];
+        for i in 0..100_000u64 {
+            if let Decision::Drop(r) = m.decide(Duration::from_millis(i), 100) {
+                assert_eq!(r, DropReason::Random);
+                lost[(i >= 50_000) as usize] += 1;
+            }
+        }
+        for (half, p) in [(0, 0.05), (1, 0.15)] {
+            let n = 50_000.0;
+            let observed = f64::from(lost[half]) / n;
+            // The variance of a sum of Bernoullis with varying p is at most that at the mean p.
+            let bound = 2.576 * (p * (1.0 - p) / n).sqrt();
+            println!("ramp half {half}: {observed:.4} vs {p} ± {bound:.4}");
+            assert!((observed - p).abs() <= bound, "{half}: {observed}");
+        }
+    }
 }
