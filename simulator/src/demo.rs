@@ -50,7 +50,7 @@ pub fn scenario(o: &DemoOptions) -> Result<Scenario> {
         name: name.into(),
         node,
         via,
-        both: Some(o.route),
+        both: Some(o.route.clone()),
         up: None,
         down: None,
         segments: vec![],

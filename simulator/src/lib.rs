@@ -16,6 +16,7 @@ pub mod scenario;
 pub mod site;
 pub mod tick;
 pub mod topology;
+pub mod trace;
 pub mod traffic;
 pub mod virtual_net;
 pub mod vrun;

@@ -649,9 +649,9 @@ pub fn describe(i: &Impairment) -> String {
     }
     if let Some(b) = &i.burst {
         parts.push(format!(
-            "GE p={} r={} (≈{:.1} % loss)",
-            b.p,
-            b.r,
+            "bursts {}/{} ms good/bad (≈{:.1} % loss)",
+            b.mean_good_ms,
+            b.mean_bad_ms,
             100.0 * b.stationary_loss()
         ));
     }
@@ -663,6 +663,18 @@ pub fn describe(i: &Impairment) -> String {
     }
     if i.rate_kbps > 0.0 {
         parts.push(format!("{} kbit/s", i.rate_kbps));
+    }
+    if i.queue_bytes > 0 {
+        parts.push(format!("{} B queue", i.queue_bytes));
+    }
+    if i.corrupt_pct > 0.0 {
+        parts.push(format!("{} % corrupted", i.corrupt_pct));
+    }
+    if i.mtu > 0 {
+        parts.push(format!("MTU {}", i.mtu));
+    }
+    if let Some(t) = &i.trace {
+        parts.push(format!("trace {}", t.path().display()));
     }
     if parts.is_empty() {
         "clean".into()

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::link::{DirectionConfig, Impairment, LinkConfig, ScheduledChange, derive_seed};
+use crate::link::{
+    DirectionConfig, Impairment, LinkConfig, RampParam, ScheduledChange, derive_seed,
+};
 use crate::tick::{HEADER_LEN, TickSpec};
 
 /// Largest game payload the traffic model sends (fits a PLG frame with room to spare).
@@ -272,12 +274,18 @@ pub struct PathSpec {
 impl PathSpec {
     /// Upstream impairment.
     pub fn up(&self) -> Impairment {
-        self.up.or(self.both).unwrap_or_default()
+        self.up
+            .clone()
+            .or_else(|| self.both.clone())
+            .unwrap_or_default()
     }
 
     /// Downstream impairment.
     pub fn down(&self) -> Impairment {
-        self.down.or(self.both).unwrap_or_default()
+        self.down
+            .clone()
+            .or_else(|| self.both.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -311,6 +319,44 @@ pub enum Event {
         /// The impairment in force during the window (unset fields are zero, not inherited).
         set: Impairment,
     },
+    /// A path alternates between its normal parameters and a blackhole (or `set`): down for
+    /// `down_for` seconds at the start of every `every` seconds within `[at, at + duration)`.
+    Flap {
+        /// Path index.
+        path: usize,
+        /// Start of the first down period, seconds.
+        at: f64,
+        /// Length of the flapping, seconds.
+        duration: f64,
+        /// Period, seconds.
+        every: f64,
+        /// Down time per period, seconds (less than `every`).
+        down_for: f64,
+        /// Which direction(s).
+        #[serde(default)]
+        direction: Direction,
+        /// The impairment while down (unset fields are zero); absent = a blackhole.
+        #[serde(default)]
+        set: Option<Impairment>,
+    },
+    /// Move one parameter of a path linearly from its value at `at` to `to` at
+    /// `at + duration`, then hold it (until a later degrade or flap replaces the parameters).
+    Ramp {
+        /// Path index.
+        path: usize,
+        /// Start, seconds.
+        at: f64,
+        /// Length, seconds.
+        duration: f64,
+        /// Which direction(s).
+        #[serde(default)]
+        direction: Direction,
+        /// The parameter: delay_ms, jitter_ms, loss_pct, duplicate_pct, reorder_pct or
+        /// corrupt_pct.
+        param: RampParam,
+        /// Its value at the end.
+        to: f64,
+    },
     /// Stop a node's process (its sessions are lost).
     #[serde(alias = "kill")]
     KillNode {
@@ -335,6 +381,8 @@ impl Event {
         match self {
             Event::Blackhole { at, .. }
             | Event::Degrade { at, .. }
+            | Event::Flap { at, .. }
+            | Event::Ramp { at, .. }
             | Event::KillNode { at, .. }
             | Event::RestartNode { at, .. } => *at,
         }
@@ -343,7 +391,9 @@ impl Event {
     /// The window `(from, until)` in seconds it covers, for plots.
     pub fn window(&self, run_end: f64) -> (f64, f64) {
         match self {
-            Event::Blackhole { at, duration, .. } => (*at, at + duration),
+            Event::Blackhole { at, duration, .. }
+            | Event::Flap { at, duration, .. }
+            | Event::Ramp { at, duration, .. } => (*at, at + duration),
             Event::Degrade { at, duration, .. } => (*at, duration.map_or(run_end, |d| at + d)),
             Event::KillNode { at, .. } | Event::RestartNode { at, .. } => (*at, *at),
         }
@@ -371,6 +421,31 @@ impl Event {
                 Some(d) => format!("degrade path {path} ({direction:?}) {at}–{} s", at + d),
                 None => format!("degrade path {path} ({direction:?}) from {at} s"),
             },
+            Event::Flap {
+                path,
+                at,
+                duration,
+                direction,
+                every,
+                down_for,
+                set,
+            } => format!(
+                "flap path {path} ({direction:?}) {at}–{} s: {} for {down_for} s every {every} s",
+                at + duration,
+                if set.is_some() { "degraded" } else { "down" }
+            ),
+            Event::Ramp {
+                path,
+                at,
+                duration,
+                direction,
+                param,
+                to,
+            } => format!(
+                "ramp path {path} ({direction:?}) {} to {to} over {at}–{} s",
+                param.name(),
+                at + duration
+            ),
             Event::KillNode { node, at } => format!("kill node {node} at {at} s"),
             Event::RestartNode { node, at } => format!("restart node {node} at {at} s"),
         }
@@ -440,6 +515,14 @@ impl Scenario {
                 p.name = format!("path {i}");
             }
         }
+        let dir = origin.parent().unwrap_or(Path::new(""));
+        for (field, imp) in s.impairments_mut() {
+            imp.load_trace(dir).map_err(|e| ScenarioError::Invalid {
+                path: origin.to_owned(),
+                field: format!("{field}.trace"),
+                message: e.to_string(),
+            })?;
+        }
         s.validate()
             .map_err(|(field, message)| ScenarioError::Invalid {
                 path: origin.to_owned(),
@@ -447,6 +530,42 @@ impl Scenario {
                 message,
             })?;
         Ok(s)
+    }
+
+    /// Every impairment the file writes (paths, degrade and flap sets), with its field path.
+    fn impairments_mut(&mut self) -> Vec<(String, &mut Impairment)> {
+        let mut v = Vec::new();
+        for (i, p) in self.paths.iter_mut().enumerate() {
+            for (dir, imp) in [
+                ("both", &mut p.both),
+                ("up", &mut p.up),
+                ("down", &mut p.down),
+            ] {
+                if let Some(imp) = imp {
+                    v.push((format!("paths[{i}].{dir}"), imp));
+                }
+            }
+        }
+        for (i, g) in self.segments.iter_mut().enumerate() {
+            for (dir, imp) in [
+                ("both", &mut g.both),
+                ("up", &mut g.up),
+                ("down", &mut g.down),
+            ] {
+                if let Some(imp) = imp {
+                    v.push((format!("segments[{i}].{dir}"), imp));
+                }
+            }
+        }
+        for (i, e) in self.events.iter_mut().enumerate() {
+            match e {
+                Event::Degrade { set, .. } | Event::Flap { set: Some(set), .. } => {
+                    v.push((format!("events[{i}].set"), set))
+                }
+                _ => {}
+            }
+        }
+        v
     }
 
     /// What the real-socket harness cannot run: shared segments, cross traffic and several
@@ -502,9 +621,21 @@ impl Scenario {
         s.duration = duration;
         for e in &mut s.events {
             match e {
-                Event::Blackhole { at, duration, .. } => {
+                Event::Blackhole { at, duration, .. } | Event::Ramp { at, duration, .. } => {
                     *at *= f;
                     *duration *= f;
+                }
+                Event::Flap {
+                    at,
+                    duration,
+                    every,
+                    down_for,
+                    ..
+                } => {
+                    *at *= f;
+                    *duration *= f;
+                    *every *= f;
+                    *down_for *= f;
                 }
                 Event::Degrade { at, duration, .. } => {
                     *at *= f;
@@ -617,7 +748,7 @@ impl Scenario {
                     "give either `both` or `up`/`down`, not both".into(),
                 );
             }
-            for (dir, imp) in [("both", p.both), ("up", p.up), ("down", p.down)] {
+            for (dir, imp) in [("both", &p.both), ("up", &p.up), ("down", &p.down)] {
                 if let Some(imp) = imp {
                     imp.validate()
                         .or_else(|m| bad(&format!("paths[{i}].{dir}"), m))?;
@@ -786,13 +917,63 @@ impl Scenario {
                         );
                     }
                 }
+                Event::Flap {
+                    path,
+                    duration,
+                    every,
+                    down_for,
+                    ..
+                } => {
+                    if *path >= self.paths.len() {
+                        return bad(
+                            &f("path"),
+                            format!("path {path} does not exist ({} paths)", self.paths.len()),
+                        );
+                    }
+                    if !(duration.is_finite() && *duration > 0.0) {
+                        return bad(&f("duration"), format!("must be > 0 (got {duration})"));
+                    }
+                    if !(every.is_finite() && *every >= 0.01) {
+                        return bad(&f("every"), format!("must be >= 0.01 s (got {every})"));
+                    }
+                    if duration / every > 10_000.0 {
+                        return bad(
+                            &f("every"),
+                            format!("at most 10000 periods per flap (got {})", duration / every),
+                        );
+                    }
+                    if !(down_for.is_finite() && *down_for > 0.0 && down_for < every) {
+                        return bad(
+                            &f("down_for"),
+                            format!("must be > 0 and less than every = {every} (got {down_for})"),
+                        );
+                    }
+                }
+                Event::Ramp {
+                    path,
+                    duration,
+                    param,
+                    to,
+                    ..
+                } => {
+                    if *path >= self.paths.len() {
+                        return bad(
+                            &f("path"),
+                            format!("path {path} does not exist ({} paths)", self.paths.len()),
+                        );
+                    }
+                    if !(duration.is_finite() && *duration > 0.0) {
+                        return bad(&f("duration"), format!("must be > 0 (got {duration})"));
+                    }
+                    param.validate(*to).or_else(|m| bad(&f("to"), m))?;
+                }
                 Event::KillNode { node, .. } | Event::RestartNode { node, .. } => {
                     if *node >= self.topology.nodes {
                         return bad(&f("node"), format!("node {node} does not exist"));
                     }
                 }
             }
-            if let Event::Degrade { set, .. } = e {
+            if let Event::Degrade { set, .. } | Event::Flap { set: Some(set), .. } = e {
                 set.validate().or_else(|m| bad(&f("set"), m))?;
             }
         }
@@ -842,8 +1023,25 @@ impl Scenario {
             worst = worst.max(p.up().max_delay()).max(p.down().max_delay());
         }
         for e in &self.events {
-            if let Event::Degrade { set, .. } = e {
-                worst = worst.max(set.max_delay());
+            match e {
+                Event::Degrade { set, .. } | Event::Flap { set: Some(set), .. } => {
+                    worst = worst.max(set.max_delay())
+                }
+                Event::Ramp {
+                    path, param, to, ..
+                } => {
+                    // The ramped parameter's final value on top of the path's own.
+                    let p = &self.paths[*path];
+                    for mut imp in [p.up(), p.down()] {
+                        match param {
+                            RampParam::DelayMs => imp.delay_ms = *to,
+                            RampParam::JitterMs => imp.jitter_ms = *to,
+                            _ => continue,
+                        }
+                        worst = worst.max(imp.max_delay());
+                    }
+                }
+                _ => {}
             }
         }
         (Duration::from_millis(500) + worst * 2).min(Duration::from_secs(5))
@@ -895,14 +1093,73 @@ impl Scenario {
                         }
                         d.schedule.push(ScheduledChange::Set {
                             at: secs(*at),
-                            impairment: *set,
+                            impairment: set.clone(),
                         });
                         if let Some(len) = duration {
                             d.schedule.push(ScheduledChange::Set {
                                 at: secs(at + len),
-                                impairment: d.impairment,
+                                impairment: d.impairment.clone(),
                             });
                         }
+                    }
+                }
+                Event::Flap {
+                    path,
+                    at,
+                    duration,
+                    every,
+                    down_for,
+                    direction,
+                    set,
+                } if *path == i => {
+                    let end = at + duration;
+                    for (on, d) in [(direction.up(), &mut up), (direction.down(), &mut down)] {
+                        if !on {
+                            continue;
+                        }
+                        let mut k = 0u32;
+                        loop {
+                            let start = at + f64::from(k) * every;
+                            if start >= end {
+                                break;
+                            }
+                            let (from, until) = (secs(start), secs((start + down_for).min(end)));
+                            match set {
+                                None => d.schedule.push(ScheduledChange::Blackhole { from, until }),
+                                Some(set) => {
+                                    d.schedule.push(ScheduledChange::Set {
+                                        at: from,
+                                        impairment: set.clone(),
+                                    });
+                                    d.schedule.push(ScheduledChange::Set {
+                                        at: until,
+                                        impairment: d.impairment.clone(),
+                                    });
+                                }
+                            }
+                            k += 1;
+                        }
+                    }
+                }
+                Event::Ramp {
+                    path,
+                    at,
+                    duration,
+                    direction,
+                    param,
+                    to,
+                } if *path == i => {
+                    let c = ScheduledChange::Ramp {
+                        from: secs(*at),
+                        until: secs(at + duration),
+                        param: *param,
+                        to: *to,
+                    };
+                    if direction.up() {
+                        up.schedule.push(c.clone());
+                    }
+                    if direction.down() {
+                        down.schedule.push(c);
                     }
                 }
                 _ => {}
@@ -921,8 +1178,12 @@ impl Scenario {
         let mut s = self.clone();
         for p in &mut s.paths {
             let (mut up, mut down) = (p.up(), p.down());
-            up.loss_pct = loss_pct;
-            down.loss_pct = loss_pct;
+            // A trace replaces the loss model: its directions keep their own loss.
+            for d in [&mut up, &mut down] {
+                if d.trace.is_none() {
+                    d.loss_pct = loss_pct;
+                }
+            }
             p.both = None;
             p.up = Some(up);
             p.down = Some(down);
@@ -1122,5 +1383,150 @@ mod tests {
         assert_eq!(s.duration, 2.0);
         assert_eq!(s.events[0].window(2.0), (0.8, 0.8 + 0.4));
         s.validate().unwrap();
+    }
+
+    #[test]
+    fn flaps_alternate_and_ramps_become_link_schedules() {
+        let s = parse(
+            "duration = 10\n[[paths]]\nboth = { delay_ms = 5 }\n\
+             [[events]]\nkind = \"flap\"\npath = 0\nat = 2\nduration = 3\nevery = 1\ndown_for = 0.25\ndirection = \"up\"\n\
+             [[events]]\nkind = \"flap\"\npath = 0\nat = 6\nduration = 1.5\nevery = 1\ndown_for = 0.5\ndirection = \"down\"\nset = { loss_pct = 50 }\n\
+             [[events]]\nkind = \"ramp\"\npath = 0\nat = 1\nduration = 4\nparam = \"delay_ms\"\nto = 105\n",
+        )
+        .unwrap();
+        let c = s.link_config(0, "127.0.0.1:9".parse().unwrap(), 1);
+        let ms = Duration::from_millis;
+        let up = crate::link::Impairer::new(1, c.up.impairment.clone(), c.up.schedule.clone());
+        let holes: Vec<_> =
+            c.up.schedule
+                .iter()
+                .filter_map(|c| match c {
+                    ScheduledChange::Blackhole { from, until } => Some((*from, *until)),
+                    _ => None,
+                })
+                .collect();
+        assert_eq!(
+            holes,
+            vec![
+                (ms(2000), ms(2250)),
+                (ms(3000), ms(3250)),
+                (ms(4000), ms(4250))
+            ]
+        );
+        // The ramp: 5 ms at 1 s to 105 ms at 5 s, in both directions.
+        assert_eq!(up.params_at(ms(3000)).delay_ms, 55.0);
+        let down =
+            crate::link::Impairer::new(1, c.down.impairment.clone(), c.down.schedule.clone());
+        assert_eq!(down.params_at(ms(5500)).delay_ms, 105.0);
+        // The degrading flap: 50 % loss in [6, 6.5) and [7, 7.5), the base in between. Its
+        // restore replaces the ramped parameters by the path's own (the latest change wins).
+        assert_eq!(down.params_at(ms(6100)).loss_pct, 50.0);
+        assert_eq!(down.params_at(ms(6600)).loss_pct, 0.0);
+        assert_eq!(down.params_at(ms(6600)).delay_ms, 5.0);
+        assert_eq!(down.params_at(ms(7499)).loss_pct, 50.0);
+        assert_eq!(down.params_at(ms(7500)).loss_pct, 0.0);
+        let half = s.scaled_to(5.0);
+        assert!(matches!(
+            half.events[0],
+            Event::Flap { every, down_for, .. } if every == 0.5 && down_for == 0.125
+        ));
+    }
+
+    #[test]
+    fn new_fields_are_validated_with_their_names() {
+        let cases = [
+            (
+                "[paths.up]\nqueue_bytes = 5000\n",
+                "paths[0].up",
+                "queue_bytes",
+            ),
+            ("[paths.up]\nmtu = 10\n", "paths[0].up", "mtu"),
+            (
+                "[paths.up]\ncorrupt_pct = 101\n",
+                "paths[0].up",
+                "corrupt_pct",
+            ),
+            (
+                "[paths.up]\nburst = { mean_good_ms = 100, mean_bad_ms = 0 }\n",
+                "paths[0].up",
+                "burst.mean_bad_ms",
+            ),
+            (
+                "[[events]]\nkind = \"flap\"\npath = 0\nat = 1\nduration = 1\nevery = 0.5\ndown_for = 0.5\n",
+                "events[0].down_for",
+                "less than",
+            ),
+            (
+                "[[events]]\nkind = \"ramp\"\npath = 0\nat = 1\nduration = 1\nparam = \"loss_pct\"\nto = 120\n",
+                "events[0].to",
+                "loss_pct",
+            ),
+            (
+                "[[events]]\nkind = \"flap\"\npath = 0\nat = 1\nduration = 1\nevery = 0.5\ndown_for = 0.1\nset = { mtu = 3 }\n",
+                "events[0].set",
+                "mtu",
+            ),
+        ];
+        for (tail, field, what) in cases {
+            let e = parse(&format!("duration = 2\n[[paths]]\n{tail}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(field) && e.contains(what), "{tail}: {e}");
+        }
+        // The old per-datagram burst syntax is refused by name.
+        let e = parse("duration = 2\n[[paths]]\nboth = { burst = { p = 0.01, r = 0.2 } }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `p`"), "{e}");
+    }
+
+    #[test]
+    fn traces_load_relative_to_the_scenario_and_errors_name_file_and_line() {
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/wifi-trace.toml");
+        let s = Scenario::load(&shipped).unwrap();
+        let c = s.link_config(0, "127.0.0.1:9".parse().unwrap(), 1);
+        let mut m = crate::link::Impairer::new(1, c.up.impairment.clone(), vec![]);
+        // 1500 ms: the start of the 300 ms stall.
+        let crate::link::Decision::Deliver { delay, .. } =
+            m.decide(Duration::from_millis(1500), 100)
+        else {
+            panic!("the stall delays, it does not drop");
+        };
+        assert!((300..=320).contains(&delay.as_millis()), "{delay:?}");
+        // Drain covers the stall.
+        assert!(s.drain() >= Duration::from_millis(600));
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("t")).unwrap();
+        std::fs::write(dir.path().join("t/bad.trace"), "0 5\n# c\n10 fast\n").unwrap();
+        let scenario = dir.path().join("x.toml");
+        std::fs::write(
+            &scenario,
+            "duration = 2\n[[paths]]\nup = { trace = \"t/bad.trace\" }\n",
+        )
+        .unwrap();
+        let e = Scenario::load(&scenario).unwrap_err().to_string();
+        assert!(
+            e.contains("paths[0].up.trace") && e.contains("bad.trace:3:"),
+            "{e}"
+        );
+        std::fs::write(
+            &scenario,
+            "duration = 2\n[[paths]]\nup = { trace = \"t/none.trace\" }\n",
+        )
+        .unwrap();
+        let e = Scenario::load(&scenario).unwrap_err().to_string();
+        assert!(
+            e.contains("cannot read trace") && e.contains("none.trace"),
+            "{e}"
+        );
+        std::fs::write(dir.path().join("t/ok.trace"), "0 5\n").unwrap();
+        std::fs::write(
+            &scenario,
+            "duration = 2\n[[paths]]\nup = { trace = \"t/ok.trace\", delay_ms = 3 }\n",
+        )
+        .unwrap();
+        let e = Scenario::load(&scenario).unwrap_err().to_string();
+        assert!(e.contains("paths[0].up") && e.contains("replaces"), "{e}");
     }
 }

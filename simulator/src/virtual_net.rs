@@ -253,7 +253,7 @@ impl VDir {
     fn new(c: &DirectionConfig, lead: Duration) -> VDir {
         let schedule = c.schedule.iter().map(|s| s.delayed(lead)).collect();
         VDir {
-            imp: Impairer::new(c.seed, c.impairment.clone(), schedule),
+            imp: Impairer::new(c.seed, c.impairment.clone(), schedule).with_trace_origin(lead),
             rep: DirectionReport::default(),
             bins: vec![],
         }
@@ -275,12 +275,20 @@ impl VDir {
                 bin.1 += 1;
                 match reason {
                     DropReason::Blackhole => r.dropped_blackhole += 1,
+                    DropReason::Mtu => r.dropped_mtu += 1,
                     DropReason::Rate => r.dropped_rate += 1,
+                    DropReason::Queue => r.dropped_queue += 1,
                     DropReason::Burst => r.dropped_burst += 1,
                     DropReason::Random => r.dropped_random += 1,
+                    DropReason::Trace => r.dropped_trace += 1,
                 }
             }
-            Decision::Deliver { delay, duplicate } => {
+            Decision::Deliver {
+                delay,
+                duplicate,
+                corrupt,
+            } => {
+                r.corrupted += u64::from(corrupt.is_some());
                 let ms = delay.as_secs_f64() * 1000.0;
                 bin.2 += ms;
                 bin.3 = bin.3.max(ms);
@@ -797,7 +805,12 @@ impl VirtualNet {
         let at = self.clock();
         let link = &mut self.links[hop.link];
         let dir = if hop.up { &mut link.up } else { &mut link.down };
-        let Decision::Deliver { delay, duplicate } = dir.decide(at, bytes.len()) else {
+        let Decision::Deliver {
+            delay,
+            duplicate,
+            corrupt,
+        } = dir.decide(at, bytes.len())
+        else {
             return;
         };
         let last = next + 1 == hops.len();
@@ -818,6 +831,11 @@ impl VirtualNet {
                 self.now + d,
                 packet(hops.clone(), dest.clone(), bytes.clone()),
             );
+        }
+        // The duplicate (pushed above) stays intact; the delivered copy carries the flip.
+        let mut bytes = bytes;
+        if let Some(c) = corrupt {
+            c.apply(&mut bytes);
         }
         self.push(self.now + delay, packet(hops, dest, bytes));
     }

@@ -170,7 +170,7 @@ pub fn run_policy(s: &Scenario, seed: u64, policy: Policy) -> PolicyReport {
     }
     r.sessions = traces[1..]
         .iter()
-        .map(|t| report::session_summary(t))
+        .map(report::session_summary)
         .collect();
     r.segments = (0..s.segments.len())
         .map(|i| report::SegmentReport {

@@ -117,7 +117,7 @@ duration = 60
 seed = 11
 [[segments]]
 name = "wifi"
-both = { burst = { p = 0.0105, r = 0.2 } }
+both = { burst = { mean_good_ms = 950, mean_bad_ms = 50 } }
 [[paths]]
 name = "a"
 segments = ["wifi"]
