@@ -13,23 +13,36 @@
 //! would add 0–1 ms of its own jitter to every figure; the thread parks on a futex with a
 //! deadline (a high-resolution timer) and is typically late by tens of microseconds. The
 //! lateness is measured and reported ([`DirectionReport::late_us_p50`]).
+//!
+//! Host noise: a stall of this process (a busy or overcommitted machine, a stopped VM) delays
+//! datagrams exactly like a network spike would. Both sides are measured so that a report can
+//! tell the two apart: the sender thread's lateness against each due time, and the receive
+//! side's lateness — how long a datagram waited in the socket before the receive task read it,
+//! from the kernel's receive timestamp (`SO_TIMESTAMPNS`) against the time of the read. Every
+//! episode above [`STALL_THRESHOLD`] is reported as a [`Stall`] with its time and length.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 /// Width of one bin of the per-link timeline.
 pub const TIMELINE_BIN: Duration = Duration::from_millis(100);
+
+/// A datagram handled later than this (sender behind its due time, or a datagram left unread
+/// in the socket) marks a host stall.
+pub const STALL_THRESHOLD: Duration = Duration::from_millis(5);
 
 /// How delay varies around its mean.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -385,6 +398,13 @@ pub struct DirectionCounters {
     pub duplicated: AtomicU64,
     /// Downstream datagrams dropped because no client had spoken yet, or send errors.
     pub undeliverable: AtomicU64,
+    /// Delay decided for the latest delivered datagram, microseconds (live view).
+    pub last_delay_us: AtomicU64,
+    /// Host stalls flagged so far (sender or receive side, see [`Stall`]).
+    pub stalls: AtomicU64,
+    /// Upstream only: how many times the client address changed, the first one included.
+    /// Replies go to the latest address, so more than one means clients took turns.
+    pub client_changes: AtomicU64,
 }
 
 impl DirectionCounters {
@@ -517,11 +537,51 @@ pub struct DirectionReport {
     pub late_us_p50: u64,
     /// Same, 99th percentile.
     pub late_us_p99: u64,
+    /// Same, the worst datagram.
+    #[serde(default)]
+    pub late_us_max: u64,
+    /// How long datagrams sat in the receive socket before the link read them (kernel
+    /// receive timestamp to read): median, microseconds. 0 where the kernel gives no stamp.
+    #[serde(default)]
+    pub recv_late_us_p50: u64,
+    /// Same, 99th percentile.
+    #[serde(default)]
+    pub recv_late_us_p99: u64,
+    /// Same, the worst datagram.
+    #[serde(default)]
+    pub recv_late_us_max: u64,
+    /// Host stalls: episodes where the link itself held datagrams longer than
+    /// [`STALL_THRESHOLD`]. Delay spikes at these times are the machine's, not the network's.
+    #[serde(default)]
+    pub stalls: Vec<Stall>,
     /// Per-[`TIMELINE_BIN`] activity from the moment the link was armed.
     pub timeline: Vec<TimelineBin>,
     /// Every decision, when tracing was on (not serialized).
     #[serde(skip)]
     pub trace: Vec<TraceEntry>,
+}
+
+/// Which part of the link was held up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StallSide {
+    /// The sender thread delivered after the due time.
+    Send,
+    /// Datagrams waited in the receive socket (the receive task did not run).
+    Receive,
+}
+
+/// One host stall: datagrams were held by this process, not by the impairment.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Stall {
+    /// Start, seconds on the scenario clock (negative: before the link was armed; the link's
+    /// start counts as 0 for a link that is never armed).
+    pub at_s: f64,
+    /// Length, milliseconds: from the first held datagram's due (or arrival) time to the last
+    /// one's handling, so a lower bound of the stall itself.
+    pub ms: f64,
+    /// Where it was seen.
+    pub side: StallSide,
 }
 
 /// Both directions' reports.
@@ -547,10 +607,12 @@ pub struct LinkCounters {
 pub struct Link {
     addr: SocketAddr,
     counters: Arc<LinkCounters>,
+    started: Instant,
     epoch: watch::Sender<Option<Instant>>,
     stop: watch::Sender<bool>,
     up: JoinHandle<DirState>,
     down: JoinHandle<DirState>,
+    hooks: [mpsc::UnboundedSender<(StallSide, Duration)>; 2],
 }
 
 /// A datagram waiting in a sender thread.
@@ -561,25 +623,117 @@ struct Due {
     data: Vec<u8>,
 }
 
+/// What the receive task hands its sender thread.
+#[derive(Debug)]
+enum ToSender {
+    Due(Due),
+    /// Test hook: block the thread this long.
+    Stall(Duration),
+}
+
 #[derive(Debug)]
 struct DirState {
     timeline: Vec<(u32, u32, f64, f64)>,
     trace: Vec<TraceEntry>,
+    recv_late_us: Vec<u64>,
+    recv_stalls: Stalls,
     sender: Option<std::thread::JoinHandle<SenderResult>>,
-    tx: Option<std_mpsc::Sender<Due>>,
+    tx: Option<std_mpsc::Sender<ToSender>>,
 }
 
 #[derive(Debug, Default)]
 struct SenderResult {
     late_us: Vec<u64>,
+    stalls: Stalls,
     left: u64,
+}
+
+/// Stall windows `[held since, handled at]`, overlapping ones merged.
+#[derive(Debug, Default)]
+struct Stalls(Vec<(Instant, Instant)>);
+
+impl Stalls {
+    /// Notes a datagram handled at `done`, `late` after it was due (or arrived); true when
+    /// this starts a new stall.
+    fn note(&mut self, done: Instant, late: Duration) -> bool {
+        if late <= STALL_THRESHOLD {
+            return false;
+        }
+        let start = done.checked_sub(late).unwrap_or(done);
+        if let Some(last) = self.0.last_mut()
+            && start <= last.1
+        {
+            last.0 = last.0.min(start);
+            last.1 = last.1.max(done);
+            return false;
+        }
+        self.0.push((start, done));
+        true
+    }
+
+    fn report(&self, zero: Instant, side: StallSide) -> impl Iterator<Item = Stall> + '_ {
+        self.0.iter().map(move |&(from, to)| Stall {
+            at_s: if from >= zero {
+                (from - zero).as_secs_f64()
+            } else {
+                -(zero - from).as_secs_f64()
+            },
+            ms: (to - from).as_secs_f64() * 1000.0,
+            side,
+        })
+    }
 }
 
 fn std_socket(addr: SocketAddr) -> io::Result<(UdpSocket, std::net::UdpSocket)> {
     let s = std::net::UdpSocket::bind(addr)?;
     s.set_nonblocking(true)?;
+    // Kernel receive timestamps measure how long datagrams wait for the receive task; a
+    // kernel without them leaves the receive-side figures at 0.
+    let _ = nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::ReceiveTimestampns, &true);
     let clone = s.try_clone()?;
     Ok((UdpSocket::from_std(s)?, clone))
+}
+
+/// Reads one datagram; also returns how long it waited in the socket, from the kernel's
+/// receive timestamp, when there is one.
+async fn recv_stamped(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+    cmsg: &mut Vec<u8>,
+) -> io::Result<(usize, SocketAddr, Option<Duration>)> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrLike, SockaddrStorage, recvmsg};
+    let fd = socket.as_raw_fd();
+    socket
+        .async_io(Interest::READABLE, || {
+            let mut iov = [io::IoSliceMut::new(&mut *buf)];
+            let msg = recvmsg::<SockaddrStorage>(fd, &mut iov, Some(&mut *cmsg), MsgFlags::empty())
+                .map_err(io::Error::from)?;
+            let read_at = SystemTime::now();
+            let from = msg
+                .address
+                .and_then(|a| match a.family() {
+                    Some(nix::sys::socket::AddressFamily::Inet) => a
+                        .as_sockaddr_in()
+                        .map(|a| SocketAddr::V4(std::net::SocketAddrV4::from(*a))),
+                    Some(nix::sys::socket::AddressFamily::Inet6) => a
+                        .as_sockaddr_in6()
+                        .map(|a| SocketAddr::V6(std::net::SocketAddrV6::from(*a))),
+                    _ => None,
+                })
+                .ok_or_else(|| io::Error::other("datagram without a sender address"))?;
+            let mut waited = None;
+            if let Ok(cmsgs) = msg.cmsgs() {
+                for c in cmsgs {
+                    if let ControlMessageOwned::ScmTimestampns(ts) = c {
+                        let stamp = SystemTime::UNIX_EPOCH
+                            + Duration::new(ts.tv_sec().max(0) as u64, ts.tv_nsec().max(0) as u32);
+                        waited = Some(read_at.duration_since(stamp).unwrap_or(Duration::ZERO));
+                    }
+                }
+            }
+            Ok((msg.bytes, from, waited))
+        })
+        .await
 }
 
 impl Link {
@@ -597,10 +751,13 @@ impl Link {
     /// Like [`Link::start`], with the client-facing socket bound to `listen` (e.g. the address
     /// a node announces, so that a client that finds the node by itself crosses the link).
     pub async fn start_on(cfg: LinkConfig, listen: SocketAddr) -> io::Result<Link> {
-        let any: SocketAddr = if cfg.upstream.is_ipv4() {
-            (Ipv4Addr::LOCALHOST, 0).into()
-        } else {
-            (std::net::Ipv6Addr::LOCALHOST, 0).into()
+        // A loopback socket can only reach loopback: a real server elsewhere needs the
+        // wildcard address (the kernel picks the source by route).
+        let any: SocketAddr = match (cfg.upstream.is_ipv4(), cfg.upstream.ip().is_loopback()) {
+            (true, true) => (Ipv4Addr::LOCALHOST, 0).into(),
+            (true, false) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+            (false, true) => (std::net::Ipv6Addr::LOCALHOST, 0).into(),
+            (false, false) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
         };
         let (client_side, client_side_tx) = std_socket(listen)?;
         let (upstream_side, upstream_side_tx) = std_socket(any)?;
@@ -609,6 +766,8 @@ impl Link {
         let (epoch, epoch_rx) = watch::channel(None);
         let (stop, stop_rx) = watch::channel(false);
         let (client_tx, client_rx) = watch::channel(None::<SocketAddr>);
+        let (up_hook, up_hook_rx) = mpsc::unbounded_channel();
+        let (down_hook, down_hook_rx) = mpsc::unbounded_channel();
         let c = counters.clone();
         let up = tokio::spawn(direction(
             Dir::Up,
@@ -621,6 +780,7 @@ impl Link {
             c,
             epoch_rx.clone(),
             stop_rx.clone(),
+            up_hook_rx,
         ));
         let down = tokio::spawn(direction(
             Dir::Down,
@@ -633,14 +793,17 @@ impl Link {
             counters.clone(),
             epoch_rx,
             stop_rx,
+            down_hook_rx,
         ));
         Ok(Link {
             addr,
             counters,
+            started: Instant::now(),
             epoch,
             stop,
             up,
             down,
+            hooks: [up_hook, down_hook],
         })
     }
 
@@ -659,19 +822,34 @@ impl Link {
         let _ = self.epoch.send(Some(epoch));
     }
 
+    /// Test hook: blocks `dir`'s sender thread, or its receive task (and the runtime worker
+    /// it runs on), for `length`, as a host stall would.
+    #[doc(hidden)]
+    pub fn inject_stall(&self, dir: Dir, side: StallSide, length: Duration) {
+        let _ = self.hooks[dir as usize].send((side, length));
+    }
+
     /// Stops both directions (datagrams still queued are discarded) and reports.
     pub async fn finish(self) -> LinkReport {
         let _ = self.stop.send(true);
+        let zero = self.epoch.borrow().unwrap_or(self.started);
         let up = self.up.await.ok();
         let down = self.down.await.ok();
         LinkReport {
-            up: report(&self.counters.up, up).await,
-            down: report(&self.counters.down, down).await,
+            up: report(&self.counters.up, up, zero).await,
+            down: report(&self.counters.down, down, zero).await,
         }
     }
 }
 
-async fn report(c: &DirectionCounters, state: Option<DirState>) -> DirectionReport {
+fn quantile(sorted: &[u64], q: f64) -> u64 {
+    sorted
+        .get(((sorted.len() as f64 - 1.0) * q).round() as usize)
+        .copied()
+        .unwrap_or(0)
+}
+
+async fn report(c: &DirectionCounters, state: Option<DirState>, zero: Instant) -> DirectionReport {
     let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let mut r = DirectionReport {
         packets_in: l(&c.packets_in),
@@ -692,20 +870,23 @@ async fn report(c: &DirectionCounters, state: Option<DirState>) -> DirectionRepo
         && let Ok(Ok(mut s)) = tokio::task::spawn_blocking(move || h.join()).await
     {
         s.late_us.sort_unstable();
-        let q = |q: f64| {
-            s.late_us
-                .get(((s.late_us.len() as f64 - 1.0) * q).round() as usize)
-                .copied()
-                .unwrap_or(0)
-        };
-        r.late_us_p50 = q(0.5);
-        r.late_us_p99 = q(0.99);
+        r.late_us_p50 = quantile(&s.late_us, 0.5);
+        r.late_us_p99 = quantile(&s.late_us, 0.99);
+        r.late_us_max = s.late_us.last().copied().unwrap_or(0);
+        r.stalls.extend(s.stalls.report(zero, StallSide::Send));
         r.in_flight_at_stop = s.left;
         // Sent-out counters are bumped by the thread; read them after it ended.
         r.packets_out = l(&c.packets_out);
         r.bytes_out = l(&c.bytes_out);
         r.undeliverable = l(&c.undeliverable);
     }
+    state.recv_late_us.sort_unstable();
+    r.recv_late_us_p50 = quantile(&state.recv_late_us, 0.5);
+    r.recv_late_us_p99 = quantile(&state.recv_late_us, 0.99);
+    r.recv_late_us_max = state.recv_late_us.last().copied().unwrap_or(0);
+    r.stalls
+        .extend(state.recv_stalls.report(zero, StallSide::Receive));
+    r.stalls.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
     r.timeline = state
         .timeline
         .iter()
@@ -727,10 +908,13 @@ async fn report(c: &DirectionCounters, state: Option<DirState>) -> DirectionRepo
     r
 }
 
+/// One direction of a link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Dir {
-    Up,
-    Down,
+pub enum Dir {
+    /// Client → upstream.
+    Up = 0,
+    /// Upstream → client.
+    Down = 1,
 }
 
 #[derive(Debug)]
@@ -751,9 +935,10 @@ async fn direction(
     counters: Arc<LinkCounters>,
     epoch: watch::Receiver<Option<Instant>>,
     mut stop: watch::Receiver<bool>,
+    mut hook: mpsc::UnboundedReceiver<(StallSide, Duration)>,
 ) -> DirState {
     let counters_for_thread = counters.clone();
-    let (tx, rx) = std_mpsc::channel::<Due>();
+    let (tx, rx) = std_mpsc::channel::<ToSender>();
     let name = format!("plg-sim-link-{dir:?}").to_lowercase();
     let sender = std::thread::Builder::new()
         .name(name)
@@ -773,28 +958,50 @@ async fn direction(
     let mut state = DirState {
         timeline: Vec::new(),
         trace: Vec::new(),
+        recv_late_us: Vec::new(),
+        recv_stalls: Stalls::default(),
         sender,
         tx: None,
     };
     let mut buf = vec![0u8; 65536];
+    let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
     loop {
-        let (n, from) = tokio::select! {
-            r = rx_socket.recv_from(&mut buf) => match r {
+        let (n, from, waited) = tokio::select! {
+            r = recv_stamped(&rx_socket, &mut buf, &mut cmsg) => match r {
                 Ok(v) => v,
                 // ICMP port unreachable and the like: keep going.
                 Err(_) => continue,
             },
+            Some((side, length)) = hook.recv() => {
+                match side {
+                    // Deliberately blocks the worker: that is what a host stall does.
+                    StallSide::Receive => std::thread::sleep(length),
+                    StallSide::Send => {
+                        let _ = tx.send(ToSender::Stall(length));
+                    }
+                }
+                continue;
+            }
             _ = stop.changed() => break,
         };
         let now = Instant::now();
+        if let Some(w) = waited {
+            state.recv_late_us.push(w.as_micros() as u64);
+            if state.recv_stalls.note(now, w) {
+                c.stalls.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         let epoch = *epoch.borrow();
         let at = epoch.map_or(Duration::ZERO, |e| now.saturating_duration_since(e));
         if let Some(ctx) = &client_tx {
-            ctx.send_if_modified(|c| {
+            let changed = ctx.send_if_modified(|c| {
                 let changed = *c != Some(from);
                 *c = Some(from);
                 changed
             });
+            if changed {
+                c.client_changes.fetch_add(1, Ordering::Relaxed);
+            }
         }
         c.packets_in.fetch_add(1, Ordering::Relaxed);
         c.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
@@ -831,6 +1038,8 @@ async fn direction(
         match decision {
             Decision::Drop(r) => c.count_drop(r),
             Decision::Deliver { delay, duplicate } => {
+                c.last_delay_us
+                    .store(delay.as_micros() as u64, Ordering::Relaxed);
                 let dst = match &target {
                     Target::Fixed(a) => Some(*a),
                     Target::LastClient(rx) => *rx.borrow(),
@@ -846,17 +1055,17 @@ async fn direction(
                 let data = buf[..n].to_vec();
                 if let Some(d) = duplicate {
                     c.duplicated.fetch_add(1, Ordering::Relaxed);
-                    let _ = tx.send(Due {
+                    let _ = tx.send(ToSender::Due(Due {
                         at: now + d,
                         dst,
                         data: data.clone(),
-                    });
+                    }));
                 }
-                let _ = tx.send(Due {
+                let _ = tx.send(ToSender::Due(Due {
                     at: now + delay,
                     dst,
                     data,
-                });
+                }));
             }
         }
     }
@@ -867,7 +1076,7 @@ async fn direction(
 /// Sends queued datagrams at their due time. Ends when the channel closes; what is still
 /// queued then is discarded and counted.
 fn sender_thread(
-    rx: std_mpsc::Receiver<Due>,
+    rx: std_mpsc::Receiver<ToSender>,
     socket: std::net::UdpSocket,
     c: &DirectionCounters,
 ) -> SenderResult {
@@ -896,11 +1105,18 @@ fn sender_thread(
                 }
             }
         };
-        if let Some(m) = msg {
-            heap.push(Reverse((m.at, order)));
-            slots.insert(order, m);
-            order += 1;
-            continue;
+        match msg {
+            Some(ToSender::Due(m)) => {
+                heap.push(Reverse((m.at, order)));
+                slots.insert(order, m);
+                order += 1;
+                continue;
+            }
+            Some(ToSender::Stall(length)) => {
+                std::thread::sleep(length);
+                continue;
+            }
+            None => {}
         }
         let now = Instant::now();
         while let Some(Reverse((t, k))) = heap.peek().copied() {
@@ -909,8 +1125,12 @@ fn sender_thread(
             }
             heap.pop();
             let Some(d) = slots.remove(&k) else { continue };
-            let late = Instant::now().saturating_duration_since(d.at);
+            let sent_at = Instant::now();
+            let late = sent_at.saturating_duration_since(d.at);
             out.late_us.push(late.as_micros() as u64);
+            if out.stalls.note(sent_at, late) {
+                c.stalls.fetch_add(1, Ordering::Relaxed);
+            }
             if send_retrying(&socket, &d.data, d.dst) {
                 c.packets_out.fetch_add(1, Ordering::Relaxed);
                 c.bytes_out
