@@ -308,4 +308,24 @@ async fn host_stalls_are_flagged_on_their_side_with_their_length() {
     assert!(r.up.recv_late_us_max >= 40_000, "{}", r.up.recv_late_us_max);
     // The typical datagram is not held: medians stay well under the threshold.
     assert!(r.up.recv_late_us_p50 < 5_000 && r.up.late_us_p50 < 5_000);
+
+    // The scenario table says so, and only when there was a stall.
+    let table = |link: &plg_sim::link::LinkReport| {
+        let run: plg_sim::report::RunReport = serde_json::from_value(serde_json::json!({
+            "scenario": "stalls", "description": "", "seed": 5, "duration_s": 1.3,
+            "tick_rate": 500, "paths": [], "events": [],
+            "policies": [{ "policy": "single", "status": "ran", "client": "test",
+                           "up": null, "down": null, "rtt_ms": null, "links": [link] }],
+        }))
+        .unwrap();
+        plg_sim::report::render_table(&run)
+    };
+    let t = table(&r);
+    eprintln!("{t}");
+    assert!(t.contains("host stalls (n, longest ms @ s)"), "{t}");
+    assert!(t.contains("host noise, not network"), "{t}");
+    let mut clean = r.clone();
+    clean.up.stalls.clear();
+    clean.down.stalls.clear();
+    assert!(!table(&clean).contains("host stalls"));
 }
