@@ -621,6 +621,78 @@ struct Due {
     at: Instant,
     dst: SocketAddr,
     data: Vec<u8>,
+    /// Send from this socket instead of the direction's own (a client's upstream socket).
+    via: Option<Arc<std::net::UdpSocket>>,
+}
+
+/// A datagram a per-client upstream socket read, for the downstream direction.
+#[derive(Debug)]
+struct Inbound {
+    data: Vec<u8>,
+    from: SocketAddr,
+    client: SocketAddr,
+    read_at: Instant,
+    waited: Option<Duration>,
+}
+
+/// Where a direction reads.
+#[derive(Debug)]
+enum Source {
+    Socket(UdpSocket),
+    /// Downstream with one upstream socket per client: their readers feed this.
+    Clients(mpsc::UnboundedReceiver<Inbound>),
+}
+
+/// Upstream with one socket per client (NAT-like): answers find their client by the socket
+/// they arrive on.
+#[derive(Debug)]
+struct PerClient {
+    bind: SocketAddr,
+    sockets: std::collections::HashMap<SocketAddr, Arc<std::net::UdpSocket>>,
+    down: mpsc::UnboundedSender<Inbound>,
+    stop: watch::Receiver<bool>,
+}
+
+/// Most clients a per-client link maps; datagrams of further ones are undeliverable.
+pub const MAX_CLIENTS: usize = 4096;
+
+impl PerClient {
+    /// The upstream socket of `client`, opened (with its reader) on first sight.
+    fn socket(&mut self, client: SocketAddr) -> Option<Arc<std::net::UdpSocket>> {
+        if let Some(s) = self.sockets.get(&client) {
+            return Some(s.clone());
+        }
+        if self.sockets.len() >= MAX_CLIENTS {
+            return None;
+        }
+        let (reader, tx) = std_socket(self.bind).ok()?;
+        let tx = Arc::new(tx);
+        self.sockets.insert(client, tx.clone());
+        let (down, mut stop) = (self.down.clone(), self.stop.clone());
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 65536];
+            let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+            loop {
+                tokio::select! {
+                    r = recv_stamped(&reader, &mut buf, &mut cmsg) => {
+                        let Ok((n, from, waited)) = r else { continue };
+                        let m = Inbound {
+                            data: buf[..n].to_vec(),
+                            from,
+                            client,
+                            read_at: Instant::now(),
+                            waited,
+                        };
+                        if down.send(m).is_err() {
+                            break;
+                        }
+                    }
+                    _ = stop.changed() => break,
+                }
+            }
+        });
+        Some(tx)
+    }
 }
 
 /// What the receive task hands its sender thread.
@@ -751,6 +823,23 @@ impl Link {
     /// Like [`Link::start`], with the client-facing socket bound to `listen` (e.g. the address
     /// a node announces, so that a client that finds the node by itself crosses the link).
     pub async fn start_on(cfg: LinkConfig, listen: SocketAddr) -> io::Result<Link> {
+        Self::start_inner(cfg, listen, false).await
+    }
+
+    /// Like [`Link::start_on`], with one upstream socket per client address (NAT-like), so
+    /// that several clients at once each get their own answers: players behind one link to a
+    /// game server, or a client with several paths to one node. (The simulator's links carry
+    /// one client each and use [`Link::start_on`]; the node sees the same source either way.)
+    /// [`DirectionCounters::client_changes`] then counts distinct clients.
+    pub async fn start_per_client(cfg: LinkConfig, listen: SocketAddr) -> io::Result<Link> {
+        Self::start_inner(cfg, listen, true).await
+    }
+
+    async fn start_inner(
+        cfg: LinkConfig,
+        listen: SocketAddr,
+        per_client: bool,
+    ) -> io::Result<Link> {
         // A loopback socket can only reach loopback: a real server elsewhere needs the
         // wildcard address (the kernel picks the source by route).
         let any: SocketAddr = match (cfg.upstream.is_ipv4(), cfg.upstream.ip().is_loopback()) {
@@ -768,13 +857,27 @@ impl Link {
         let (client_tx, client_rx) = watch::channel(None::<SocketAddr>);
         let (up_hook, up_hook_rx) = mpsc::unbounded_channel();
         let (down_hook, down_hook_rx) = mpsc::unbounded_channel();
+        let (down_source, clients, down_target, client_tx) = if per_client {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let clients = PerClient {
+                bind: any,
+                sockets: Default::default(),
+                down: tx,
+                stop: stop_rx.clone(),
+            };
+            (Source::Clients(rx), Some(clients), Target::Inbound, None)
+        } else {
+            let last = Target::LastClient(client_rx);
+            (Source::Socket(upstream_side), None, last, Some(client_tx))
+        };
         let c = counters.clone();
         let up = tokio::spawn(direction(
             Dir::Up,
-            client_side,
+            Source::Socket(client_side),
             upstream_side_tx,
             Target::Fixed(cfg.upstream),
-            Some(client_tx),
+            client_tx,
+            clients,
             cfg.up,
             cfg.trace,
             c,
@@ -784,9 +887,10 @@ impl Link {
         ));
         let down = tokio::spawn(direction(
             Dir::Down,
-            upstream_side,
+            down_source,
             client_side_tx,
-            Target::LastClient(client_rx),
+            down_target,
+            None,
             None,
             cfg.down,
             cfg.trace,
@@ -921,15 +1025,48 @@ pub enum Dir {
 enum Target {
     Fixed(SocketAddr),
     LastClient(watch::Receiver<Option<SocketAddr>>),
+    /// The client the datagram's upstream socket belongs to.
+    Inbound,
+}
+
+/// Reads the next datagram into `buf`: length, sender, socket wait, the client it is for
+/// (per-client downstream), and when it was read.
+async fn next_datagram(
+    source: &mut Source,
+    buf: &mut [u8],
+    cmsg: &mut Vec<u8>,
+) -> io::Result<(
+    usize,
+    SocketAddr,
+    Option<Duration>,
+    Option<SocketAddr>,
+    Instant,
+)> {
+    match source {
+        Source::Socket(s) => {
+            let (n, from, waited) = recv_stamped(s, buf, cmsg).await?;
+            Ok((n, from, waited, None, Instant::now()))
+        }
+        Source::Clients(rx) => match rx.recv().await {
+            Some(m) => {
+                let n = m.data.len().min(buf.len());
+                buf[..n].copy_from_slice(&m.data[..n]);
+                Ok((n, m.from, m.waited, Some(m.client), m.read_at))
+            }
+            // Readers end only when the link stops.
+            None => std::future::pending().await,
+        },
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn direction(
     dir: Dir,
-    rx_socket: UdpSocket,
+    mut source: Source,
     tx_socket: std::net::UdpSocket,
     target: Target,
     client_tx: Option<watch::Sender<Option<SocketAddr>>>,
+    mut clients: Option<PerClient>,
     cfg: DirectionConfig,
     trace: bool,
     counters: Arc<LinkCounters>,
@@ -966,8 +1103,8 @@ async fn direction(
     let mut buf = vec![0u8; 65536];
     let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
     loop {
-        let (n, from, waited) = tokio::select! {
-            r = recv_stamped(&rx_socket, &mut buf, &mut cmsg) => match r {
+        let (n, from, waited, for_client, now) = tokio::select! {
+            r = next_datagram(&mut source, &mut buf, &mut cmsg) => match r {
                 Ok(v) => v,
                 // ICMP port unreachable and the like: keep going.
                 Err(_) => continue,
@@ -984,7 +1121,6 @@ async fn direction(
             }
             _ = stop.changed() => break,
         };
-        let now = Instant::now();
         if let Some(w) = waited {
             state.recv_late_us.push(w.as_micros() as u64);
             if state.recv_stalls.note(now, w) {
@@ -1003,6 +1139,21 @@ async fn direction(
                 c.client_changes.fetch_add(1, Ordering::Relaxed);
             }
         }
+        let via = match clients.as_mut() {
+            Some(m) => {
+                let known = m.sockets.len();
+                let s = m.socket(from);
+                if m.sockets.len() > known {
+                    c.client_changes.fetch_add(1, Ordering::Relaxed);
+                }
+                if s.is_none() {
+                    c.undeliverable.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                s
+            }
+            None => None,
+        };
         c.packets_in.fetch_add(1, Ordering::Relaxed);
         c.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
         let decision = imp.decide(at, n);
@@ -1043,6 +1194,7 @@ async fn direction(
                 let dst = match &target {
                     Target::Fixed(a) => Some(*a),
                     Target::LastClient(rx) => *rx.borrow(),
+                    Target::Inbound => for_client,
                 };
                 let Some(dst) = dst else {
                     c.undeliverable.fetch_add(1, Ordering::Relaxed);
@@ -1059,12 +1211,14 @@ async fn direction(
                         at: now + d,
                         dst,
                         data: data.clone(),
+                        via: via.clone(),
                     }));
                 }
                 let _ = tx.send(ToSender::Due(Due {
                     at: now + delay,
                     dst,
                     data,
+                    via,
                 }));
             }
         }
@@ -1131,7 +1285,7 @@ fn sender_thread(
             if out.stalls.note(sent_at, late) {
                 c.stalls.fetch_add(1, Ordering::Relaxed);
             }
-            if send_retrying(&socket, &d.data, d.dst) {
+            if send_retrying(d.via.as_deref().unwrap_or(&socket), &d.data, d.dst) {
                 c.packets_out.fetch_add(1, Ordering::Relaxed);
                 c.bytes_out
                     .fetch_add(d.data.len() as u64, Ordering::Relaxed);

@@ -31,7 +31,8 @@ TOML inline table with any impairment field (the scenario format: loss_pct, burs
 jitter_ms, jitter, reorder_pct, reorder_delay_ms, duplicate_pct, rate_kbps, rate_burst_bytes,
 ...). Precedence, lowest first: --both, the short flags, --up/--down.
 
-One client at a time: answers go to the address that sent last.
+Several clients at once: each client address gets its own upstream port (NAT-like), so the
+server sees one source per client and each client gets its own answers.
 
 Examples:
   # 30 % loss and 20 ms each way in front of a DNS server, then: dig -p 5353 @127.0.0.1 ...
@@ -282,7 +283,7 @@ pub async fn run(args: LinkArgs, mut say: impl FnMut(&str)) -> Result<()> {
     // Handlers first: a SIGTERM right after the "listening" line must reach the summary.
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    let link = Link::start_on(link_config(&plan), plan.listen)
+    let link = Link::start_per_client(link_config(&plan), plan.listen)
         .await
         .with_context(|| format!("--listen {}: cannot bind", plan.listen))?;
     let started = Instant::now();
@@ -309,6 +310,12 @@ pub async fn run(args: LinkArgs, mut say: impl FnMut(&str)) -> Result<()> {
         i
     });
     let mut clients_seen = 0;
+    let clients = |link: &Link| {
+        link.counters()
+            .up
+            .client_changes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
     let stopped_by = loop {
         tokio::select! {
             _ = term.recv() => break "SIGTERM",
@@ -317,25 +324,19 @@ pub async fn run(args: LinkArgs, mut say: impl FnMut(&str)) -> Result<()> {
             _ = async { if let Some(t) = ticker.as_mut() { t.tick().await; } }, if ticker.is_some() => {
                 let c = link.counters();
                 say(&live_line(started.elapsed(), &c.up, &c.down));
-                let changes = c.up.client_changes.load(std::sync::atomic::Ordering::Relaxed);
-                if changes > 1 && changes != clients_seen {
-                    say(&format!(
-                        "  note: the client address changed ({changes} addresses so far); answers go to the latest only"
-                    ));
+                let n = clients(&link);
+                if n != clients_seen {
+                    say(&format!("  clients so far: {n} (each with its own upstream port)"));
                 }
-                clients_seen = changes;
+                clients_seen = n;
             }
         }
     };
     let seconds = started.elapsed().as_secs_f64();
-    let client_changes = link
-        .counters()
-        .up
-        .client_changes
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let client_count = clients(&link);
     let listen = link.addr();
     let report = link.finish().await;
-    for line in summary(&report, seconds, stopped_by, plan.seed, client_changes).lines() {
+    for line in summary(&report, seconds, stopped_by, plan.seed, client_count).lines() {
         say(line);
     }
     if let Some(path) = &plan.report {
@@ -404,13 +405,7 @@ pub fn live_line(elapsed: Duration, up: &DirectionCounters, down: &DirectionCoun
 }
 
 /// The final summary.
-pub fn summary(
-    r: &LinkReport,
-    seconds: f64,
-    stopped_by: &str,
-    seed: u64,
-    client_changes: u64,
-) -> String {
+pub fn summary(r: &LinkReport, seconds: f64, stopped_by: &str, seed: u64, clients: u64) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -459,13 +454,7 @@ pub fn summary(
         )
     });
     let _ = writeln!(out, "{}", stalls_line(r));
-    if client_changes > 1 {
-        let _ = writeln!(
-            out,
-            "note: {client_changes} client addresses took turns; answers always went to the \
-             latest (the link serves one client at a time)"
-        );
-    }
+    let _ = writeln!(out, "clients: {clients} (each with its own upstream port)");
     out
 }
 

@@ -287,12 +287,15 @@ async fn host_stalls_are_flagged_on_their_side_with_their_length() {
         r.up.recv_late_us_max
     );
     // The stall is measured from the first held datagram (≤ 2 ms after the stall began, plus
-    // the hook's own hand-over) to the end: a lower bound; allow the scheduling noise of a
-    // loaded 2-core machine either way.
+    // the hook's own hand-over) to the end: a lower bound, within a few ms on a quiet machine.
+    // On a loaded one the machine's own stalls next to the injected one merge into it (they
+    // are stalls too), so the upper margin is wider.
     let found = |side: StallSide, at_s: f64, ms: f64| {
-        r.up.stalls
-            .iter()
-            .find(|s| s.side == side && (s.at_s - at_s).abs() < 0.05 && (s.ms - ms).abs() <= 10.0)
+        r.up.stalls.iter().find(|s| {
+            s.side == side
+                && (s.at_s - at_s).abs() < 0.05
+                && (ms - 10.0..=ms + 25.0).contains(&s.ms)
+        })
     };
     assert!(
         found(StallSide::Receive, 0.3, 50.0).is_some(),
@@ -328,4 +331,72 @@ async fn host_stalls_are_flagged_on_their_side_with_their_length() {
     clean.up.stalls.clear();
     clean.down.stalls.clear();
     assert!(!table(&clean).contains("host stalls"));
+}
+
+/// Three clients at once through one per-client link (what `plg-sim link` runs) to an echo
+/// server: the server sees three sources, and every client gets all of its own answers and
+/// none of the others'.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_clients_at_once_each_get_their_own_answers() {
+    let echo = UdpSocket::bind("127.0.0.1:0").unwrap();
+    echo.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let imp = Impairment {
+        delay_ms: 2.0,
+        ..Default::default()
+    };
+    let link = Link::start_per_client(
+        LinkConfig::symmetric(echo.local_addr().unwrap(), imp, 9),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_echo = stop.clone();
+    let server = std::thread::spawn(move || {
+        let mut sources = std::collections::HashSet::new();
+        let mut buf = [0u8; 64];
+        while !stop_echo.load(Ordering::Relaxed) {
+            if let Ok((n, from)) = echo.recv_from(&mut buf) {
+                sources.insert(from);
+                echo.send_to(&buf[..n], from).unwrap();
+            }
+        }
+        sources.len()
+    });
+    let to = link.addr();
+    let per_client = 50u8;
+    let clients: Vec<_> = (0..3u8)
+        .map(|id| {
+            std::thread::spawn(move || {
+                let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+                s.set_read_timeout(Some(Duration::from_millis(500)))
+                    .unwrap();
+                for i in 0..per_client {
+                    s.send_to(&[id, i], to).unwrap();
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                let (mut mine, mut others) = (std::collections::HashSet::new(), 0);
+                let mut buf = [0u8; 64];
+                while let Ok(n) = s.recv(&mut buf) {
+                    if n == 2 && buf[0] == id {
+                        mine.insert(buf[1]);
+                    } else {
+                        others += 1;
+                    }
+                }
+                (mine.len(), others)
+            })
+        })
+        .collect();
+    for (id, c) in clients.into_iter().enumerate() {
+        let (mine, others) = c.join().unwrap();
+        eprintln!("client {id}: {mine} of its {per_client} answers, {others} of others'");
+        assert_eq!((mine, others), (per_client as usize, 0), "client {id}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    assert_eq!(server.join().unwrap(), 3, "one upstream source per client");
+    let r = link.finish().await;
+    assert_eq!(r.up.packets_in, 3 * per_client as u64);
+    assert_eq!(r.down.packets_out, 3 * per_client as u64);
 }
