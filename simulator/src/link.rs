@@ -20,6 +20,11 @@
 //! side's lateness — how long a datagram waited in the socket before the receive task read it,
 //! from the kernel's receive timestamp (`SO_TIMESTAMPNS`) against the time of the read. Every
 //! episode above [`STALL_THRESHOLD`] is reported as a [`Stall`] with its time and length.
+//!
+//! Clients: a simulator link carries one client and sends answers to the address that spoke
+//! last ([`Link::start_on`]); the standalone `plg-sim link` opens one upstream socket per
+//! client address instead ([`Link::start_per_client`], NAT-like), so that several clients at
+//! once each get their own answers.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;

@@ -114,8 +114,8 @@ fn dig_through_plg_sim_link_sees_its_loss_and_delay_and_sigterm_prints_the_summa
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no address in {first:?}"));
 
-    // One dig process, sequential queries (the link serves one client at a time, and each
-    // query comes from a new source port), one try each with a 1 s timeout.
+    // One dig process, sequential queries (each from a new source port: a new client for the
+    // link), one try each with a 1 s timeout.
     let queries = 40;
     let names: String = (0..queries).map(|i| format!("q{i}.plg.test A\n")).collect();
     let batch = tmp.path().join("queries.txt");
