@@ -407,8 +407,9 @@ pub struct DirectionCounters {
     pub last_delay_us: AtomicU64,
     /// Host stalls flagged so far (sender or receive side, see [`Stall`]).
     pub stalls: AtomicU64,
-    /// Upstream only: how many times the client address changed, the first one included.
-    /// Replies go to the latest address, so more than one means clients took turns.
+    /// Upstream only: how many times the client address changed, the first one included
+    /// (replies go to the latest address, so more than one means clients took turns); on a
+    /// [`Link::start_per_client`] link, the distinct clients seen.
     pub client_changes: AtomicU64,
 }
 

@@ -400,3 +400,132 @@ async fn several_clients_at_once_each_get_their_own_answers() {
     assert_eq!(r.up.packets_in, 3 * per_client as u64);
     assert_eq!(r.down.packets_out, 3 * per_client as u64);
 }
+
+/// A UDP port free on both 127.0.0.1 and 127.0.0.2 (the node binds one, the link the other).
+fn port_free_on_both() -> u16 {
+    for _ in 0..50 {
+        let a = UdpSocket::bind("127.0.0.2:0").unwrap();
+        let port = a.local_addr().unwrap().port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free on both 127.0.0.1 and 127.0.0.2");
+}
+
+/// The recipe of docs/simulator.md: a real `plg-node` bound on 127.0.0.2 announcing
+/// 127.0.0.1, `plg-sim link` on the announced data port (20 ms each way) and a clean one on the
+/// control port, a real `plg connect`: game traffic through the proxy all comes back, at least
+/// 40 ms later, and the link counted it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plg_connect_through_plg_sim_link_gets_the_links_delay() {
+    use common::{bin, plg_login, run, start_billing};
+    let dir = tempfile::tempdir().unwrap();
+    let game = plg_sim::echo::EchoServer::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let (_billing, url, billing_dir) = start_billing(dir.path(), game.addr.port());
+    let (data, control) = (port_free_on_both(), port_free_on_both());
+    let report_path = dir.path().join("data-link.json");
+    let mut data_link = Proc::spawn(
+        "plg-sim link (data)",
+        Command::new(env!("CARGO_BIN_EXE_plg-sim")).args([
+            "link",
+            "--listen",
+            &format!("127.0.0.1:{data}"),
+            "--to",
+            &format!("127.0.0.2:{data}"),
+            "--delay",
+            "20",
+            "--seed",
+            "1",
+            "--report",
+            report_path.to_str().unwrap(),
+        ]),
+    );
+    data_link.wait_for("listening on");
+    let control_link = Proc::spawn(
+        "plg-sim link (control)",
+        Command::new(env!("CARGO_BIN_EXE_plg-sim")).args([
+            "link",
+            "--listen",
+            &format!("127.0.0.1:{control}"),
+            "--to",
+            &format!("127.0.0.2:{control}"),
+        ]),
+    );
+    control_link.wait_for("listening on");
+
+    let token = run(Command::new(bin("plg-billing"))
+        .args(["join-token", "create", "--data-dir"])
+        .arg(&billing_dir));
+    let node_dir = dir.path().join("node");
+    run(Command::new(bin("plg-node"))
+        .args(["join", "--billing", &url, "--token", token.trim()])
+        .args(["--name", "behind-link", "--no-run", "--data-dir"])
+        .arg(&node_dir));
+    let node = Proc::spawn(
+        "plg-node run",
+        Command::new(bin("plg-node"))
+            .args([
+                "--log-json",
+                "run",
+                "--no-mesh",
+                "--allow-private-destinations",
+            ])
+            .args(["--control", &format!("127.0.0.2:{control}")])
+            .args(["--data", &format!("127.0.0.2:{data}")])
+            .args(["--public-ip", "127.0.0.1", "--data-dir"])
+            .arg(&node_dir),
+    );
+    node.wait_for("node running");
+
+    let config_dir = dir.path().join("plg-config");
+    plg_login(&url, "link@example.com", &config_dir);
+    let connect = Proc::spawn(
+        "plg connect",
+        Command::new(bin("plg"))
+            .args(["connect", "--game", "demo", "--proxy", "127.0.0.1:0"])
+            .args(["--to", &game.addr.to_string(), "--paths", "1"])
+            .env("PLG_CONFIG_DIR", &config_dir),
+    );
+    let line = connect.wait_for("point the game at");
+    let proxy: SocketAddr = line.split_whitespace().nth(4).unwrap().parse().unwrap();
+
+    let report = plg_sim::traffic::run(
+        proxy,
+        plg_sim::traffic::TrafficSpec {
+            rate: 50,
+            duration: Duration::from_secs(1),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let min_ms = report.rtt_us.min() as f64 / 1000.0;
+    eprintln!(
+        "through plg connect and plg-sim link: {} of {} back, RTT min {min_ms:.1} ms, p50 {:.1} ms",
+        report.received,
+        report.sent,
+        report.rtt_us.value_at_quantile(0.5) as f64 / 1000.0
+    );
+    assert_eq!(report.received, report.sent, "a clean link loses nothing");
+    assert!(
+        min_ms >= 40.0,
+        "RTT {min_ms} ms: the link's 2 × 20 ms is missing"
+    );
+
+    data_link.signal("TERM");
+    assert!(data_link.wait_exit());
+    let r: LinkRunReport =
+        serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+    eprintln!(
+        "data link: up {} in, down {} out",
+        r.link.up.packets_in, r.link.down.packets_out
+    );
+    assert!(
+        r.link.up.packets_in >= report.sent,
+        "the game's frames crossed the link"
+    );
+    assert!(r.link.down.packets_out >= report.received);
+}
