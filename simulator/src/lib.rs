@@ -7,6 +7,7 @@ pub mod demo;
 pub mod echo;
 pub mod geo;
 pub mod link;
+pub mod link_cmd;
 pub mod local_mesh;
 pub mod plot;
 pub mod report;

@@ -16,25 +16,43 @@
 //! would add 0–1 ms of its own jitter to every figure; the thread parks on a futex with a
 //! deadline (a high-resolution timer) and is typically late by tens of microseconds. The
 //! lateness is measured and reported ([`DirectionReport::late_us_p50`]).
+//!
+//! Host noise: a stall of this process (a busy or overcommitted machine, a stopped VM) delays
+//! datagrams exactly like a network spike would. Both sides are measured so that a report can
+//! tell the two apart: the sender thread's lateness against each due time, and the receive
+//! side's lateness — how long a datagram waited in the socket before the receive task read it,
+//! from the kernel's receive timestamp (`SO_TIMESTAMPNS`) against the time of the read. Every
+//! episode above [`STALL_THRESHOLD`] is reported as a [`Stall`] with its time and length.
+//!
+//! Clients: a simulator link carries one client and sends answers to the address that spoke
+//! last ([`Link::start_on`]); the standalone `plg-sim link` opens one upstream socket per
+//! client address instead ([`Link::start_per_client`], NAT-like), so that several clients at
+//! once each get their own answers.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::trace::{TraceRef, TraceStep};
 
 /// Width of one bin of the per-link timeline.
 pub const TIMELINE_BIN: Duration = Duration::from_millis(100);
+
+/// A datagram handled later than this (sender behind its due time, or a datagram left unread
+/// in the socket) marks a host stall.
+pub const STALL_THRESHOLD: Duration = Duration::from_millis(5);
 
 /// How delay varies around its mean.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -780,6 +798,14 @@ pub struct DirectionCounters {
     pub duplicated: AtomicU64,
     /// Downstream datagrams dropped because no client had spoken yet, or send errors.
     pub undeliverable: AtomicU64,
+    /// Delay decided for the latest delivered datagram, microseconds (live view).
+    pub last_delay_us: AtomicU64,
+    /// Host stalls flagged so far (sender or receive side, see [`Stall`]).
+    pub stalls: AtomicU64,
+    /// Upstream only: how many times the client address changed, the first one included
+    /// (replies go to the latest address, so more than one means clients took turns); on a
+    /// [`Link::start_per_client`] link, the distinct clients seen.
+    pub client_changes: AtomicU64,
 }
 
 impl DirectionCounters {
@@ -935,11 +961,51 @@ pub struct DirectionReport {
     pub late_us_p50: u64,
     /// Same, 99th percentile.
     pub late_us_p99: u64,
+    /// Same, the worst datagram.
+    #[serde(default)]
+    pub late_us_max: u64,
+    /// How long datagrams sat in the receive socket before the link read them (kernel
+    /// receive timestamp to read): median, microseconds. 0 where the kernel gives no stamp.
+    #[serde(default)]
+    pub recv_late_us_p50: u64,
+    /// Same, 99th percentile.
+    #[serde(default)]
+    pub recv_late_us_p99: u64,
+    /// Same, the worst datagram.
+    #[serde(default)]
+    pub recv_late_us_max: u64,
+    /// Host stalls: episodes where the link itself held datagrams longer than
+    /// [`STALL_THRESHOLD`]. Delay spikes at these times are the machine's, not the network's.
+    #[serde(default)]
+    pub stalls: Vec<Stall>,
     /// Per-[`TIMELINE_BIN`] activity from the moment the link was armed.
     pub timeline: Vec<TimelineBin>,
     /// Every decision, when tracing was on (not serialized).
     #[serde(skip)]
     pub trace: Vec<TraceEntry>,
+}
+
+/// Which part of the link was held up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StallSide {
+    /// The sender thread delivered after the due time.
+    Send,
+    /// Datagrams waited in the receive socket (the receive task did not run).
+    Receive,
+}
+
+/// One host stall: datagrams were held by this process, not by the impairment.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Stall {
+    /// Start, seconds on the scenario clock (negative: before the link was armed; the link's
+    /// start counts as 0 for a link that is never armed).
+    pub at_s: f64,
+    /// Length, milliseconds: from the first held datagram's due (or arrival) time to the last
+    /// one's handling, so a lower bound of the stall itself.
+    pub ms: f64,
+    /// Where it was seen.
+    pub side: StallSide,
 }
 
 /// Both directions' reports.
@@ -965,10 +1031,12 @@ pub struct LinkCounters {
 pub struct Link {
     addr: SocketAddr,
     counters: Arc<LinkCounters>,
+    started: Instant,
     epoch: watch::Sender<Option<Instant>>,
     stop: watch::Sender<bool>,
     up: JoinHandle<DirState>,
     down: JoinHandle<DirState>,
+    hooks: [mpsc::UnboundedSender<(StallSide, Duration)>; 2],
 }
 
 /// A datagram waiting in a sender thread.
@@ -977,27 +1045,191 @@ struct Due {
     at: Instant,
     dst: SocketAddr,
     data: Vec<u8>,
+    /// Send from this socket instead of the direction's own (a client's upstream socket).
+    via: Option<Arc<std::net::UdpSocket>>,
+}
+
+/// A datagram a per-client upstream socket read, for the downstream direction.
+#[derive(Debug)]
+struct Inbound {
+    data: Vec<u8>,
+    from: SocketAddr,
+    client: SocketAddr,
+    read_at: Instant,
+    waited: Option<Duration>,
+}
+
+/// Where a direction reads.
+#[derive(Debug)]
+enum Source {
+    Socket(UdpSocket),
+    /// Downstream with one upstream socket per client: their readers feed this.
+    Clients(mpsc::UnboundedReceiver<Inbound>),
+}
+
+/// Upstream with one socket per client (NAT-like): answers find their client by the socket
+/// they arrive on.
+#[derive(Debug)]
+struct PerClient {
+    bind: SocketAddr,
+    sockets: std::collections::HashMap<SocketAddr, Arc<std::net::UdpSocket>>,
+    down: mpsc::UnboundedSender<Inbound>,
+    stop: watch::Receiver<bool>,
+}
+
+/// Most clients a per-client link maps; datagrams of further ones are undeliverable.
+pub const MAX_CLIENTS: usize = 4096;
+
+impl PerClient {
+    /// The upstream socket of `client`, opened (with its reader) on first sight.
+    fn socket(&mut self, client: SocketAddr) -> Option<Arc<std::net::UdpSocket>> {
+        if let Some(s) = self.sockets.get(&client) {
+            return Some(s.clone());
+        }
+        if self.sockets.len() >= MAX_CLIENTS {
+            return None;
+        }
+        let (reader, tx) = std_socket(self.bind).ok()?;
+        let tx = Arc::new(tx);
+        self.sockets.insert(client, tx.clone());
+        let (down, mut stop) = (self.down.clone(), self.stop.clone());
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 65536];
+            let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+            loop {
+                tokio::select! {
+                    r = recv_stamped(&reader, &mut buf, &mut cmsg) => {
+                        let Ok((n, from, waited)) = r else { continue };
+                        let m = Inbound {
+                            data: buf[..n].to_vec(),
+                            from,
+                            client,
+                            read_at: Instant::now(),
+                            waited,
+                        };
+                        if down.send(m).is_err() {
+                            break;
+                        }
+                    }
+                    _ = stop.changed() => break,
+                }
+            }
+        });
+        Some(tx)
+    }
+}
+
+/// What the receive task hands its sender thread.
+#[derive(Debug)]
+enum ToSender {
+    Due(Due),
+    /// Test hook: block the thread this long.
+    Stall(Duration),
 }
 
 #[derive(Debug)]
 struct DirState {
     timeline: Vec<(u32, u32, f64, f64)>,
     trace: Vec<TraceEntry>,
+    recv_late_us: Vec<u64>,
+    recv_stalls: Stalls,
     sender: Option<std::thread::JoinHandle<SenderResult>>,
-    tx: Option<std_mpsc::Sender<Due>>,
+    tx: Option<std_mpsc::Sender<ToSender>>,
 }
 
 #[derive(Debug, Default)]
 struct SenderResult {
     late_us: Vec<u64>,
+    stalls: Stalls,
     left: u64,
+}
+
+/// Stall windows `[held since, handled at]`, overlapping ones merged.
+#[derive(Debug, Default)]
+struct Stalls(Vec<(Instant, Instant)>);
+
+impl Stalls {
+    /// Notes a datagram handled at `done`, `late` after it was due (or arrived); true when
+    /// this starts a new stall.
+    fn note(&mut self, done: Instant, late: Duration) -> bool {
+        if late <= STALL_THRESHOLD {
+            return false;
+        }
+        let start = done.checked_sub(late).unwrap_or(done);
+        if let Some(last) = self.0.last_mut()
+            && start <= last.1
+        {
+            last.0 = last.0.min(start);
+            last.1 = last.1.max(done);
+            return false;
+        }
+        self.0.push((start, done));
+        true
+    }
+
+    fn report(&self, zero: Instant, side: StallSide) -> impl Iterator<Item = Stall> + '_ {
+        self.0.iter().map(move |&(from, to)| Stall {
+            at_s: if from >= zero {
+                (from - zero).as_secs_f64()
+            } else {
+                -(zero - from).as_secs_f64()
+            },
+            ms: (to - from).as_secs_f64() * 1000.0,
+            side,
+        })
+    }
 }
 
 fn std_socket(addr: SocketAddr) -> io::Result<(UdpSocket, std::net::UdpSocket)> {
     let s = std::net::UdpSocket::bind(addr)?;
     s.set_nonblocking(true)?;
+    // Kernel receive timestamps measure how long datagrams wait for the receive task; a
+    // kernel without them leaves the receive-side figures at 0.
+    let _ = nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::ReceiveTimestampns, &true);
     let clone = s.try_clone()?;
     Ok((UdpSocket::from_std(s)?, clone))
+}
+
+/// Reads one datagram; also returns how long it waited in the socket, from the kernel's
+/// receive timestamp, when there is one.
+async fn recv_stamped(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+    cmsg: &mut Vec<u8>,
+) -> io::Result<(usize, SocketAddr, Option<Duration>)> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrLike, SockaddrStorage, recvmsg};
+    let fd = socket.as_raw_fd();
+    socket
+        .async_io(Interest::READABLE, || {
+            let mut iov = [io::IoSliceMut::new(&mut *buf)];
+            let msg = recvmsg::<SockaddrStorage>(fd, &mut iov, Some(&mut *cmsg), MsgFlags::empty())
+                .map_err(io::Error::from)?;
+            let read_at = SystemTime::now();
+            let from = msg
+                .address
+                .and_then(|a| match a.family() {
+                    Some(nix::sys::socket::AddressFamily::Inet) => a
+                        .as_sockaddr_in()
+                        .map(|a| SocketAddr::V4(std::net::SocketAddrV4::from(*a))),
+                    Some(nix::sys::socket::AddressFamily::Inet6) => a
+                        .as_sockaddr_in6()
+                        .map(|a| SocketAddr::V6(std::net::SocketAddrV6::from(*a))),
+                    _ => None,
+                })
+                .ok_or_else(|| io::Error::other("datagram without a sender address"))?;
+            let mut waited = None;
+            if let Ok(cmsgs) = msg.cmsgs() {
+                for c in cmsgs {
+                    if let ControlMessageOwned::ScmTimestampns(ts) = c {
+                        let stamp = SystemTime::UNIX_EPOCH
+                            + Duration::new(ts.tv_sec().max(0) as u64, ts.tv_nsec().max(0) as u32);
+                        waited = Some(read_at.duration_since(stamp).unwrap_or(Duration::ZERO));
+                    }
+                }
+            }
+            Ok((msg.bytes, from, waited))
+        })
+        .await
 }
 
 impl Link {
@@ -1015,10 +1247,30 @@ impl Link {
     /// Like [`Link::start`], with the client-facing socket bound to `listen` (e.g. the address
     /// a node announces, so that a client that finds the node by itself crosses the link).
     pub async fn start_on(cfg: LinkConfig, listen: SocketAddr) -> io::Result<Link> {
-        let any: SocketAddr = if cfg.upstream.is_ipv4() {
-            (Ipv4Addr::LOCALHOST, 0).into()
-        } else {
-            (std::net::Ipv6Addr::LOCALHOST, 0).into()
+        Self::start_inner(cfg, listen, false).await
+    }
+
+    /// Like [`Link::start_on`], with one upstream socket per client address (NAT-like), so
+    /// that several clients at once each get their own answers: players behind one link to a
+    /// game server, or a client with several paths to one node. (The simulator's links carry
+    /// one client each and use [`Link::start_on`]; the node sees the same source either way.)
+    /// [`DirectionCounters::client_changes`] then counts distinct clients.
+    pub async fn start_per_client(cfg: LinkConfig, listen: SocketAddr) -> io::Result<Link> {
+        Self::start_inner(cfg, listen, true).await
+    }
+
+    async fn start_inner(
+        cfg: LinkConfig,
+        listen: SocketAddr,
+        per_client: bool,
+    ) -> io::Result<Link> {
+        // A loopback socket can only reach loopback: a real server elsewhere needs the
+        // wildcard address (the kernel picks the source by route).
+        let any: SocketAddr = match (cfg.upstream.is_ipv4(), cfg.upstream.ip().is_loopback()) {
+            (true, true) => (Ipv4Addr::LOCALHOST, 0).into(),
+            (true, false) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+            (false, true) => (std::net::Ipv6Addr::LOCALHOST, 0).into(),
+            (false, false) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
         };
         let (client_side, client_side_tx) = std_socket(listen)?;
         let (upstream_side, upstream_side_tx) = std_socket(any)?;
@@ -1027,38 +1279,59 @@ impl Link {
         let (epoch, epoch_rx) = watch::channel(None);
         let (stop, stop_rx) = watch::channel(false);
         let (client_tx, client_rx) = watch::channel(None::<SocketAddr>);
+        let (up_hook, up_hook_rx) = mpsc::unbounded_channel();
+        let (down_hook, down_hook_rx) = mpsc::unbounded_channel();
+        let (down_source, clients, down_target, client_tx) = if per_client {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let clients = PerClient {
+                bind: any,
+                sockets: Default::default(),
+                down: tx,
+                stop: stop_rx.clone(),
+            };
+            (Source::Clients(rx), Some(clients), Target::Inbound, None)
+        } else {
+            let last = Target::LastClient(client_rx);
+            (Source::Socket(upstream_side), None, last, Some(client_tx))
+        };
         let c = counters.clone();
         let up = tokio::spawn(direction(
             Dir::Up,
-            client_side,
+            Source::Socket(client_side),
             upstream_side_tx,
             Target::Fixed(cfg.upstream),
-            Some(client_tx),
+            client_tx,
+            clients,
             cfg.up,
             cfg.trace,
             c,
             epoch_rx.clone(),
             stop_rx.clone(),
+            up_hook_rx,
         ));
         let down = tokio::spawn(direction(
             Dir::Down,
-            upstream_side,
+            down_source,
             client_side_tx,
-            Target::LastClient(client_rx),
+            down_target,
+            None,
             None,
             cfg.down,
             cfg.trace,
             counters.clone(),
             epoch_rx,
             stop_rx,
+            down_hook_rx,
         ));
         Ok(Link {
             addr,
             counters,
+            started: Instant::now(),
             epoch,
             stop,
             up,
             down,
+            hooks: [up_hook, down_hook],
         })
     }
 
@@ -1077,19 +1350,34 @@ impl Link {
         let _ = self.epoch.send(Some(epoch));
     }
 
+    /// Test hook: blocks `dir`'s sender thread, or its receive task (and the runtime worker
+    /// it runs on), for `length`, as a host stall would.
+    #[doc(hidden)]
+    pub fn inject_stall(&self, dir: Dir, side: StallSide, length: Duration) {
+        let _ = self.hooks[dir as usize].send((side, length));
+    }
+
     /// Stops both directions (datagrams still queued are discarded) and reports.
     pub async fn finish(self) -> LinkReport {
         let _ = self.stop.send(true);
+        let zero = self.epoch.borrow().unwrap_or(self.started);
         let up = self.up.await.ok();
         let down = self.down.await.ok();
         LinkReport {
-            up: report(&self.counters.up, up).await,
-            down: report(&self.counters.down, down).await,
+            up: report(&self.counters.up, up, zero).await,
+            down: report(&self.counters.down, down, zero).await,
         }
     }
 }
 
-async fn report(c: &DirectionCounters, state: Option<DirState>) -> DirectionReport {
+fn quantile(sorted: &[u64], q: f64) -> u64 {
+    sorted
+        .get(((sorted.len() as f64 - 1.0) * q).round() as usize)
+        .copied()
+        .unwrap_or(0)
+}
+
+async fn report(c: &DirectionCounters, state: Option<DirState>, zero: Instant) -> DirectionReport {
     let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let mut r = DirectionReport {
         packets_in: l(&c.packets_in),
@@ -1114,20 +1402,23 @@ async fn report(c: &DirectionCounters, state: Option<DirState>) -> DirectionRepo
         && let Ok(Ok(mut s)) = tokio::task::spawn_blocking(move || h.join()).await
     {
         s.late_us.sort_unstable();
-        let q = |q: f64| {
-            s.late_us
-                .get(((s.late_us.len() as f64 - 1.0) * q).round() as usize)
-                .copied()
-                .unwrap_or(0)
-        };
-        r.late_us_p50 = q(0.5);
-        r.late_us_p99 = q(0.99);
+        r.late_us_p50 = quantile(&s.late_us, 0.5);
+        r.late_us_p99 = quantile(&s.late_us, 0.99);
+        r.late_us_max = s.late_us.last().copied().unwrap_or(0);
+        r.stalls.extend(s.stalls.report(zero, StallSide::Send));
         r.in_flight_at_stop = s.left;
         // Sent-out counters are bumped by the thread; read them after it ended.
         r.packets_out = l(&c.packets_out);
         r.bytes_out = l(&c.bytes_out);
         r.undeliverable = l(&c.undeliverable);
     }
+    state.recv_late_us.sort_unstable();
+    r.recv_late_us_p50 = quantile(&state.recv_late_us, 0.5);
+    r.recv_late_us_p99 = quantile(&state.recv_late_us, 0.99);
+    r.recv_late_us_max = state.recv_late_us.last().copied().unwrap_or(0);
+    r.stalls
+        .extend(state.recv_stalls.report(zero, StallSide::Receive));
+    r.stalls.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
     r.timeline = state
         .timeline
         .iter()
@@ -1149,33 +1440,70 @@ async fn report(c: &DirectionCounters, state: Option<DirState>) -> DirectionRepo
     r
 }
 
+/// One direction of a link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Dir {
-    Up,
-    Down,
+pub enum Dir {
+    /// Client → upstream.
+    Up = 0,
+    /// Upstream → client.
+    Down = 1,
 }
 
 #[derive(Debug)]
 enum Target {
     Fixed(SocketAddr),
     LastClient(watch::Receiver<Option<SocketAddr>>),
+    /// The client the datagram's upstream socket belongs to.
+    Inbound,
+}
+
+/// Reads the next datagram into `buf`: length, sender, socket wait, the client it is for
+/// (per-client downstream), and when it was read.
+async fn next_datagram(
+    source: &mut Source,
+    buf: &mut [u8],
+    cmsg: &mut Vec<u8>,
+) -> io::Result<(
+    usize,
+    SocketAddr,
+    Option<Duration>,
+    Option<SocketAddr>,
+    Instant,
+)> {
+    match source {
+        Source::Socket(s) => {
+            let (n, from, waited) = recv_stamped(s, buf, cmsg).await?;
+            Ok((n, from, waited, None, Instant::now()))
+        }
+        Source::Clients(rx) => match rx.recv().await {
+            Some(m) => {
+                let n = m.data.len().min(buf.len());
+                buf[..n].copy_from_slice(&m.data[..n]);
+                Ok((n, m.from, m.waited, Some(m.client), m.read_at))
+            }
+            // Readers end only when the link stops.
+            None => std::future::pending().await,
+        },
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn direction(
     dir: Dir,
-    rx_socket: UdpSocket,
+    mut source: Source,
     tx_socket: std::net::UdpSocket,
     target: Target,
     client_tx: Option<watch::Sender<Option<SocketAddr>>>,
+    mut clients: Option<PerClient>,
     cfg: DirectionConfig,
     trace: bool,
     counters: Arc<LinkCounters>,
     epoch: watch::Receiver<Option<Instant>>,
     mut stop: watch::Receiver<bool>,
+    mut hook: mpsc::UnboundedReceiver<(StallSide, Duration)>,
 ) -> DirState {
     let counters_for_thread = counters.clone();
-    let (tx, rx) = std_mpsc::channel::<Due>();
+    let (tx, rx) = std_mpsc::channel::<ToSender>();
     let name = format!("plg-sim-link-{dir:?}").to_lowercase();
     let sender = std::thread::Builder::new()
         .name(name)
@@ -1195,29 +1523,65 @@ async fn direction(
     let mut state = DirState {
         timeline: Vec::new(),
         trace: Vec::new(),
+        recv_late_us: Vec::new(),
+        recv_stalls: Stalls::default(),
         sender,
         tx: None,
     };
     let mut buf = vec![0u8; 65536];
+    let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
     loop {
-        let (n, from) = tokio::select! {
-            r = rx_socket.recv_from(&mut buf) => match r {
+        let (n, from, waited, for_client, now) = tokio::select! {
+            r = next_datagram(&mut source, &mut buf, &mut cmsg) => match r {
                 Ok(v) => v,
                 // ICMP port unreachable and the like: keep going.
                 Err(_) => continue,
             },
+            Some((side, length)) = hook.recv() => {
+                match side {
+                    // Deliberately blocks the worker: that is what a host stall does.
+                    StallSide::Receive => std::thread::sleep(length),
+                    StallSide::Send => {
+                        let _ = tx.send(ToSender::Stall(length));
+                    }
+                }
+                continue;
+            }
             _ = stop.changed() => break,
         };
-        let now = Instant::now();
+        if let Some(w) = waited {
+            state.recv_late_us.push(w.as_micros() as u64);
+            if state.recv_stalls.note(now, w) {
+                c.stalls.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         let epoch = *epoch.borrow();
         let at = epoch.map_or(Duration::ZERO, |e| now.saturating_duration_since(e));
         if let Some(ctx) = &client_tx {
-            ctx.send_if_modified(|c| {
+            let changed = ctx.send_if_modified(|c| {
                 let changed = *c != Some(from);
                 *c = Some(from);
                 changed
             });
+            if changed {
+                c.client_changes.fetch_add(1, Ordering::Relaxed);
+            }
         }
+        let via = match clients.as_mut() {
+            Some(m) => {
+                let known = m.sockets.len();
+                let s = m.socket(from);
+                if m.sockets.len() > known {
+                    c.client_changes.fetch_add(1, Ordering::Relaxed);
+                }
+                if s.is_none() {
+                    c.undeliverable.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                s
+            }
+            None => None,
+        };
         c.packets_in.fetch_add(1, Ordering::Relaxed);
         c.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
         let decision = imp.decide(at, n);
@@ -1257,9 +1621,12 @@ async fn direction(
                 duplicate,
                 corrupt,
             } => {
+                c.last_delay_us
+                    .store(delay.as_micros() as u64, Ordering::Relaxed);
                 let dst = match &target {
                     Target::Fixed(a) => Some(*a),
                     Target::LastClient(rx) => *rx.borrow(),
+                    Target::Inbound => for_client,
                 };
                 let Some(dst) = dst else {
                     c.undeliverable.fetch_add(1, Ordering::Relaxed);
@@ -1272,21 +1639,23 @@ async fn direction(
                 let mut data = buf[..n].to_vec();
                 if let Some(d) = duplicate {
                     c.duplicated.fetch_add(1, Ordering::Relaxed);
-                    let _ = tx.send(Due {
+                    let _ = tx.send(ToSender::Due(Due {
                         at: now + d,
                         dst,
                         data: data.clone(),
-                    });
+                        via: via.clone(),
+                    }));
                 }
                 if let Some(k) = corrupt {
                     k.apply(&mut data);
                     c.corrupted.fetch_add(1, Ordering::Relaxed);
                 }
-                let _ = tx.send(Due {
+                let _ = tx.send(ToSender::Due(Due {
                     at: now + delay,
                     dst,
                     data,
-                });
+                    via,
+                }));
             }
         }
     }
@@ -1297,7 +1666,7 @@ async fn direction(
 /// Sends queued datagrams at their due time. Ends when the channel closes; what is still
 /// queued then is discarded and counted.
 fn sender_thread(
-    rx: std_mpsc::Receiver<Due>,
+    rx: std_mpsc::Receiver<ToSender>,
     socket: std::net::UdpSocket,
     c: &DirectionCounters,
 ) -> SenderResult {
@@ -1326,11 +1695,18 @@ fn sender_thread(
                 }
             }
         };
-        if let Some(m) = msg {
-            heap.push(Reverse((m.at, order)));
-            slots.insert(order, m);
-            order += 1;
-            continue;
+        match msg {
+            Some(ToSender::Due(m)) => {
+                heap.push(Reverse((m.at, order)));
+                slots.insert(order, m);
+                order += 1;
+                continue;
+            }
+            Some(ToSender::Stall(length)) => {
+                std::thread::sleep(length);
+                continue;
+            }
+            None => {}
         }
         let now = Instant::now();
         while let Some(Reverse((t, k))) = heap.peek().copied() {
@@ -1339,9 +1715,13 @@ fn sender_thread(
             }
             heap.pop();
             let Some(d) = slots.remove(&k) else { continue };
-            let late = Instant::now().saturating_duration_since(d.at);
+            let sent_at = Instant::now();
+            let late = sent_at.saturating_duration_since(d.at);
             out.late_us.push(late.as_micros() as u64);
-            if send_retrying(&socket, &d.data, d.dst) {
+            if out.stalls.note(sent_at, late) {
+                c.stalls.fetch_add(1, Ordering::Relaxed);
+            }
+            if send_retrying(d.via.as_deref().unwrap_or(&socket), &d.data, d.dst) {
                 c.packets_out.fetch_add(1, Ordering::Relaxed);
                 c.bytes_out
                     .fetch_add(d.data.len() as u64, Ordering::Relaxed);

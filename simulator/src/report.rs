@@ -618,6 +618,7 @@ pub fn render_table(r: &RunReport) -> String {
         });
         Some(format!("{a} / {b}"))
     });
+    host_stall_rows(&mut out, r);
     out.push('\n');
     for p in &r.policies {
         match &p.status {
@@ -633,6 +634,34 @@ pub fn render_table(r: &RunReport) -> String {
         }
     }
     out
+}
+
+/// Host noise: shown only when a link flagged a stall (see [`crate::link::Stall`]), since a
+/// stall of this machine shows up in the figures above as a network spike.
+fn host_stall_rows(out: &mut String, r: &RunReport) {
+    let stalls = |p: &PolicyReport| -> Vec<crate::link::Stall> {
+        p.links
+            .iter()
+            .flat_map(|l| l.up.stalls.iter().chain(&l.down.stalls))
+            .copied()
+            .collect()
+    };
+    if r.policies.iter().all(|p| stalls(p).is_empty()) {
+        return;
+    }
+    row(out, "host stalls (n, longest ms @ s)", r, |p| {
+        let s = stalls(p);
+        Some(match s.iter().max_by(|a, b| a.ms.total_cmp(&b.ms)) {
+            Some(w) => format!("{}, {:.0} @ {:.2}", s.len(), w.ms, w.at_s),
+            None => "0".into(),
+        })
+    });
+    let _ = writeln!(
+        out,
+        "  ! host stalls: the links themselves held datagrams > {} ms (this machine was busy); \
+         delay spikes and gaps at those times are host noise, not network",
+        crate::link::STALL_THRESHOLD.as_millis()
+    );
 }
 
 /// A short description of an impairment.

@@ -1200,7 +1200,7 @@ mod tests {
         Scenario::parse(text, Path::new("test.toml"))
     }
 
-    const MINIMAL: &str = "duration = 2\n[[paths]]\n";
+    const MINIMAL: &str = "duration = 2\n[[paths]]\nboth = {}\n";
 
     #[test]
     fn minimal_scenario_gets_defaults() {
@@ -1218,11 +1218,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("test.toml") && e.contains("los_pct"), "{e}");
-        let e = parse("duration = 2\nsed = 3\n[[paths]]\n")
+        let e = parse("duration = 2\nsed = 3\n[[paths]]\nboth = {}\n")
             .unwrap_err()
             .to_string();
         assert!(e.contains("sed"), "{e}");
-        let e = parse("duration = 2\n[[paths]]\n[[events]]\nkind = \"blackhole\"\npath = 0\nat = 1\nduration = 1\nwhen = 2\n")
+        let e = parse("duration = 2\n[[paths]]\nboth = {}\n[[events]]\nkind = \"blackhole\"\npath = 0\nat = 1\nduration = 1\nwhen = 2\n")
             .unwrap_err()
             .to_string();
         assert!(e.contains("when"), "{e}");
@@ -1230,15 +1230,16 @@ mod tests {
 
     #[test]
     fn ranges_are_checked_with_the_field_path() {
-        let e = parse("duration = 2\n[[paths]]\n[[paths]]\n[paths.down]\nloss_pct = 150\n")
-            .unwrap_err()
-            .to_string();
+        let e =
+            parse("duration = 2\n[[paths]]\nboth = {}\n[[paths]]\n[paths.down]\nloss_pct = 150\n")
+                .unwrap_err()
+                .to_string();
         assert!(e.contains("paths[1].down") && e.contains("loss_pct"), "{e}");
-        let e = parse("duration = 2\n[[paths]]\n[[events]]\nkind = \"blackhole\"\npath = 3\nat = 1\nduration = 1\n")
+        let e = parse("duration = 2\n[[paths]]\nboth = {}\n[[events]]\nkind = \"blackhole\"\npath = 3\nat = 1\nduration = 1\n")
             .unwrap_err()
             .to_string();
         assert!(e.contains("events[0].path"), "{e}");
-        let e = parse("duration = 2\n[topology]\nnodes = 9\n[[paths]]\n")
+        let e = parse("duration = 2\n[topology]\nnodes = 9\n[[paths]]\nboth = {}\n")
             .unwrap_err()
             .to_string();
         assert!(e.contains("topology.nodes"), "{e}");
@@ -1247,7 +1248,7 @@ mod tests {
     #[test]
     fn events_become_link_schedules() {
         let s = parse(
-            "duration = 10\n[[paths]]\n[paths.both]\ndelay_ms = 5\n[[paths]]\n\
+            "duration = 10\n[[paths]]\n[paths.both]\ndelay_ms = 5\n[[paths]]\nboth = {}\n\
              [[events]]\nkind = \"blackhole\"\npath = 0\nat = 4\nduration = 2\ndirection = \"up\"\n\
              [[events]]\nkind = \"degrade\"\npath = 0\nat = 1\nduration = 1\n[events.set]\ndelay_ms = 50\n",
         )
@@ -1376,7 +1377,7 @@ mod tests {
     #[test]
     fn scaling_keeps_events_in_proportion() {
         let s = parse(
-            "duration = 10\n[[paths]]\n[[events]]\nkind = \"blackhole\"\npath = 0\nat = 4\nduration = 2\n",
+            "duration = 10\n[[paths]]\nboth = {}\n[[events]]\nkind = \"blackhole\"\npath = 0\nat = 4\nduration = 2\n",
         )
         .unwrap()
         .scaled_to(2.0);
@@ -1468,7 +1469,13 @@ mod tests {
             ),
         ];
         for (tail, field, what) in cases {
-            let e = parse(&format!("duration = 2\n[[paths]]\n{tail}"))
+            // A path's own table, or a clean path followed by events.
+            let path = if tail.starts_with("[paths.") {
+                ""
+            } else {
+                "both = {}\n"
+            };
+            let e = parse(&format!("duration = 2\n[[paths]]\n{path}{tail}"))
                 .unwrap_err()
                 .to_string();
             assert!(e.contains(field) && e.contains(what), "{tail}: {e}");

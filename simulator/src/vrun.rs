@@ -168,10 +168,7 @@ pub fn run_policy(s: &Scenario, seed: u64, policy: Policy) -> PolicyReport {
             _ => {}
         }
     }
-    r.sessions = traces[1..]
-        .iter()
-        .map(report::session_summary)
-        .collect();
+    r.sessions = traces[1..].iter().map(report::session_summary).collect();
     r.segments = (0..s.segments.len())
         .map(|i| report::SegmentReport {
             name: s.segments[i].name.clone(),
