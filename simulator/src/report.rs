@@ -734,6 +734,9 @@ pub struct SweepPoint {
     pub seed: u64,
     /// Policies (plot series dropped to keep the file small).
     pub policies: Vec<PolicyReport>,
+    /// The game without PLG over path 0's route at this loss (timelines dropped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct: Option<DirectReport>,
 }
 
 /// The sweep table: one row per loss rate, residual loss per policy and direction.
@@ -748,12 +751,22 @@ pub fn render_sweep_table(s: &SweepReport) -> String {
         return out;
     };
     let _ = write!(out, "  {:>10}", "injected");
+    if first.direct.is_some() {
+        let _ = write!(out, "{:>COL_W$}", "direct (no PLG)");
+    }
     for p in &first.policies {
         let _ = write!(out, "{:>COL_W$}", p.policy.name());
     }
     out.push('\n');
     for pt in &s.points {
         let _ = write!(out, "  {:>8.1} %", pt.injected_loss_pct);
+        if let Some(d) = &pt.direct {
+            let c = format!(
+                "{:.2} / {:.2}",
+                d.up.residual_loss_pct, d.down.residual_loss_pct
+            );
+            let _ = write!(out, "{c:>COL_W$}");
+        }
         for p in &pt.policies {
             let c = cell(p, |p| {
                 Some(format!(

@@ -646,10 +646,21 @@ pub async fn sweep_command(args: SweepArgs, progress: impl Fn(&str)) -> Result<S
         // points and one seed's luck shows at every point); policies within a point share them.
         let point_seed = crate::link::derive_seed(seed, loss.to_bits());
         let point = s.with_loss(loss);
-        let mut r = match h.as_mut() {
-            Some(h) => h.run_scenario(&point, point_seed).await,
-            None => crate::vrun::run_scenario(&point, point_seed),
+        let (mut r, direct) = match h.as_mut() {
+            Some(h) => (
+                h.run_scenario(&point, point_seed).await,
+                h.run_direct(&point, point_seed).await.ok(),
+            ),
+            None => (
+                crate::vrun::run_scenario(&point, point_seed),
+                crate::vrun::run_direct(&point, point_seed).ok(),
+            ),
         };
+        let direct = direct.map(|mut d| {
+            d.link.up.timeline.clear();
+            d.link.down.timeline.clear();
+            d
+        });
         for p in &mut r.policies {
             p.series = Series::default();
             for l in &mut p.links {
@@ -661,6 +672,7 @@ pub async fn sweep_command(args: SweepArgs, progress: impl Fn(&str)) -> Result<S
             injected_loss_pct: loss,
             seed: point_seed,
             policies: r.policies,
+            direct,
         });
     }
     if let Some(h) = h {
