@@ -178,6 +178,11 @@ pub struct CrossSpec {
     /// Bytes per datagram.
     #[serde(default = "default_cross_size")]
     pub size: usize,
+    /// When it starts, seconds from the start of the game's traffic.
+    #[serde(default)]
+    pub at: f64,
+    /// How long it lasts, seconds; absent = to the end.
+    pub duration: Option<f64>,
 }
 
 fn default_cross_size() -> usize {
@@ -619,6 +624,12 @@ impl Scenario {
         let f = duration / self.duration;
         let mut s = self.clone();
         s.duration = duration;
+        for c in &mut s.cross {
+            c.at *= f;
+            if let Some(d) = &mut c.duration {
+                *d *= f;
+            }
+        }
         for e in &mut s.events {
             match e {
                 Event::Blackhole { at, duration, .. } | Event::Ramp { at, duration, .. } => {
@@ -866,6 +877,20 @@ impl Scenario {
                 return bad(
                     &format!("cross[{i}].size"),
                     format!("must be 1..={MAX_PACKET} bytes (got {})", c.size),
+                );
+            }
+            if !(c.at.is_finite() && c.at >= 0.0 && c.at <= self.duration) {
+                return bad(
+                    &format!("cross[{i}].at"),
+                    format!("must be within 0..=duration (got {})", c.at),
+                );
+            }
+            if let Some(d) = c.duration
+                && !(d.is_finite() && d > 0.0)
+            {
+                return bad(
+                    &format!("cross[{i}].duration"),
+                    format!("must be > 0 (got {d})"),
                 );
             }
             // A datagram every 10 µs at most keeps a virtual run's event count sane.

@@ -123,6 +123,10 @@ pub struct CrossTraffic {
     pub rate_kbps: f64,
     /// Bytes per datagram.
     pub size: usize,
+    /// When it starts on the scenario clock.
+    pub start: Duration,
+    /// When it stops on the scenario clock (`None`: never).
+    pub stop: Option<Duration>,
 }
 
 impl CrossTraffic {
@@ -706,7 +710,8 @@ impl VirtualNet {
             cfg,
         };
         for idx in 0..net.cfg.cross.len() {
-            net.push(now, Packet::Cross { idx });
+            let at = now + lead + net.cfg.cross[idx].start;
+            net.push(at, Packet::Cross { idx });
         }
         net
     }
@@ -1350,6 +1355,11 @@ impl VirtualNet {
             },
             Packet::Cross { idx } => {
                 let c = self.cfg.cross[idx].clone();
+                if c.stop
+                    .is_some_and(|stop| self.now >= self.epoch + self.lead + stop)
+                {
+                    return;
+                }
                 let link = self.segment_links[c.segment];
                 for (on, up) in [(c.up, true), (c.down, false)] {
                     if on {

@@ -80,6 +80,8 @@ pub fn net_config(s: &Scenario, seed: u64, policy: Option<Policy>) -> NetConfig 
             down: matches!(c.direction, Direction::Down | Direction::Both),
             rate_kbps: c.rate_kbps,
             size: c.size,
+            start: Duration::from_secs_f64(c.at),
+            stop: c.duration.map(|d| Duration::from_secs_f64(c.at + d)),
         })
         .collect();
     let conn = ConnConfig {

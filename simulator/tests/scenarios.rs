@@ -1,11 +1,13 @@
-//! Every shipped scenario runs through the real `plg-sim run` binary (shortened with
-//! `--duration`, events scaled alike), every policy is measured, and the files a tester reads
+//! Every shipped scenario runs through the real `plg-sim run` binary — in virtual time at its
+//! full length, and with real processes (shortened with `--duration`, events scaled alike)
+//! when the real harness can run it — every policy is measured, and the files a tester reads
 //! are written; `plg-sim sweep` draws its curve.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use plg_sim::report::{PolicyStatus, RunReport, SweepReport};
+use plg_sim::scenario::Scenario;
 
 fn plg_sim(args: &[&str]) -> (String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_plg-sim"))
@@ -37,17 +39,31 @@ fn every_shipped_scenario_runs_with_plg_sim_run() {
     let tmp = tempfile::tempdir().unwrap();
     let scenarios = shipped();
     assert!(scenarios.len() >= 8, "{scenarios:?}");
-    for path in scenarios {
-        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+    let runs = scenarios.iter().flat_map(|path| {
+        let real = Scenario::load(path).unwrap().check_real_mode().is_ok();
+        let mut v = vec![(path.clone(), "virtual")];
+        if real {
+            v.push((path.clone(), "real"));
+        }
+        v
+    });
+    let mut real_runs = 0;
+    for (path, mode) in runs {
+        let name = format!("{}-{mode}", path.file_stem().unwrap().to_string_lossy());
         let out = tmp.path().join(&name);
-        let (table, _) = plg_sim(&[
+        let mut args = vec![
             "run",
             path.to_str().unwrap(),
-            "--duration",
-            "2",
+            "--mode",
+            mode,
             "--out",
             out.to_str().unwrap(),
-        ]);
+        ];
+        if mode == "real" {
+            real_runs += 1;
+            args.extend(["--duration", "2"]);
+        }
+        let (table, _) = plg_sim(&args);
         assert!(table.contains("residual loss"), "{name}: {table}");
         for f in [
             "report.json",
@@ -79,6 +95,31 @@ fn every_shipped_scenario_runs_with_plg_sim_run() {
         }
         eprintln!("{name}: ok");
     }
+    assert!(
+        real_runs >= 8,
+        "most shipped scenarios run on real sockets too"
+    );
+}
+
+#[test]
+fn the_real_harness_refuses_what_it_cannot_run() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    for (file, what) in [
+        ("three-paths.toml", "1..=2"),
+        ("shared-wifi.toml", "shared segments"),
+        ("crowded-last-mile.toml", "virtual time only"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_plg-sim"))
+            .args(["run", dir.join(file).to_str().unwrap(), "--mode", "real"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{file} ran in real mode");
+        assert!(
+            err.contains(what) && err.contains("--mode virtual"),
+            "{file}: {err}"
+        );
+    }
 }
 
 #[test]
@@ -99,6 +140,12 @@ fn sweep_draws_residual_loss_per_policy() {
         serde_json::from_str(&std::fs::read_to_string(tmp.path().join("sweep.json")).unwrap())
             .unwrap();
     assert_eq!(s.points.len(), 2, "{table}");
+    assert!(table.contains("direct (no PLG)"), "{table}");
+    let direct = s.points[1]
+        .direct
+        .as_ref()
+        .expect("the direct route at every point");
+    assert!(direct.up.residual_loss_pct > 5.0, "{table}");
     let svg = std::fs::read_to_string(tmp.path().join("sweep.svg")).unwrap();
     for p in &s.points[1].policies {
         assert!(svg.contains(p.policy.name()), "{} not drawn", p.policy);
