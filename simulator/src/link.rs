@@ -95,7 +95,8 @@ fn hundred() -> f64 {
 }
 
 fn default_reorder_delay() -> f64 {
-    10.0
+    // Longer than a game's tick interval (15.6 ms at 64 ticks/s), or nothing overtakes.
+    50.0
 }
 
 fn default_rate_burst() -> u64 {
@@ -208,7 +209,8 @@ pub struct Impairment {
     /// Share of datagrams held back `reorder_delay_ms` beyond their turn, percent. Without
     /// it the link is FIFO: jitter never reorders (a datagram waits for the one before it).
     pub reorder_pct: f64,
-    /// Extra hold of a reordered datagram, milliseconds (default 10).
+    /// Extra hold of a reordered datagram, milliseconds (default 50: at 64 ticks/s the next
+    /// three datagrams overtake it; a hold shorter than the tick interval reorders nothing).
     pub reorder_delay_ms: f64,
     /// Share of datagrams sent twice, percent.
     pub duplicate_pct: f64,

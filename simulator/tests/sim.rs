@@ -593,3 +593,39 @@ fn every_shipped_scenario_parses() {
     }
     assert!(n >= 6, "only {n} scenarios");
 }
+
+#[test]
+fn reordering_reorders_at_a_games_tick_rate() {
+    // 64 ticks/s: one datagram every 15.625 ms. With the default hold, a reordered datagram
+    // arrives after later ones (a 10 ms hold, the old default, was never overtaken).
+    let mut m = Impairer::new(
+        5,
+        Impairment {
+            delay_ms: 20.0,
+            reorder_pct: 5.0,
+            ..Default::default()
+        },
+        vec![],
+    );
+    let n = 4000u64;
+    let arrivals: Vec<Duration> = (0..n)
+        .filter_map(|i| {
+            let at = Duration::from_micros(i * 15_625);
+            match m.decide(at, 200) {
+                Decision::Deliver { delay, .. } => Some(at + delay),
+                Decision::Drop(_) => None,
+            }
+        })
+        .collect();
+    let overtaken = arrivals
+        .iter()
+        .enumerate()
+        .filter(|(i, a)| arrivals[i + 1..].iter().any(|b| b < *a))
+        .count();
+    let share = overtaken as f64 / n as f64;
+    println!(
+        "64 ticks/s, reorder 5 %: {overtaken} of {n} datagrams overtaken ({:.2} %)",
+        share * 100.0
+    );
+    assert!((0.03..0.07).contains(&share), "{share}");
+}
