@@ -14,6 +14,7 @@ pub mod routes;
 pub mod runner;
 pub mod scenario;
 pub mod site;
+pub mod stats;
 pub mod tick;
 pub mod topology;
 pub mod traffic;
