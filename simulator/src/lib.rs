@@ -2,6 +2,7 @@
 //! simulator grows here.
 
 pub mod bench;
+pub mod claims;
 pub mod client;
 pub mod demo;
 pub mod echo;
