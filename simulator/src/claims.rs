@@ -181,6 +181,21 @@ fn longer(input: &Input, d: &Difference) -> String {
     format!("run longer, e.g. {} {s:.0}", input.length_flag)
 }
 
+/// `a − b` (or `b − a` when `flip`) with its interval, labelled.
+fn labelled(a: &str, b: &str, d: &Difference, flip: bool) -> String {
+    if flip {
+        let n = Difference {
+            pts: -d.pts,
+            lo_pts: -d.hi_pts,
+            hi_pts: -d.lo_pts,
+            method: d.method,
+        };
+        format!("{b} − {a} {}", pts(&n))
+    } else {
+        format!("{a} − {b} {}", pts(d))
+    }
+}
+
 /// Compares `a` with `b`: "a loses less than b" when shown, the opposite when that is shown,
 /// otherwise "cannot tell".
 fn comparison(
@@ -190,24 +205,32 @@ fn comparison(
     b: (&str, &LossSample),
 ) -> Claim {
     let d = compare(a.1, b.1);
-    let both = format!("{} vs {}, difference {}", figure(a.1), figure(b.1), pts(&d));
+    let both = |flip| {
+        format!(
+            "{} vs {}, {}",
+            figure(a.1),
+            figure(b.1),
+            labelled(a.0, b.0, &d, flip)
+        )
+    };
     let (verdict, text) = if d.a_less() {
         (
             Verdict::Shown,
-            format!("{} loses less than {}: {both}", a.0, b.0),
+            format!("{} loses less than {}: {}", a.0, b.0, both(true)),
         )
     } else if d.a_more() {
         (
             Verdict::Contradicted,
-            format!("{} loses MORE than {}: {both}", a.0, b.0),
+            format!("{} loses MORE than {}: {}", a.0, b.0, both(false)),
         )
     } else {
         (
             Verdict::Inconclusive,
             format!(
-                "cannot tell {} from {} at this length ({both}): {}",
+                "cannot tell {} from {} at this length ({}): {}",
                 a.0,
                 b.0,
+                both(false),
                 longer(input, &d)
             ),
         )
@@ -340,16 +363,17 @@ fn adaptive_between(input: &Input, a: &LossSample, s: &LossSample, d: &LossSampl
     let vs_single = compare(a, s);
     let vs_dup = compare(a, d);
     let kind = ClaimKind::AdaptiveBetween;
+    let single_pts = |flip| labelled("adaptive", "single", &vs_single, flip);
+    let dup_pts = |flip| labelled("adaptive", "duplicate", &vs_dup, flip);
     if vs_single.a_less() && vs_dup.a_more() {
         return Claim {
             kind,
             verdict: Verdict::Shown,
             text: format!(
-                "adaptive sits between single and duplicate: {}; against single {}, against \
-                 duplicate {}",
+                "adaptive sits between single and duplicate: {}; {}, {}",
                 figure(a),
-                pts(&vs_single),
-                pts(&vs_dup)
+                single_pts(true),
+                dup_pts(false)
             ),
         };
     }
@@ -359,42 +383,44 @@ fn adaptive_between(input: &Input, a: &LossSample, s: &LossSample, d: &LossSampl
             "adaptive loses less than single ({} vs {}, {})",
             figure(a),
             figure(s),
-            pts(&vs_single)
+            single_pts(true)
         ));
     } else if vs_single.a_more() {
         parts.push(format!(
             "adaptive loses MORE than single ({} vs {}, {})",
             figure(a),
             figure(s),
-            pts(&vs_single)
+            single_pts(false)
         ));
     } else {
         parts.push(format!(
             "cannot tell adaptive from single at this length ({} vs {}, {}): {}",
             figure(a),
             figure(s),
-            pts(&vs_single),
+            single_pts(false),
             longer(input, &vs_single)
         ));
     }
     if vs_dup.a_more() {
         parts.push(format!(
-            "adaptive loses more than duplicate ({})",
-            pts(&vs_dup)
+            "adaptive loses more than duplicate ({} vs {}, {})",
+            figure(a),
+            figure(d),
+            dup_pts(false)
         ));
     } else if vs_dup.a_less() {
         parts.push(format!(
             "adaptive loses LESS than duplicate ({} vs {}, {})",
             figure(a),
             figure(d),
-            pts(&vs_dup)
+            dup_pts(true)
         ));
     } else {
         parts.push(format!(
             "cannot tell adaptive from duplicate at this length ({} vs {}, {}): {}",
             figure(a),
             figure(d),
-            pts(&vs_dup),
+            dup_pts(false),
             longer(input, &vs_dup)
         ));
     }
@@ -406,7 +432,7 @@ fn adaptive_between(input: &Input, a: &LossSample, s: &LossSample, d: &LossSampl
         } else {
             Verdict::Inconclusive
         },
-        text: parts.join("; "),
+        text: parts.join(";\n    "),
     }
 }
 
@@ -453,7 +479,10 @@ mod tests {
                 .starts_with("duplicate loses less than single: 0.20 % ["),
             "{d}"
         );
-        assert!(d.text.contains("pts"), "{d}");
+        assert!(
+            d.text.contains("single − duplicate [3.5 to 6.3] pts"),
+            "{d}"
+        );
         let t = find(&c, ClaimKind::DuplicateMatchesIndependentPaths);
         assert_eq!(t.verdict, Verdict::Shown, "{t}");
         assert!(

@@ -1229,6 +1229,157 @@ mod tests {
         assert_eq!((pts.len(), lost.len()), (7, 3));
     }
 
+    /// A direction of `n` packets with the given ones lost.
+    fn stream(n: u32, lost: &[u32]) -> StreamStats {
+        let t = StreamTrace {
+            sent: (0..n)
+                .map(|i| {
+                    Some(Sent {
+                        at_us: u64::from(i) * 10_000,
+                        size: 100,
+                    })
+                })
+                .collect(),
+            arrivals: (0..n)
+                .filter(|i| !lost.contains(i))
+                .map(|seq| Arrival {
+                    seq,
+                    at_us: u64::from(seq) * 10_000 + 5_000,
+                })
+                .collect(),
+        };
+        stream_stats(&t, 0).0
+    }
+
+    fn policy(p: Policy, up: StreamStats, down: StreamStats) -> PolicyReport {
+        PolicyReport {
+            up: Some(up),
+            down: Some(down),
+            rtt_ms: Some(Quantiles {
+                p50: 40.0,
+                p99: 45.0,
+                ..Quantiles::default()
+            }),
+            ..PolicyReport::without_numbers(
+                p,
+                PolicyStatus::Ran {
+                    client: "test".into(),
+                },
+            )
+        }
+    }
+
+    fn run(seed: u64, single_lost: &[u32]) -> RunReport {
+        RunReport {
+            scenario: "t".into(),
+            description: String::new(),
+            seed,
+            duration_s: 8.0,
+            tick_rate: 64,
+            paths: vec![],
+            events: vec![],
+            policies: vec![
+                policy(Policy::Single, stream(512, single_lost), stream(512, &[])),
+                policy(Policy::Duplicate, stream(512, &[]), stream(512, &[7])),
+                PolicyReport::without_numbers(
+                    Policy::Adaptive,
+                    PolicyStatus::Unavailable {
+                        reason: "test".into(),
+                    },
+                ),
+            ],
+            direct: None,
+        }
+    }
+
+    #[test]
+    fn loss_figures_carry_count_interval_and_lost_indices() {
+        let s = stream(512, &[3, 100, 101]);
+        assert_eq!(s.lost_at, vec![3, 100, 101]);
+        assert_eq!((s.loss.lost, s.loss.sent), (3, 512));
+        assert!((s.loss.exact_pct[1] - 1.70).abs() < 0.01, "{:?}", s.loss);
+        assert_eq!(fmt_loss(&s.loss), "0.59 % [0.12–1.7] 3/512");
+        let lost: Vec<u32> = (0..26).map(|i| i * 19).collect();
+        assert_eq!(
+            fmt_loss(&stream(512, &lost).loss),
+            "5.08 % [3.3–7.4] 26/512"
+        );
+        // Old reports without the new fields still load.
+        let mut v = serde_json::to_value(&s).unwrap();
+        v.as_object_mut().unwrap().remove("loss");
+        v.as_object_mut().unwrap().remove("lost_at");
+        let back: StreamStats = serde_json::from_value(v).unwrap();
+        assert!(back.lost_at.is_empty());
+    }
+
+    #[test]
+    fn table_json_and_csv_show_every_loss_with_its_interval() {
+        let lost: Vec<u32> = (0..26).map(|i| i * 19).collect();
+        let mut r = run(1, &lost);
+        r.direct = Some(DirectReport {
+            up: stream(512, &lost),
+            down: stream(512, &lost),
+            rtt_ms: Quantiles::default(),
+            link: LinkReport::default(),
+        });
+        let t = render_table(&r);
+        assert!(t.contains("5.08 % [3.3–7.4] 26/512"), "{t}");
+        assert!(
+            t.contains("direct (no PLG)") && t.contains("unavailable"),
+            "{t}"
+        );
+        assert!(t.contains("duplicate loses less than single"), "{t}");
+        let csv = report_csv(&r);
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines.len(), 5, "{csv}");
+        assert!(lines[0].starts_with("scenario,seed,route,status,up_sent,up_lost,up_loss_pct,"));
+        assert!(
+            lines[1].starts_with("t,1,direct (no PLG),ran,512,26,5.0781,3.3"),
+            "{csv}"
+        );
+        assert!(lines[4].starts_with("t,1,adaptive,unavailable,,,"), "{csv}");
+        let cols = lines[0].split(',').count();
+        assert!(lines.iter().all(|l| l.split(',').count() == cols), "{csv}");
+        let json = serde_json::to_string(&r).unwrap();
+        let back: RunReport = serde_json::from_str(&json).unwrap();
+        let d = back.direct.as_ref().unwrap();
+        assert_eq!((d.up.loss.lost, d.up.lost_at.len()), (26, 26));
+        assert!((d.up.loss.ci_hi_pct - 7.352).abs() < 0.001);
+        // Deterministic: the same inputs give the same bytes (the bootstrap is seeded).
+        assert_eq!(serde_json::to_string(&run(1, &lost)).unwrap(), {
+            let mut r2 = r.clone();
+            r2.direct = None;
+            serde_json::to_string(&r2).unwrap()
+        });
+    }
+
+    #[test]
+    fn aggregate_pools_counts_and_gives_the_per_seed_spread() {
+        let runs = vec![
+            run(1, &[1, 5, 9]),
+            run(2, &[]),
+            run(3, &[10, 20, 30, 40, 50, 60]),
+        ];
+        let a = aggregate(&runs);
+        assert_eq!(a.seeds, vec![1, 2, 3]);
+        assert_eq!(a.rows.len(), 3);
+        let single = &a.rows[0];
+        assert_eq!((single.route.as_str(), single.runs), ("single", 3));
+        assert_eq!((single.up.loss.lost, single.up.loss.sent), (9, 1536));
+        let pct = |k: f64| 100.0 * k / 512.0;
+        assert_eq!(single.up.per_seed_pct.min, 0.0);
+        assert!((single.up.per_seed_pct.median - pct(3.0)).abs() < 1e-9);
+        assert!((single.up.per_seed_pct.max - pct(6.0)).abs() < 1e-9);
+        // Seed 3's losses sit after seeds 1 and 2 in the pooled sequence.
+        assert_eq!(single.up.sample.lost_at[3], 1024 + 10);
+        assert_eq!(a.rows[2].runs, 0);
+        let t = render_aggregate("t", &a);
+        assert!(t.contains("0.59 % [0.27–1.1] 9/1536"), "{t}");
+        assert!(t.contains("no numbers"), "{t}");
+        let csv = aggregate_csv("t", &a);
+        assert_eq!(csv.lines().count(), 4, "{csv}");
+    }
+
     #[test]
     fn quantiles_use_nearest_rank() {
         let q = Quantiles::from_us((1..=1000).map(|v| v * 1000).collect());

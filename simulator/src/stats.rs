@@ -6,7 +6,9 @@
 //! - **One rate, correlated loss** (bursts): a moving-block bootstrap over the per-packet
 //!   lost/delivered sequence, seeded from the data so the same sequence always gives the same
 //!   interval. A sequence counts as *clustered* when its lag-1 autocorrelation is above
-//!   2/√n (two standard errors of the autocorrelation of an independent sequence); then the
+//!   2/√n (two standard errors of the autocorrelation of an independent sequence) and at
+//!   least two pairs of consecutive packets were both lost (one pair among a handful of
+//!   losses passes the autocorrelation test by itself, but is no burst); then the
 //!   interval reported is the union of the bootstrap's and Clopper–Pearson's (bursts can only
 //!   make us less sure than the binomial says, and a bootstrap of a handful of losses is
 //!   narrow by accident).
@@ -297,12 +299,7 @@ impl LossSample {
         let mean = k / n as f64;
         let var = mean * (1.0 - mean) * n as f64;
         // Σ (x_i − m)(x_{i+1} − m) = Σ x_i x_{i+1} − m (Σ_{i<n} x_i + Σ_{i>0} x_i) + (n−1) m².
-        let mut pairs = 0.0;
-        for w in self.lost_at.windows(2) {
-            if w[1] == w[0] + 1 {
-                pairs += 1.0;
-            }
-        }
+        let pairs = self.adjacent_pairs() as f64;
         let first = self.lost_at.first().map_or(0.0, |&i| f64::from(i == 0));
         let last = self
             .lost_at
@@ -312,9 +309,15 @@ impl LossSample {
         cov / var
     }
 
-    /// Whether the losses come in clusters: lag-1 autocorrelation above 2/√n.
+    /// Pairs of consecutive packets both lost.
+    pub fn adjacent_pairs(&self) -> usize {
+        self.lost_at.windows(2).filter(|w| w[1] == w[0] + 1).count()
+    }
+
+    /// Whether the losses come in clusters: lag-1 autocorrelation above 2/√n and at least two
+    /// consecutive lost pairs.
     pub fn clustered(&self) -> bool {
-        self.lost() >= 2 && self.lag1_autocorrelation() > 2.0 / (self.n as f64).sqrt()
+        self.adjacent_pairs() >= 2 && self.lag1_autocorrelation() > 2.0 / (self.n as f64).sqrt()
     }
 
     /// Mean length of a run of consecutive losses (0 without losses).
@@ -461,7 +464,7 @@ pub struct LossEstimate {
     pub block_len: usize,
     /// Lag-1 autocorrelation of the lost/delivered sequence.
     pub lag1_autocorrelation: f64,
-    /// Whether the loss is clustered (autocorrelation above 2/√n).
+    /// Whether the loss is clustered (autocorrelation above 2/√n, ≥ 2 consecutive lost pairs).
     pub clustered: bool,
 }
 
@@ -745,6 +748,13 @@ mod tests {
             lost_at: vec![10, 11, 12, 13],
         };
         assert_eq!(s.mean_loss_run(), 4.0);
+        assert!(s.clustered());
+        // One consecutive pair among three losses is no burst.
+        let pair = LossSample {
+            n: 512,
+            lost_at: vec![3, 100, 101],
+        };
+        assert!(pair.lag1_autocorrelation() > 2.0 / 512f64.sqrt() && !pair.clustered());
         assert_eq!(s.block_len(), 8);
         assert_eq!(
             LossSample {
