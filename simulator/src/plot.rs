@@ -786,15 +786,16 @@ pub fn sweep_svg(s: &SweepReport) -> String {
                 continue;
             }
             any = true;
+            // A point with nothing lost is only a bound: the line breaks there.
             let line: Vec<[f64; 2]> = pts
                 .iter()
-                .map(|(x, e)| [*x, if e.lost > 0 { e.pct } else { e.ci_hi_pct }])
+                .map(|(x, e)| [*x, if e.lost > 0 { e.pct } else { f64::NAN }])
                 .collect();
             let dir = if up { "up" } else { "down" };
             panel.line(&line, c, &format!("{pol} {dir}"), !up);
             for (x, e) in &pts {
-                panel.error_bar(*x, e.ci_lo_pct.max(y_range.0), e.ci_hi_pct, c);
                 if e.lost > 0 {
+                    panel.error_bar(*x, e.ci_lo_pct.max(y_range.0), e.ci_hi_pct, c);
                     panel.dots_sized(&[[*x, e.pct]], c, "", 3.5);
                 } else {
                     panel.at_most(*x, e.ci_hi_pct, c);
