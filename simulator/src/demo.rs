@@ -367,3 +367,36 @@ fn policy_row(p: &PolicyReport) -> String {
         _ => format!("{name:<18} no numbers"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(verdict: Verdict) -> Claim {
+        Claim {
+            kind: ClaimKind::DuplicateBeatsSingle,
+            verdict,
+            text: "cannot tell duplicate from single at this length".into(),
+        }
+    }
+
+    #[test]
+    fn the_demo_fails_unless_duplicate_is_shown_to_beat_single() {
+        let o = DemoOptions::default();
+        assert!(check_headline(&o, &[claim(Verdict::Shown)]).is_ok());
+        let e = check_headline(&o, &[claim(Verdict::Inconclusive)]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("could not show that duplicate loses less than single"),
+            "{e}"
+        );
+        assert!(check_headline(&o, &[claim(Verdict::Contradicted)]).is_err());
+        assert!(check_headline(&o, &[]).is_err());
+        // Clean routes: nothing to repair, nothing to show.
+        let clean = DemoOptions {
+            route: Impairment::default(),
+            ..DemoOptions::default()
+        };
+        assert!(check_headline(&clean, &[]).is_ok());
+    }
+}
