@@ -315,9 +315,9 @@ fn theory(dup: &LossSample, path_loss: &[(f64, f64)]) -> Claim {
     let e = LossEstimate::of(dup);
     let ci = e.interval();
     let (band_lo, band_hi) = crate::stats::binom_range(dup.n, independent);
-    let ind = format!(
-        "p² = {:.2} % (expect {band_lo}–{band_hi} of {}, measured {})",
-        100.0 * independent,
+    let ind = format!("p² = {:.2} %", 100.0 * independent);
+    let band = format!(
+        "p² predicts {band_lo}–{band_hi} lost of {}, {} were",
         dup.n,
         dup.lost()
     );
@@ -331,8 +331,8 @@ fn theory(dup: &LossSample, path_loss: &[(f64, f64)]) -> Claim {
         (true, false) => (
             Verdict::Shown,
             format!(
-                "duplicate is consistent with independent paths ({ind} inside its CI {ci_s}) \
-                 and not with one shared path ({shared_s} outside it)"
+                "duplicate is consistent with independent paths ({ind} is inside its CI {ci_s}; \
+                 {band}) and not with one shared path ({shared_s} is outside it)"
             ),
         ),
         (true, true) => (
@@ -346,7 +346,7 @@ fn theory(dup: &LossSample, path_loss: &[(f64, f64)]) -> Claim {
             Verdict::Contradicted,
             format!(
                 "duplicate is NOT consistent with independent paths: {ind} is outside its CI \
-                 {ci_s} (correlated paths, or loss that duplication does not repair)"
+                 {ci_s} ({band}; correlated paths, or loss that duplication does not repair)"
             ),
         ),
     };

@@ -472,11 +472,15 @@ pub fn measured(
     }
 }
 
-/// A percentage for an interval end: two decimals under 1 %, one above, no trailing zeros
-/// for the ends 0 and 100.
+/// A percentage for an interval end: one significant digit under 0.01 %, two decimals under
+/// 1 %, one above, no decimals for the ends 0 and 100.
 pub fn fmt_ci_end(v: f64) -> String {
     if v == 0.0 || v == 100.0 {
         format!("{v:.0}")
+    } else if v < 0.01 {
+        // One significant digit: 1/1024's lower end is 0.002 %, not "0.00".
+        let digits = (-v.log10()).ceil() as usize;
+        format!("{v:.digits$}")
     } else if v < 1.0 {
         format!("{v:.2}")
     } else {
@@ -1299,6 +1303,10 @@ mod tests {
         assert_eq!((s.loss.lost, s.loss.sent), (3, 512));
         assert!((s.loss.exact_pct[1] - 1.70).abs() < 0.01, "{:?}", s.loss);
         assert_eq!(fmt_loss(&s.loss), "0.59 % [0.12–1.7] 3/512");
+        assert_eq!(
+            fmt_loss(&stream(1024, &[9]).loss),
+            "0.10 % [0.002–0.54] 1/1024"
+        );
         let lost: Vec<u32> = (0..26).map(|i| i * 19).collect();
         assert_eq!(
             fmt_loss(&stream(512, &lost).loss),
