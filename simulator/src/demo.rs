@@ -60,11 +60,12 @@ pub fn scenario(o: &DemoOptions) -> Result<Scenario> {
         name: name.into(),
         node,
         via,
-        both: Some(o.route),
+        both: Some(o.route.clone()),
         up: None,
         down: None,
+        segments: vec![],
     };
-    let mut s = Scenario {
+    let s = Scenario {
         name: "demo".into(),
         description: format!(
             "billing + 3 nodes; two paths to the exit (one direct, one relayed by node 1), each {} \
@@ -89,11 +90,12 @@ pub fn scenario(o: &DemoOptions) -> Result<Scenario> {
             path("to backup 2", 2, vec![]),
         ],
         events: vec![],
+        segments: vec![],
+        cross: vec![],
     };
     if let Err((field, message)) = s.validate() {
         bail!("demo settings: {field}: {message}");
     }
-    s.add_missing_backup_paths();
     Ok(s)
 }
 

@@ -1,4 +1,4 @@
-//! `plg-sim`: run the local demo.
+//! `plg-sim`: run the local demo, scenarios, sweeps, benchmarks and the standalone link.
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -49,6 +49,10 @@ enum Command {
     /// hand-written `--topology FILE`), the client deciding from its probes only; print the
     /// targets, write routes.json and routes.txt.
     Routes(plg_sim::routes::RoutesArgs),
+    /// A standalone impairment link in front of any UDP program (a game, `plg connect`, dig):
+    /// loss, delay, jitter, reordering, duplication, rate limits per direction, like
+    /// clumsy or netem. `plg-sim link --help` has examples.
+    Link(plg_sim::link_cmd::LinkArgs),
     /// Benchmark direct vs nginx's UDP proxy vs a PLG node, side by side; print the tables.
     Bench(plg_sim::bench::BenchArgs),
     /// (Internal) a node in its own process for `bench`.
@@ -115,6 +119,7 @@ async fn main() -> Result<()> {
             print!("{}", plg_sim::bench::run(args, |m| eprintln!("{m}")).await?);
             Ok(())
         }
+        Command::Link(args) => plg_sim::link_cmd::run(args, |l| println!("{l}")).await,
         Command::BenchNode(args) => plg_sim::bench::node_process(args, |l| println!("{l}")).await,
     }
 }

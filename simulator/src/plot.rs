@@ -721,12 +721,17 @@ pub fn sweep_svg(s: &SweepReport) -> String {
     // Injected 0 is drawn half a decade left of the smallest positive rate.
     let x_lo = x_min / 10f64.powf(0.5);
     let x_of = |x: f64| if x > 0.0 { x } else { x_lo };
-    let mut figures: Vec<(Policy, bool, f64, LossEstimate)> = vec![];
+    // `None` is the direct route (no PLG).
+    let mut figures: Vec<(Option<Policy>, bool, f64, LossEstimate)> = vec![];
     for pt in &s.points {
+        if let Some((u, d)) = pt.direct_loss() {
+            figures.push((None, true, pt.injected_loss_pct, u));
+            figures.push((None, false, pt.injected_loss_pct, d));
+        }
         for &pol in &policies {
             if let Some((u, d)) = pt.loss(pol) {
-                figures.push((pol, true, pt.injected_loss_pct, u));
-                figures.push((pol, false, pt.injected_loss_pct, d));
+                figures.push((Some(pol), true, pt.injected_loss_pct, u));
+                figures.push((Some(pol), false, pt.injected_loss_pct, d));
             }
         }
     }
@@ -769,9 +774,17 @@ pub fn sweep_svg(s: &SweepReport) -> String {
     panel.line(&one, "#bbb", "one path: y = x", true);
     let sq: Vec<[f64; 2]> = xs.iter().map(|&x| [x, x * x / 100.0]).collect();
     panel.line(&sq, "#888", "two independent paths: y = x²", true);
-    let offsets = policies.len() * 2;
-    for (k, &pol) in policies.iter().enumerate() {
-        let c = policy_colour(pol);
+    let mut routes: Vec<Option<Policy>> = vec![];
+    if figures.iter().any(|f| f.0.is_none()) {
+        routes.push(None);
+    }
+    routes.extend(policies.iter().copied().map(Some));
+    let offsets = routes.len() * 2;
+    for (k, &pol) in routes.iter().enumerate() {
+        let (c, name) = match pol {
+            Some(p) => (policy_colour(p), p.name()),
+            None => ("#7f7f7f", "direct"),
+        };
         let mut any = false;
         for up in [true, false] {
             // Spread the series a little sideways so the error bars do not overlap.
@@ -792,7 +805,7 @@ pub fn sweep_svg(s: &SweepReport) -> String {
                 .map(|(x, e)| [*x, if e.lost > 0 { e.pct } else { f64::NAN }])
                 .collect();
             let dir = if up { "up" } else { "down" };
-            panel.line(&line, c, &format!("{pol} {dir}"), !up);
+            panel.line(&line, c, &format!("{name} {dir}"), !up);
             for (x, e) in &pts {
                 if e.lost > 0 {
                     panel.error_bar(*x, e.ci_lo_pct.max(y_range.0), e.ci_hi_pct, c);
@@ -803,7 +816,7 @@ pub fn sweep_svg(s: &SweepReport) -> String {
             }
         }
         if !any {
-            panel.legend_entry(&format!("{pol}: unavailable"), "#ccc", true);
+            panel.legend_entry(&format!("{name}: unavailable"), "#ccc", true);
         }
     }
     panel.legend_entry("▼ nothing lost: at most the upper end", "#444", false);

@@ -163,6 +163,40 @@ pub struct PolicyReport {
     /// Times every path went silent and no other node took the session.
     #[serde(default)]
     pub node_lost: Vec<f64>,
+    /// The other sessions of a run with several (virtual time), in order from session 1.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sessions: Vec<SessionSummary>,
+    /// What each shared segment saw (virtual time).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<SegmentReport>,
+}
+
+/// One more session's figures (a run with several sessions).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionSummary {
+    /// Client → game server.
+    pub up: StreamStats,
+    /// Game server → client.
+    pub down: StreamStats,
+    /// Round trips.
+    pub rtt_ms: Quantiles,
+}
+
+/// A shared segment's record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SegmentReport {
+    /// Its name in the scenario.
+    pub name: String,
+    /// Both directions, every session's and the cross traffic's datagrams.
+    pub link: LinkReport,
+}
+
+/// A session's figures from its game ends' trace.
+pub fn session_summary(t: &PairTrace) -> SessionSummary {
+    let (up, _, _) = stream_stats(&t.up, 0);
+    let (down, _, _) = stream_stats(&t.down, 0);
+    let (rtt_ms, _) = rtt_stats(&t.rtt);
+    SessionSummary { up, down, rtt_ms }
 }
 
 /// The client moved the session to another node (its exit went silent on every path).
@@ -194,6 +228,8 @@ impl PolicyReport {
             series: Series::default(),
             failovers: vec![],
             node_lost: vec![],
+            sessions: vec![],
+            segments: vec![],
         }
     }
 
@@ -469,6 +505,8 @@ pub fn measured(
         },
         failovers: vec![],
         node_lost: vec![],
+        sessions: vec![],
+        segments: vec![],
     }
 }
 
@@ -701,6 +739,7 @@ pub fn render_table(r: &RunReport) -> String {
         });
         Some(format!("{a} / {b}"))
     });
+    host_stall_rows(&mut out, &cols);
     let _ = writeln!(
         out,
         "{}",
@@ -753,6 +792,34 @@ fn loss_footnote<'a>(figures: impl Iterator<Item = &'a LossEstimate>) -> String 
     s
 }
 
+/// Host noise: shown only when a link flagged a stall (see [`crate::link::Stall`]), since a
+/// stall of this machine shows up in the figures above as a network spike.
+fn host_stall_rows(out: &mut String, cols: &[Col<'_>]) {
+    let stalls = |c: &Col<'_>| -> Vec<crate::link::Stall> {
+        c.links
+            .iter()
+            .flat_map(|l| l.up.stalls.iter().chain(&l.down.stalls))
+            .copied()
+            .collect()
+    };
+    if cols.iter().all(|c| stalls(c).is_empty()) {
+        return;
+    }
+    row(out, "host stalls (n, longest ms @ s)", cols, |p| {
+        let s = stalls(p);
+        Some(match s.iter().max_by(|a, b| a.ms.total_cmp(&b.ms)) {
+            Some(w) => format!("{}, {:.0} @ {:.2}", s.len(), w.ms, w.at_s),
+            None => "0".into(),
+        })
+    });
+    let _ = writeln!(
+        out,
+        "  ! host stalls: the links themselves held datagrams > {} ms (this machine was busy); \
+         delay spikes and gaps at those times are host noise, not network",
+        crate::link::STALL_THRESHOLD.as_millis()
+    );
+}
+
 /// A short description of an impairment.
 pub fn describe(i: &Impairment) -> String {
     let mut parts = Vec::new();
@@ -767,9 +834,9 @@ pub fn describe(i: &Impairment) -> String {
     }
     if let Some(b) = &i.burst {
         parts.push(format!(
-            "GE p={} r={} (≈{:.1} % loss)",
-            b.p,
-            b.r,
+            "bursts {}/{} ms good/bad (≈{:.1} % loss)",
+            b.mean_good_ms,
+            b.mean_bad_ms,
             100.0 * b.stationary_loss()
         ));
     }
@@ -781,6 +848,18 @@ pub fn describe(i: &Impairment) -> String {
     }
     if i.rate_kbps > 0.0 {
         parts.push(format!("{} kbit/s", i.rate_kbps));
+    }
+    if i.queue_bytes > 0 {
+        parts.push(format!("{} B queue", i.queue_bytes));
+    }
+    if i.corrupt_pct > 0.0 {
+        parts.push(format!("{} % corrupted", i.corrupt_pct));
+    }
+    if i.mtu > 0 {
+        parts.push(format!("MTU {}", i.mtu));
+    }
+    if let Some(t) = &i.trace {
+        parts.push(format!("trace {}", t.path().display()));
     }
     if parts.is_empty() {
         "clean".into()
@@ -818,12 +897,27 @@ pub struct SweepPoint {
     pub seed: u64,
     /// Policies of the run with `seed` (plot series dropped to keep the file small).
     pub policies: Vec<PolicyReport>,
+    /// The game without PLG over path 0's route at this loss, the run with `seed`
+    /// (timelines dropped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct: Option<DirectReport>,
     /// With `--repeat N > 1`: every seed's run pooled (the first seed is `seed`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aggregate: Option<Aggregate>,
 }
 
 impl SweepPoint {
+    /// The direct route's loss figures (up, down) at this point, pooled over the seeds when
+    /// the point was repeated.
+    pub fn direct_loss(&self) -> Option<(LossEstimate, LossEstimate)> {
+        if let Some(a) = &self.aggregate {
+            let row = a.rows.iter().find(|r| r.policy.is_none())?;
+            return Some((row.up.loss.clone(), row.down.loss.clone()));
+        }
+        let d = self.direct.as_ref()?;
+        Some((d.up.loss.clone(), d.down.loss.clone()))
+    }
+
     /// The loss figures (up, down) of `policy` at this point: pooled over the seeds when the
     /// point was repeated.
     pub fn loss(&self, policy: Policy) -> Option<(LossEstimate, LossEstimate)> {
@@ -856,6 +950,9 @@ pub fn render_sweep_table(s: &SweepReport) -> String {
         return out;
     };
     let _ = write!(out, "  {:>10} {:<4}", "injected", "");
+    if first.direct.is_some() {
+        let _ = write!(out, "{:>COL_W$}", "direct (no PLG)");
+    }
     for p in &first.policies {
         let _ = write!(out, "{:>COL_W$}", p.policy.name());
     }
@@ -867,6 +964,18 @@ pub fn render_sweep_table(s: &SweepReport) -> String {
                 let _ = write!(out, "  {:>8.1} % {dir:<4}", pt.injected_loss_pct);
             } else {
                 let _ = write!(out, "  {:>10} {dir:<4}", "");
+            }
+            if first.direct.is_some() {
+                let c = match pt.direct_loss() {
+                    Some((u, d)) => {
+                        let e = if k == 0 { u } else { d };
+                        let c = fmt_loss(&e);
+                        all.push(e);
+                        c
+                    }
+                    None => "—".into(),
+                };
+                let _ = write!(out, "{c:>COL_W$}");
             }
             for p in &pt.policies {
                 let c = match (&p.status, pt.loss(p.policy)) {
@@ -962,6 +1071,32 @@ pub fn report_csv(r: &RunReport) -> String {
 pub fn sweep_csv(s: &SweepReport) -> String {
     let mut out = csv_header("scenario,injected_loss_pct,seed,seeds,policy,status");
     for pt in &s.points {
+        let seeds = pt.aggregate.as_ref().map_or(1, |a| a.seeds.len());
+        if let Some((u, d)) = pt.direct_loss() {
+            let _ = write!(
+                out,
+                "{},{},{},{seeds},direct (no PLG),ran",
+                csv_field(&s.scenario),
+                pt.injected_loss_pct,
+                pt.seed
+            );
+            csv_loss(&mut out, Some(&u));
+            csv_loss(&mut out, Some(&d));
+            let rtt = match &pt.aggregate {
+                Some(a) => a
+                    .rows
+                    .iter()
+                    .find(|r| r.policy.is_none())
+                    .map(|r| (r.rtt_p50_ms.median, r.rtt_p99_ms.median)),
+                None => pt.direct.as_ref().map(|d| (d.rtt_ms.p50, d.rtt_ms.p99)),
+            };
+            match rtt {
+                Some((a, b)) => {
+                    let _ = writeln!(out, ",{a:.3},{b:.3}");
+                }
+                None => out.push_str(",,\n"),
+            }
+        }
         for p in &pt.policies {
             let status = match p.status {
                 PolicyStatus::Ran { .. } => "ran",
@@ -970,11 +1105,10 @@ pub fn sweep_csv(s: &SweepReport) -> String {
             };
             let _ = write!(
                 out,
-                "{},{},{},{},{},{status}",
+                "{},{},{},{seeds},{},{status}",
                 csv_field(&s.scenario),
                 pt.injected_loss_pct,
                 pt.seed,
-                pt.aggregate.as_ref().map_or(1, |a| a.seeds.len()),
                 p.policy.name()
             );
             let loss = pt.loss(p.policy);

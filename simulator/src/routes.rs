@@ -57,8 +57,8 @@ fn salt(label: &str) -> u64 {
 /// [`PROBE_TIMEOUT`], it is lost. `label` names the edge (its random stream).
 pub fn probe_edge(edge: &Edge, seed: u64, label: &str, count: u32) -> Probe {
     let edge_seed = derive_seed(seed, salt(label));
-    let mut up = Impairer::new(derive_seed(edge_seed, 0), edge.up, vec![]);
-    let mut down = Impairer::new(derive_seed(edge_seed, 1), edge.down, vec![]);
+    let mut up = Impairer::new(derive_seed(edge_seed, 0), edge.up.clone(), vec![]);
+    let mut down = Impairer::new(derive_seed(edge_seed, 1), edge.down.clone(), vec![]);
     let mut rtts = Vec::new();
     for k in 0..count {
         let sent = PROBE_INTERVAL * k;

@@ -533,11 +533,29 @@ fn write_files(dir: &Path, files: &[(&str, String)]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// How a scenario is played.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Real processes on loopback: billing, nodes, the client's proxy and the game on real
+    /// sockets, userspace links in wall-clock time. End-to-end truth; not repeatable bit for
+    /// bit (scheduling shifts which datagram meets which random draw).
+    Real,
+    /// The client's and nodes' sans-IO cores and the links on a simulated clock, no sockets:
+    /// the same seed gives the same report byte for byte, minutes run in seconds.
+    Virtual,
+}
+
 /// Arguments of `plg-sim run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// Scenario file (TOML).
     pub scenario: PathBuf,
+    /// `real`: real processes and sockets on loopback; `virtual`: the same cores on a
+    /// simulated clock (repeatable, fast; needed for segments, cross traffic, several
+    /// sessions and more than two paths).
+    #[arg(long, value_enum, default_value = "real")]
+    pub mode: Mode,
     /// Directory for report.json, report.txt, report.csv and the SVG plots
     /// [default: target/plg-sim/NAME].
     #[arg(long)]
@@ -566,6 +584,9 @@ pub struct SweepArgs {
     /// Loss rates in percent, comma-separated.
     #[arg(long, value_delimiter = ',', required = true)]
     pub loss: Vec<f64>,
+    /// `virtual` (default: repeatable, fast) or `real` (real processes and sockets).
+    #[arg(long, value_enum, default_value = "virtual")]
+    pub mode: Mode,
     /// Directory for sweep.json, sweep.txt, sweep.csv and sweep.svg
     /// [default: target/plg-sim/NAME-sweep].
     #[arg(long)]
@@ -617,24 +638,54 @@ fn written(files: &[PathBuf]) -> String {
     )
 }
 
-/// One seed of `plg-sim run`: the direct route if asked, then every policy.
+/// Where runs execute: the real harness (`None` in virtual mode).
+async fn engine(mode: Mode, s: &Scenario, file: &Path) -> Result<Option<Harness>> {
+    match mode {
+        Mode::Virtual => Ok(None),
+        Mode::Real => {
+            s.check_real_mode()
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            Ok(Some(Harness::start().await?))
+        }
+    }
+}
+
+/// One seed: the direct route if asked, then every policy, in either mode.
 async fn run_one(
-    h: &mut Harness,
+    h: Option<&mut Harness>,
     s: &Scenario,
     seed: u64,
     direct: bool,
     progress: &impl Fn(&str),
 ) -> Result<RunReport> {
-    let mut r = RunReport::for_scenario(s, seed);
-    if direct {
-        progress(&format!("seed {seed}: direct route (no PLG)…"));
-        r.direct = Some(h.run_direct(s, seed).await?);
+    match h {
+        None => {
+            let mut r = crate::vrun::run_scenario(s, seed);
+            if direct {
+                r.direct = Some(
+                    crate::vrun::run_direct(s, seed)
+                        .map_err(|e| anyhow::anyhow!("the direct route: {e}"))?,
+                );
+            }
+            Ok(r)
+        }
+        Some(h) => {
+            let mut r = RunReport::for_scenario(s, seed);
+            if direct {
+                progress(&format!("seed {seed}: direct route (no PLG)…"));
+                r.direct = Some(
+                    h.run_direct(s, seed)
+                        .await
+                        .context("the direct route could not be measured")?,
+                );
+            }
+            for &policy in &s.policies {
+                progress(&format!("seed {seed}: running {policy}…"));
+                r.policies.push(h.run_policy(s, seed, policy).await);
+            }
+            Ok(r)
+        }
     }
-    for &policy in &s.policies {
-        progress(&format!("seed {seed}: running {policy}…"));
-        r.policies.push(h.run_policy(s, seed, policy).await);
-    }
-    Ok(r)
 }
 
 /// `plg-sim run`: runs the scenario (once per seed with `--repeat`), writes the files,
@@ -646,19 +697,21 @@ pub async fn run_command(args: RunArgs, progress: impl Fn(&str)) -> Result<Strin
         .out
         .unwrap_or_else(|| PathBuf::from("target/plg-sim").join(&s.name));
     let seeds = repeat_seeds(seed, args.repeat);
-    progress(&format!(
-        "starting billing, {} relay node(s) and the game server on loopback; then {} seed(s) × \
-         {} run(s) × {:.1} s",
-        s.topology.nodes,
-        seeds.len(),
-        s.policies.len() + usize::from(args.direct),
-        s.duration
-    ));
-    let mut h = Harness::start().await?;
+    if args.mode == Mode::Real {
+        progress(&format!(
+            "starting billing, {} relay node(s) and the game server on loopback; then {} seed(s) \
+             × {} run(s) × {:.1} s",
+            s.topology.nodes,
+            seeds.len(),
+            s.policies.len() + usize::from(args.direct),
+            s.duration
+        ));
+    }
+    let mut h = engine(args.mode, &s, &args.scenario).await?;
     let mut runs = vec![];
     let mut failed = None;
     for &seed in &seeds {
-        match run_one(&mut h, &s, seed, args.direct, &progress).await {
+        match run_one(h.as_mut(), &s, seed, args.direct, &progress).await {
             Ok(r) => runs.push(r),
             Err(e) => {
                 failed = Some(e);
@@ -666,9 +719,11 @@ pub async fn run_command(args: RunArgs, progress: impl Fn(&str)) -> Result<Strin
             }
         }
     }
-    h.stop().await;
+    if let Some(h) = h {
+        h.stop().await;
+    }
     if let Some(e) = failed {
-        return Err(e.context("the direct route could not be measured"));
+        return Err(e);
     }
     let table = match &runs[..] {
         [r] => {
@@ -696,8 +751,8 @@ pub async fn run_command(args: RunArgs, progress: impl Fn(&str)) -> Result<Strin
     Ok(table)
 }
 
-/// `plg-sim sweep`: runs the scenario at each loss rate (once per seed with `--repeat`),
-/// writes the files, returns the table.
+/// `plg-sim sweep`: runs the scenario and the direct route at each loss rate (once per seed
+/// with `--repeat`), writes the files, returns the table.
 pub async fn sweep_command(args: SweepArgs, progress: impl Fn(&str)) -> Result<String> {
     let s = load(&args.scenario, args.duration)?;
     for &l in &args.loss {
@@ -709,7 +764,7 @@ pub async fn sweep_command(args: SweepArgs, progress: impl Fn(&str)) -> Result<S
     let out = args
         .out
         .unwrap_or_else(|| PathBuf::from("target/plg-sim").join(format!("{}-sweep", s.name)));
-    let mut h = Harness::start().await?;
+    let mut h = engine(args.mode, &s, &args.scenario).await?;
     let mut sweep = SweepReport {
         scenario: s.name.clone(),
         seed,
@@ -721,10 +776,25 @@ pub async fn sweep_command(args: SweepArgs, progress: impl Fn(&str)) -> Result<S
         // Each point draws its own random numbers (otherwise the lost sets are nested across
         // points and one seed's luck shows at every point); policies within a point share them.
         let point_seed = crate::link::derive_seed(seed, loss.to_bits());
+        let point = s.with_loss(loss);
         let mut runs = vec![];
         for seed in repeat_seeds(point_seed, args.repeat) {
             progress(&format!("injected loss {loss} %, seed {seed}…"));
-            let mut r = h.run_scenario(&s.with_loss(loss), seed).await;
+            let (mut r, direct) = match h.as_mut() {
+                Some(h) => (
+                    h.run_scenario(&point, seed).await,
+                    h.run_direct(&point, seed).await.ok(),
+                ),
+                None => (
+                    crate::vrun::run_scenario(&point, seed),
+                    crate::vrun::run_direct(&point, seed).ok(),
+                ),
+            };
+            r.direct = direct.map(|mut d| {
+                d.link.up.timeline.clear();
+                d.link.down.timeline.clear();
+                d
+            });
             for p in &mut r.policies {
                 p.series = Series::default();
                 for l in &mut p.links {
@@ -735,14 +805,18 @@ pub async fn sweep_command(args: SweepArgs, progress: impl Fn(&str)) -> Result<S
             runs.push(r);
         }
         let aggregate = (runs.len() > 1).then(|| report::aggregate(&runs));
+        let first = runs.swap_remove(0);
         sweep.points.push(SweepPoint {
             injected_loss_pct: loss,
             seed: point_seed,
-            policies: runs.swap_remove(0).policies,
+            policies: first.policies,
+            direct: first.direct,
             aggregate,
         });
     }
-    h.stop().await;
+    if let Some(h) = h {
+        h.stop().await;
+    }
     let files = write_sweep(&out, &sweep)?;
     Ok(report::render_sweep_table(&sweep) + &written(&files))
 }

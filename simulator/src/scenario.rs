@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::link::{DirectionConfig, Impairment, LinkConfig, ScheduledChange, derive_seed};
+use crate::link::{
+    DirectionConfig, Impairment, LinkConfig, RampParam, ScheduledChange, derive_seed,
+};
 use crate::tick::{HEADER_LEN, TickSpec};
 
 /// Largest game payload the traffic model sends (fits a PLG frame with room to spare).
@@ -112,6 +114,74 @@ pub struct Scenario {
     /// Scheduled events.
     #[serde(default)]
     pub events: Vec<Event>,
+    /// Links several paths cross together (virtual time only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<SegmentSpec>,
+    /// Other traffic through segments (virtual time only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cross: Vec<CrossSpec>,
+}
+
+/// Where a shared segment sits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    /// Between the client and the paths that list it (and the direct route if path 0 lists
+    /// it): the home Wi-Fi, the ISP's last mile.
+    #[default]
+    Client,
+    /// Between every exit and the game server, and on the direct route: the game's data
+    /// centre uplink.
+    Game,
+}
+
+/// A link several paths share: what it does hits them together.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentSpec {
+    /// Name paths and cross traffic refer to.
+    pub name: String,
+    /// Where it sits.
+    #[serde(default)]
+    pub side: Side,
+    /// Impairment of both directions (instead of `up` and `down`).
+    pub both: Option<Impairment>,
+    /// Away from the client.
+    pub up: Option<Impairment>,
+    /// Towards the client.
+    pub down: Option<Impairment>,
+}
+
+impl SegmentSpec {
+    /// Upstream impairment.
+    pub fn up(&self) -> Impairment {
+        self.up.clone().or(self.both.clone()).unwrap_or_default()
+    }
+
+    /// Downstream impairment.
+    pub fn down(&self) -> Impairment {
+        self.down.clone().or(self.both.clone()).unwrap_or_default()
+    }
+}
+
+/// Other people's datagrams through a segment, at a constant rate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrossSpec {
+    /// The segment it loads.
+    pub segment: String,
+    /// Which direction(s).
+    #[serde(default)]
+    pub direction: Direction,
+    /// Kilobits per second of UDP payload in each loaded direction.
+    pub rate_kbps: f64,
+    /// Bytes per datagram.
+    #[serde(default = "default_cross_size")]
+    pub size: usize,
+}
+
+fn default_cross_size() -> usize {
+    1200
 }
 
 fn default_seed() -> u64 {
@@ -132,6 +202,10 @@ pub struct Topology {
     /// Seconds of silence on every path before the client moves the session to the next node
     /// (the real client's default is 1 s).
     pub failover_after: f64,
+    /// Sessions playing at once, each its own client and game server with its own copy of
+    /// the paths, sharing nodes and segments (virtual time only above 1). Session 0 is the
+    /// one measured in full.
+    pub sessions: usize,
 }
 
 impl Default for Topology {
@@ -139,6 +213,7 @@ impl Default for Topology {
         Topology {
             nodes: 1,
             failover_after: 1.0,
+            sessions: 1,
         }
     }
 }
@@ -190,17 +265,27 @@ pub struct PathSpec {
     pub up: Option<Impairment>,
     /// Node → client.
     pub down: Option<Impairment>,
+    /// Shared segments (by name, `side = "client"`) the path crosses, nearest the client first
+    /// (virtual time only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<String>,
 }
 
 impl PathSpec {
     /// Upstream impairment.
     pub fn up(&self) -> Impairment {
-        self.up.or(self.both).unwrap_or_default()
+        self.up
+            .clone()
+            .or_else(|| self.both.clone())
+            .unwrap_or_default()
     }
 
     /// Downstream impairment.
     pub fn down(&self) -> Impairment {
-        self.down.or(self.both).unwrap_or_default()
+        self.down
+            .clone()
+            .or_else(|| self.both.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -234,6 +319,44 @@ pub enum Event {
         /// The impairment in force during the window (unset fields are zero, not inherited).
         set: Impairment,
     },
+    /// A path alternates between its normal parameters and a blackhole (or `set`): down for
+    /// `down_for` seconds at the start of every `every` seconds within `[at, at + duration)`.
+    Flap {
+        /// Path index.
+        path: usize,
+        /// Start of the first down period, seconds.
+        at: f64,
+        /// Length of the flapping, seconds.
+        duration: f64,
+        /// Period, seconds.
+        every: f64,
+        /// Down time per period, seconds (less than `every`).
+        down_for: f64,
+        /// Which direction(s).
+        #[serde(default)]
+        direction: Direction,
+        /// The impairment while down (unset fields are zero); absent = a blackhole.
+        #[serde(default)]
+        set: Option<Impairment>,
+    },
+    /// Move one parameter of a path linearly from its value at `at` to `to` at
+    /// `at + duration`, then hold it (until a later degrade or flap replaces the parameters).
+    Ramp {
+        /// Path index.
+        path: usize,
+        /// Start, seconds.
+        at: f64,
+        /// Length, seconds.
+        duration: f64,
+        /// Which direction(s).
+        #[serde(default)]
+        direction: Direction,
+        /// The parameter: delay_ms, jitter_ms, loss_pct, duplicate_pct, reorder_pct or
+        /// corrupt_pct.
+        param: RampParam,
+        /// Its value at the end.
+        to: f64,
+    },
     /// Stop a node's process (its sessions are lost).
     #[serde(alias = "kill")]
     KillNode {
@@ -258,6 +381,8 @@ impl Event {
         match self {
             Event::Blackhole { at, .. }
             | Event::Degrade { at, .. }
+            | Event::Flap { at, .. }
+            | Event::Ramp { at, .. }
             | Event::KillNode { at, .. }
             | Event::RestartNode { at, .. } => *at,
         }
@@ -266,7 +391,9 @@ impl Event {
     /// The window `(from, until)` in seconds it covers, for plots.
     pub fn window(&self, run_end: f64) -> (f64, f64) {
         match self {
-            Event::Blackhole { at, duration, .. } => (*at, at + duration),
+            Event::Blackhole { at, duration, .. }
+            | Event::Flap { at, duration, .. }
+            | Event::Ramp { at, duration, .. } => (*at, at + duration),
             Event::Degrade { at, duration, .. } => (*at, duration.map_or(run_end, |d| at + d)),
             Event::KillNode { at, .. } | Event::RestartNode { at, .. } => (*at, *at),
         }
@@ -294,6 +421,31 @@ impl Event {
                 Some(d) => format!("degrade path {path} ({direction:?}) {at}–{} s", at + d),
                 None => format!("degrade path {path} ({direction:?}) from {at} s"),
             },
+            Event::Flap {
+                path,
+                at,
+                duration,
+                direction,
+                every,
+                down_for,
+                set,
+            } => format!(
+                "flap path {path} ({direction:?}) {at}–{} s: {} for {down_for} s every {every} s",
+                at + duration,
+                if set.is_some() { "degraded" } else { "down" }
+            ),
+            Event::Ramp {
+                path,
+                at,
+                duration,
+                direction,
+                param,
+                to,
+            } => format!(
+                "ramp path {path} ({direction:?}) {} to {to} over {at}–{} s",
+                param.name(),
+                at + duration
+            ),
             Event::KillNode { node, at } => format!("kill node {node} at {at} s"),
             Event::RestartNode { node, at } => format!("restart node {node} at {at} s"),
         }
@@ -363,31 +515,87 @@ impl Scenario {
                 p.name = format!("path {i}");
             }
         }
+        let dir = origin.parent().unwrap_or(Path::new(""));
+        for (field, imp) in s.impairments_mut() {
+            imp.load_trace(dir).map_err(|e| ScenarioError::Invalid {
+                path: origin.to_owned(),
+                field: format!("{field}.trace"),
+                message: e.to_string(),
+            })?;
+        }
         s.validate()
             .map_err(|(field, message)| ScenarioError::Invalid {
                 path: origin.to_owned(),
                 field,
                 message,
             })?;
-        s.add_missing_backup_paths();
         Ok(s)
     }
 
-    /// Gives every backup node without a path a clean one, so that traffic after a failover
-    /// still crosses a link (and is counted) like any other.
-    pub fn add_missing_backup_paths(&mut self) {
-        for k in 1..self.topology.nodes {
-            if self.backup_path(k).is_none() && self.paths.len() < MAX_PATHS {
-                self.paths.push(PathSpec {
-                    name: format!("to node {k}"),
-                    node: k,
-                    via: vec![],
-                    both: None,
-                    up: None,
-                    down: None,
-                });
+    /// Every impairment the file writes (paths, degrade and flap sets), with its field path.
+    fn impairments_mut(&mut self) -> Vec<(String, &mut Impairment)> {
+        let mut v = Vec::new();
+        for (i, p) in self.paths.iter_mut().enumerate() {
+            for (dir, imp) in [
+                ("both", &mut p.both),
+                ("up", &mut p.up),
+                ("down", &mut p.down),
+            ] {
+                if let Some(imp) = imp {
+                    v.push((format!("paths[{i}].{dir}"), imp));
+                }
             }
         }
+        for (i, g) in self.segments.iter_mut().enumerate() {
+            for (dir, imp) in [
+                ("both", &mut g.both),
+                ("up", &mut g.up),
+                ("down", &mut g.down),
+            ] {
+                if let Some(imp) = imp {
+                    v.push((format!("segments[{i}].{dir}"), imp));
+                }
+            }
+        }
+        for (i, e) in self.events.iter_mut().enumerate() {
+            match e {
+                Event::Degrade { set, .. } | Event::Flap { set: Some(set), .. } => {
+                    v.push((format!("events[{i}].set"), set))
+                }
+                _ => {}
+            }
+        }
+        v
+    }
+
+    /// What the real-socket harness cannot run: shared segments, cross traffic and several
+    /// sessions are modelled in virtual time only, and its sessions get billing's default
+    /// plan, whose path limit bounds the paths to node 0.
+    pub fn check_real_mode(&self) -> Result<(), String> {
+        let virtual_only = |what: &str| {
+            Err(format!(
+                "{what} run in virtual time only: use `--mode virtual`"
+            ))
+        };
+        if !self.segments.is_empty() {
+            return virtual_only("shared segments");
+        }
+        if !self.cross.is_empty() {
+            return virtual_only("cross traffic");
+        }
+        if self.topology.sessions > 1 {
+            return virtual_only("several sessions");
+        }
+        let limit = usize::from(plg_billing::config::Plans::default().trial.path_limit);
+        let n = self.session_paths().len();
+        if n > limit {
+            return Err(format!(
+                "{n} paths lead to node 0, but the real-socket harness's sessions allow 1..={limit} \
+                 (billing's plan limit): use `--mode virtual` (up to {}) or fewer paths",
+                plg_proto::paths::MAX_PATHS
+            ));
+        }
+        Ok(())
     }
 
     /// Indices of the paths the session uses from the start (those to node 0), in client
@@ -413,9 +621,21 @@ impl Scenario {
         s.duration = duration;
         for e in &mut s.events {
             match e {
-                Event::Blackhole { at, duration, .. } => {
+                Event::Blackhole { at, duration, .. } | Event::Ramp { at, duration, .. } => {
                     *at *= f;
                     *duration *= f;
+                }
+                Event::Flap {
+                    at,
+                    duration,
+                    every,
+                    down_for,
+                    ..
+                } => {
+                    *at *= f;
+                    *duration *= f;
+                    *every *= f;
+                    *down_for *= f;
                 }
                 Event::Degrade { at, duration, .. } => {
                     *at *= f;
@@ -528,11 +748,132 @@ impl Scenario {
                     "give either `both` or `up`/`down`, not both".into(),
                 );
             }
-            for (dir, imp) in [("both", p.both), ("up", p.up), ("down", p.down)] {
+            for (dir, imp) in [("both", &p.both), ("up", &p.up), ("down", &p.down)] {
                 if let Some(imp) = imp {
                     imp.validate()
                         .or_else(|m| bad(&format!("paths[{i}].{dir}"), m))?;
                 }
+            }
+        }
+        for (i, p) in self.paths.iter().enumerate() {
+            if p.both.is_none() && (p.up.is_none() || p.down.is_none()) {
+                return bad(
+                    &format!("paths[{i}]"),
+                    "give the path's impairment: `both = { … }`, or `up` and `down` \
+                     (`both = {}` for a clean path)"
+                        .into(),
+                );
+            }
+            for (j, name) in p.segments.iter().enumerate() {
+                match self.segments.iter().find(|g| &g.name == name) {
+                    None => {
+                        return bad(
+                            &format!("paths[{i}].segments[{j}]"),
+                            format!("no segment named {name:?}"),
+                        );
+                    }
+                    Some(g) if g.side != Side::Client => {
+                        return bad(
+                            &format!("paths[{i}].segments[{j}]"),
+                            format!(
+                                "segment {name:?} is on the game side: every exit's route to \
+                                 the game crosses it already"
+                            ),
+                        );
+                    }
+                    _ => {}
+                }
+                if p.segments[..j].contains(name) {
+                    return bad(
+                        &format!("paths[{i}].segments[{j}]"),
+                        format!("segment {name:?} is listed twice"),
+                    );
+                }
+            }
+        }
+        for k in 1..self.topology.nodes {
+            if self.backup_path(k).is_none() {
+                return bad(
+                    "paths",
+                    format!(
+                        "node {k} is a backup exit but no path leads to it: add a [[paths]] \
+                         entry with node = {k} (the route the session takes after failing over \
+                         to it)"
+                    ),
+                );
+            }
+        }
+        let n = self.session_paths().len();
+        if n > plg_proto::paths::MAX_PATHS {
+            return bad(
+                "paths",
+                format!(
+                    "{n} paths lead to node 0, a session has at most {}",
+                    plg_proto::paths::MAX_PATHS
+                ),
+            );
+        }
+        if !(1..=crate::virtual_net::MAX_SESSIONS).contains(&self.topology.sessions) {
+            return bad(
+                "topology.sessions",
+                format!(
+                    "must be 1..={} (got {})",
+                    crate::virtual_net::MAX_SESSIONS,
+                    self.topology.sessions
+                ),
+            );
+        }
+        for (i, g) in self.segments.iter().enumerate() {
+            if g.name.is_empty() || self.segments[..i].iter().any(|h| h.name == g.name) {
+                return bad(
+                    &format!("segments[{i}].name"),
+                    format!("needs a name of its own (got {:?})", g.name),
+                );
+            }
+            if g.both.is_none() && (g.up.is_none() || g.down.is_none()) {
+                return bad(
+                    &format!("segments[{i}]"),
+                    "give the segment's impairment: `both = { … }`, or `up` and `down`".into(),
+                );
+            }
+            if g.both.is_some() && (g.up.is_some() || g.down.is_some()) {
+                return bad(
+                    &format!("segments[{i}].both"),
+                    "give either `both` or `up`/`down`, not both".into(),
+                );
+            }
+            for (dir, imp) in [("both", &g.both), ("up", &g.up), ("down", &g.down)] {
+                if let Some(imp) = imp {
+                    imp.validate()
+                        .or_else(|m| bad(&format!("segments[{i}].{dir}"), m))?;
+                }
+            }
+        }
+        for (i, c) in self.cross.iter().enumerate() {
+            if !self.segments.iter().any(|g| g.name == c.segment) {
+                return bad(
+                    &format!("cross[{i}].segment"),
+                    format!("no segment named {:?}", c.segment),
+                );
+            }
+            if !(c.rate_kbps.is_finite() && c.rate_kbps > 0.0 && c.rate_kbps <= 1_000_000.0) {
+                return bad(
+                    &format!("cross[{i}].rate_kbps"),
+                    format!("must be within (0, 1000000] (got {})", c.rate_kbps),
+                );
+            }
+            if !(1..=MAX_PACKET).contains(&c.size) {
+                return bad(
+                    &format!("cross[{i}].size"),
+                    format!("must be 1..={MAX_PACKET} bytes (got {})", c.size),
+                );
+            }
+            // A datagram every 10 µs at most keeps a virtual run's event count sane.
+            if c.size as f64 * 8.0 / c.rate_kbps < 0.01 {
+                return bad(
+                    &format!("cross[{i}].rate_kbps"),
+                    "more than 100,000 datagrams per second: use larger datagrams".into(),
+                );
             }
         }
         if !self.paths.iter().any(|p| p.node == 0) {
@@ -576,13 +917,63 @@ impl Scenario {
                         );
                     }
                 }
+                Event::Flap {
+                    path,
+                    duration,
+                    every,
+                    down_for,
+                    ..
+                } => {
+                    if *path >= self.paths.len() {
+                        return bad(
+                            &f("path"),
+                            format!("path {path} does not exist ({} paths)", self.paths.len()),
+                        );
+                    }
+                    if !(duration.is_finite() && *duration > 0.0) {
+                        return bad(&f("duration"), format!("must be > 0 (got {duration})"));
+                    }
+                    if !(every.is_finite() && *every >= 0.01) {
+                        return bad(&f("every"), format!("must be >= 0.01 s (got {every})"));
+                    }
+                    if duration / every > 10_000.0 {
+                        return bad(
+                            &f("every"),
+                            format!("at most 10000 periods per flap (got {})", duration / every),
+                        );
+                    }
+                    if !(down_for.is_finite() && *down_for > 0.0 && down_for < every) {
+                        return bad(
+                            &f("down_for"),
+                            format!("must be > 0 and less than every = {every} (got {down_for})"),
+                        );
+                    }
+                }
+                Event::Ramp {
+                    path,
+                    duration,
+                    param,
+                    to,
+                    ..
+                } => {
+                    if *path >= self.paths.len() {
+                        return bad(
+                            &f("path"),
+                            format!("path {path} does not exist ({} paths)", self.paths.len()),
+                        );
+                    }
+                    if !(duration.is_finite() && *duration > 0.0) {
+                        return bad(&f("duration"), format!("must be > 0 (got {duration})"));
+                    }
+                    param.validate(*to).or_else(|m| bad(&f("to"), m))?;
+                }
                 Event::KillNode { node, .. } | Event::RestartNode { node, .. } => {
                     if *node >= self.topology.nodes {
                         return bad(&f("node"), format!("node {node} does not exist"));
                     }
                 }
             }
-            if let Event::Degrade { set, .. } = e {
+            if let Event::Degrade { set, .. } | Event::Flap { set: Some(set), .. } = e {
                 set.validate().or_else(|m| bad(&f("set"), m))?;
             }
         }
@@ -632,8 +1023,25 @@ impl Scenario {
             worst = worst.max(p.up().max_delay()).max(p.down().max_delay());
         }
         for e in &self.events {
-            if let Event::Degrade { set, .. } = e {
-                worst = worst.max(set.max_delay());
+            match e {
+                Event::Degrade { set, .. } | Event::Flap { set: Some(set), .. } => {
+                    worst = worst.max(set.max_delay())
+                }
+                Event::Ramp {
+                    path, param, to, ..
+                } => {
+                    // The ramped parameter's final value on top of the path's own.
+                    let p = &self.paths[*path];
+                    for mut imp in [p.up(), p.down()] {
+                        match param {
+                            RampParam::DelayMs => imp.delay_ms = *to,
+                            RampParam::JitterMs => imp.jitter_ms = *to,
+                            _ => continue,
+                        }
+                        worst = worst.max(imp.max_delay());
+                    }
+                }
+                _ => {}
             }
         }
         (Duration::from_millis(500) + worst * 2).min(Duration::from_secs(5))
@@ -685,14 +1093,73 @@ impl Scenario {
                         }
                         d.schedule.push(ScheduledChange::Set {
                             at: secs(*at),
-                            impairment: *set,
+                            impairment: set.clone(),
                         });
                         if let Some(len) = duration {
                             d.schedule.push(ScheduledChange::Set {
                                 at: secs(at + len),
-                                impairment: d.impairment,
+                                impairment: d.impairment.clone(),
                             });
                         }
+                    }
+                }
+                Event::Flap {
+                    path,
+                    at,
+                    duration,
+                    every,
+                    down_for,
+                    direction,
+                    set,
+                } if *path == i => {
+                    let end = at + duration;
+                    for (on, d) in [(direction.up(), &mut up), (direction.down(), &mut down)] {
+                        if !on {
+                            continue;
+                        }
+                        let mut k = 0u32;
+                        loop {
+                            let start = at + f64::from(k) * every;
+                            if start >= end {
+                                break;
+                            }
+                            let (from, until) = (secs(start), secs((start + down_for).min(end)));
+                            match set {
+                                None => d.schedule.push(ScheduledChange::Blackhole { from, until }),
+                                Some(set) => {
+                                    d.schedule.push(ScheduledChange::Set {
+                                        at: from,
+                                        impairment: set.clone(),
+                                    });
+                                    d.schedule.push(ScheduledChange::Set {
+                                        at: until,
+                                        impairment: d.impairment.clone(),
+                                    });
+                                }
+                            }
+                            k += 1;
+                        }
+                    }
+                }
+                Event::Ramp {
+                    path,
+                    at,
+                    duration,
+                    direction,
+                    param,
+                    to,
+                } if *path == i => {
+                    let c = ScheduledChange::Ramp {
+                        from: secs(*at),
+                        until: secs(at + duration),
+                        param: *param,
+                        to: *to,
+                    };
+                    if direction.up() {
+                        up.schedule.push(c.clone());
+                    }
+                    if direction.down() {
+                        down.schedule.push(c);
                     }
                 }
                 _ => {}
@@ -711,8 +1178,12 @@ impl Scenario {
         let mut s = self.clone();
         for p in &mut s.paths {
             let (mut up, mut down) = (p.up(), p.down());
-            up.loss_pct = loss_pct;
-            down.loss_pct = loss_pct;
+            // A trace replaces the loss model: its directions keep their own loss.
+            for d in [&mut up, &mut down] {
+                if d.trace.is_none() {
+                    d.loss_pct = loss_pct;
+                }
+            }
             p.both = None;
             p.up = Some(up);
             p.down = Some(down);
@@ -729,7 +1200,7 @@ mod tests {
         Scenario::parse(text, Path::new("test.toml"))
     }
 
-    const MINIMAL: &str = "duration = 2\n[[paths]]\n";
+    const MINIMAL: &str = "duration = 2\n[[paths]]\nboth = {}\n";
 
     #[test]
     fn minimal_scenario_gets_defaults() {
@@ -747,11 +1218,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("test.toml") && e.contains("los_pct"), "{e}");
-        let e = parse("duration = 2\nsed = 3\n[[paths]]\n")
+        let e = parse("duration = 2\nsed = 3\n[[paths]]\nboth = {}\n")
             .unwrap_err()
             .to_string();
         assert!(e.contains("sed"), "{e}");
-        let e = parse("duration = 2\n[[paths]]\n[[events]]\nkind = \"blackhole\"\npath = 0\nat = 1\nduration = 1\nwhen = 2\n")
+        let e = parse("duration = 2\n[[paths]]\nboth = {}\n[[events]]\nkind = \"blackhole\"\npath = 0\nat = 1\nduration = 1\nwhen = 2\n")
             .unwrap_err()
             .to_string();
         assert!(e.contains("when"), "{e}");
@@ -759,15 +1230,16 @@ mod tests {
 
     #[test]
     fn ranges_are_checked_with_the_field_path() {
-        let e = parse("duration = 2\n[[paths]]\n[[paths]]\n[paths.down]\nloss_pct = 150\n")
-            .unwrap_err()
-            .to_string();
+        let e =
+            parse("duration = 2\n[[paths]]\nboth = {}\n[[paths]]\n[paths.down]\nloss_pct = 150\n")
+                .unwrap_err()
+                .to_string();
         assert!(e.contains("paths[1].down") && e.contains("loss_pct"), "{e}");
-        let e = parse("duration = 2\n[[paths]]\n[[events]]\nkind = \"blackhole\"\npath = 3\nat = 1\nduration = 1\n")
+        let e = parse("duration = 2\n[[paths]]\nboth = {}\n[[events]]\nkind = \"blackhole\"\npath = 3\nat = 1\nduration = 1\n")
             .unwrap_err()
             .to_string();
         assert!(e.contains("events[0].path"), "{e}");
-        let e = parse("duration = 2\n[topology]\nnodes = 9\n[[paths]]\n")
+        let e = parse("duration = 2\n[topology]\nnodes = 9\n[[paths]]\nboth = {}\n")
             .unwrap_err()
             .to_string();
         assert!(e.contains("topology.nodes"), "{e}");
@@ -776,7 +1248,7 @@ mod tests {
     #[test]
     fn events_become_link_schedules() {
         let s = parse(
-            "duration = 10\n[[paths]]\n[paths.both]\ndelay_ms = 5\n[[paths]]\n\
+            "duration = 10\n[[paths]]\n[paths.both]\ndelay_ms = 5\n[[paths]]\nboth = {}\n\
              [[events]]\nkind = \"blackhole\"\npath = 0\nat = 4\nduration = 2\ndirection = \"up\"\n\
              [[events]]\nkind = \"degrade\"\npath = 0\nat = 1\nduration = 1\n[events.set]\ndelay_ms = 50\n",
         )
@@ -805,48 +1277,263 @@ mod tests {
     }
 
     #[test]
-    fn backup_nodes_get_a_path_and_relay_paths_are_refused_for_now() {
+    fn every_backup_node_and_every_path_is_impaired_explicitly() {
         let s = parse(
-            "duration = 4\n[topology]\nnodes = 3\n[[paths]]\nname = \"a\"\n\
+            "duration = 4\n[topology]\nnodes = 2\n[[paths]]\nname = \"a\"\nboth = {}\n\
              [[paths]]\nname = \"to backup\"\nnode = 1\nboth = { delay_ms = 9 }\n\
-             [[paths]]\nname = \"b\"\n\
+             [[paths]]\nname = \"b\"\nboth = { delay_ms = 5 }\n\
              [[events]]\nkind = \"kill\"\nnode = 0\nat = 2\n",
         )
         .unwrap();
         assert_eq!(s.session_paths(), vec![0, 2]);
         assert_eq!(s.backup_path(1), Some(1));
-        // Node 2 had no path: it gets a clean one.
-        assert_eq!(s.backup_path(2), Some(3));
-        assert_eq!(s.paths[3].up(), Impairment::default());
         assert!(matches!(s.events[0], Event::KillNode { node: 0, .. }));
 
-        assert!(parse("duration = 2\n[topology]\nnodes = 2\n[[paths]]\nvia = [1]\n").is_ok());
-        let e = parse("duration = 2\n[topology]\nnodes = 3\n[[paths]]\nvia = [1, 2]\n")
+        // A backup node without a path is refused, not given a clean one.
+        let e = parse("duration = 2\n[topology]\nnodes = 3\n[[paths]]\nboth = {}\n[[paths]]\nnode = 1\nboth = {}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("node 2 is a backup exit"), "{e}");
+        // A path without an impairment is refused; `both = {}` says "clean" explicitly.
+        let e = parse("duration = 2\n[[paths]]\nname = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("paths[0]") && e.contains("both = {}"), "{e}");
+        let e = parse("duration = 2\n[[paths]]\nup = { loss_pct = 1 }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`up` and `down`"), "{e}");
+
+        assert!(
+            parse("duration = 2\n[topology]\nnodes = 2\n[[paths]]\nvia = [1]\nboth = {}\n[[paths]]\nnode = 1\nboth = {}\n")
+                .is_ok()
+        );
+        let e = parse("duration = 2\n[topology]\nnodes = 3\n[[paths]]\nvia = [1, 2]\nboth = {}\n")
             .unwrap_err()
             .to_string();
         assert!(
             e.contains("paths[0].via") && e.contains("at most one"),
             "{e}"
         );
-        let e = parse("duration = 2\n[topology]\nnodes = 2\n[[paths]]\n[[paths]]\nnode = 1\n[[paths]]\nnode = 1\n")
+        let e = parse("duration = 2\n[topology]\nnodes = 2\n[[paths]]\nboth = {}\n[[paths]]\nnode = 1\nboth = {}\n[[paths]]\nnode = 1\nboth = {}\n")
             .unwrap_err()
             .to_string();
         assert!(e.contains("paths[2].node"), "{e}");
-        let e = parse("duration = 2\n[topology]\nnodes = 2\n[[paths]]\nnode = 1\n")
+        let e = parse("duration = 2\n[topology]\nnodes = 2\n[[paths]]\nnode = 1\nboth = {}\n")
             .unwrap_err()
             .to_string();
         assert!(e.contains("node 0"), "{e}");
     }
 
     #[test]
+    fn session_path_limits_depend_on_the_mode() {
+        let three =
+            "duration = 2\n[[paths]]\nboth = {}\n[[paths]]\nboth = {}\n[[paths]]\nboth = {}\n";
+        let s = parse(three).unwrap();
+        // Virtual time runs three paths; the real harness's plan allows two, and says so
+        // before anything starts.
+        let e = s.check_real_mode().unwrap_err();
+        assert!(e.contains("1..=2") && e.contains("--mode virtual"), "{e}");
+        let nine = "duration = 2\n".to_owned() + &"[[paths]]\nboth = {}\n".repeat(9);
+        let e = parse(&nine).unwrap_err().to_string();
+        assert!(e.contains("paths"), "{e}");
+    }
+
+    #[test]
+    fn segments_and_cross_traffic_are_checked() {
+        let ok = "duration = 2\n[[segments]]\nname = \"wifi\"\nboth = { loss_pct = 2 }\n\
+                  [[segments]]\nname = \"dc\"\nside = \"game\"\nboth = {}\n\
+                  [[paths]]\nsegments = [\"wifi\"]\nboth = {}\n\
+                  [[cross]]\nsegment = \"wifi\"\nrate_kbps = 500\n";
+        let s = parse(ok).unwrap();
+        assert_eq!(s.segments[1].side, Side::Game);
+        assert_eq!(s.cross[0].size, 1200);
+        assert!(s.check_real_mode().unwrap_err().contains("virtual"));
+        let e = parse(&ok.replace("segments = [\"wifi\"]", "segments = [\"lan\"]"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("paths[0].segments[0]") && e.contains("lan"),
+            "{e}"
+        );
+        let e = parse(&ok.replace("segments = [\"wifi\"]", "segments = [\"dc\"]"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("game side"), "{e}");
+        let e = parse(&ok.replace("segment = \"wifi\"", "segment = \"x\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cross[0].segment"), "{e}");
+        let e = parse(&ok.replace("rate_kbps = 500", "rate_kbps = -1"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cross[0].rate_kbps"), "{e}");
+        let e = parse(&ok.replace("name = \"dc\"", "name = \"wifi\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("segments[1].name"), "{e}");
+    }
+
+    #[test]
     fn scaling_keeps_events_in_proportion() {
         let s = parse(
-            "duration = 10\n[[paths]]\n[[events]]\nkind = \"blackhole\"\npath = 0\nat = 4\nduration = 2\n",
+            "duration = 10\n[[paths]]\nboth = {}\n[[events]]\nkind = \"blackhole\"\npath = 0\nat = 4\nduration = 2\n",
         )
         .unwrap()
         .scaled_to(2.0);
         assert_eq!(s.duration, 2.0);
         assert_eq!(s.events[0].window(2.0), (0.8, 0.8 + 0.4));
         s.validate().unwrap();
+    }
+
+    #[test]
+    fn flaps_alternate_and_ramps_become_link_schedules() {
+        let s = parse(
+            "duration = 10\n[[paths]]\nboth = { delay_ms = 5 }\n\
+             [[events]]\nkind = \"flap\"\npath = 0\nat = 2\nduration = 3\nevery = 1\ndown_for = 0.25\ndirection = \"up\"\n\
+             [[events]]\nkind = \"flap\"\npath = 0\nat = 6\nduration = 1.5\nevery = 1\ndown_for = 0.5\ndirection = \"down\"\nset = { loss_pct = 50 }\n\
+             [[events]]\nkind = \"ramp\"\npath = 0\nat = 1\nduration = 4\nparam = \"delay_ms\"\nto = 105\n",
+        )
+        .unwrap();
+        let c = s.link_config(0, "127.0.0.1:9".parse().unwrap(), 1);
+        let ms = Duration::from_millis;
+        let up = crate::link::Impairer::new(1, c.up.impairment.clone(), c.up.schedule.clone());
+        let holes: Vec<_> =
+            c.up.schedule
+                .iter()
+                .filter_map(|c| match c {
+                    ScheduledChange::Blackhole { from, until } => Some((*from, *until)),
+                    _ => None,
+                })
+                .collect();
+        assert_eq!(
+            holes,
+            vec![
+                (ms(2000), ms(2250)),
+                (ms(3000), ms(3250)),
+                (ms(4000), ms(4250))
+            ]
+        );
+        // The ramp: 5 ms at 1 s to 105 ms at 5 s, in both directions.
+        assert_eq!(up.params_at(ms(3000)).delay_ms, 55.0);
+        let down =
+            crate::link::Impairer::new(1, c.down.impairment.clone(), c.down.schedule.clone());
+        assert_eq!(down.params_at(ms(5500)).delay_ms, 105.0);
+        // The degrading flap: 50 % loss in [6, 6.5) and [7, 7.5), the base in between. Its
+        // restore replaces the ramped parameters by the path's own (the latest change wins).
+        assert_eq!(down.params_at(ms(6100)).loss_pct, 50.0);
+        assert_eq!(down.params_at(ms(6600)).loss_pct, 0.0);
+        assert_eq!(down.params_at(ms(6600)).delay_ms, 5.0);
+        assert_eq!(down.params_at(ms(7499)).loss_pct, 50.0);
+        assert_eq!(down.params_at(ms(7500)).loss_pct, 0.0);
+        let half = s.scaled_to(5.0);
+        assert!(matches!(
+            half.events[0],
+            Event::Flap { every, down_for, .. } if every == 0.5 && down_for == 0.125
+        ));
+    }
+
+    #[test]
+    fn new_fields_are_validated_with_their_names() {
+        let cases = [
+            (
+                "[paths.up]\nqueue_bytes = 5000\n",
+                "paths[0].up",
+                "queue_bytes",
+            ),
+            ("[paths.up]\nmtu = 10\n", "paths[0].up", "mtu"),
+            (
+                "[paths.up]\ncorrupt_pct = 101\n",
+                "paths[0].up",
+                "corrupt_pct",
+            ),
+            (
+                "[paths.up]\nburst = { mean_good_ms = 100, mean_bad_ms = 0 }\n",
+                "paths[0].up",
+                "burst.mean_bad_ms",
+            ),
+            (
+                "[[events]]\nkind = \"flap\"\npath = 0\nat = 1\nduration = 1\nevery = 0.5\ndown_for = 0.5\n",
+                "events[0].down_for",
+                "less than",
+            ),
+            (
+                "[[events]]\nkind = \"ramp\"\npath = 0\nat = 1\nduration = 1\nparam = \"loss_pct\"\nto = 120\n",
+                "events[0].to",
+                "loss_pct",
+            ),
+            (
+                "[[events]]\nkind = \"flap\"\npath = 0\nat = 1\nduration = 1\nevery = 0.5\ndown_for = 0.1\nset = { mtu = 3 }\n",
+                "events[0].set",
+                "mtu",
+            ),
+        ];
+        for (tail, field, what) in cases {
+            // A path's own table, or a clean path followed by events.
+            let path = if tail.starts_with("[paths.") {
+                ""
+            } else {
+                "both = {}\n"
+            };
+            let e = parse(&format!("duration = 2\n[[paths]]\n{path}{tail}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(field) && e.contains(what), "{tail}: {e}");
+        }
+        // The old per-datagram burst syntax is refused by name.
+        let e = parse("duration = 2\n[[paths]]\nboth = { burst = { p = 0.01, r = 0.2 } }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `p`"), "{e}");
+    }
+
+    #[test]
+    fn traces_load_relative_to_the_scenario_and_errors_name_file_and_line() {
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/wifi-trace.toml");
+        let s = Scenario::load(&shipped).unwrap();
+        let c = s.link_config(0, "127.0.0.1:9".parse().unwrap(), 1);
+        let mut m = crate::link::Impairer::new(1, c.up.impairment.clone(), vec![]);
+        // 1500 ms: the start of the 300 ms stall.
+        let crate::link::Decision::Deliver { delay, .. } =
+            m.decide(Duration::from_millis(1500), 100)
+        else {
+            panic!("the stall delays, it does not drop");
+        };
+        assert!((300..=320).contains(&delay.as_millis()), "{delay:?}");
+        // Drain covers the stall.
+        assert!(s.drain() >= Duration::from_millis(600));
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("t")).unwrap();
+        std::fs::write(dir.path().join("t/bad.trace"), "0 5\n# c\n10 fast\n").unwrap();
+        let scenario = dir.path().join("x.toml");
+        std::fs::write(
+            &scenario,
+            "duration = 2\n[[paths]]\nup = { trace = \"t/bad.trace\" }\n",
+        )
+        .unwrap();
+        let e = Scenario::load(&scenario).unwrap_err().to_string();
+        assert!(
+            e.contains("paths[0].up.trace") && e.contains("bad.trace:3:"),
+            "{e}"
+        );
+        std::fs::write(
+            &scenario,
+            "duration = 2\n[[paths]]\nup = { trace = \"t/none.trace\" }\n",
+        )
+        .unwrap();
+        let e = Scenario::load(&scenario).unwrap_err().to_string();
+        assert!(
+            e.contains("cannot read trace") && e.contains("none.trace"),
+            "{e}"
+        );
+        std::fs::write(dir.path().join("t/ok.trace"), "0 5\n").unwrap();
+        std::fs::write(
+            &scenario,
+            "duration = 2\n[[paths]]\nup = { trace = \"t/ok.trace\", delay_ms = 3 }\n",
+        )
+        .unwrap();
+        let e = Scenario::load(&scenario).unwrap_err().to_string();
+        assert!(e.contains("paths[0].up") && e.contains("replaces"), "{e}");
     }
 }

@@ -42,9 +42,9 @@ struct Leg {
 impl Leg {
     fn new(params: Impairment, seed: u64) -> Leg {
         Leg {
+            up: Impairer::new(derive_seed(seed, 0), params.clone(), vec![]),
+            down: Impairer::new(derive_seed(seed, 1), params.clone(), vec![]),
             params,
-            up: Impairer::new(derive_seed(seed, 0), params, vec![]),
-            down: Impairer::new(derive_seed(seed, 1), params, vec![]),
         }
     }
 }
@@ -109,14 +109,16 @@ impl GameSite {
                 r.fetch_add(1, Ordering::Relaxed);
                 let params = l
                     .lock()
-                    .map(|m| m.get(&from.ip()).copied().unwrap_or(default))
-                    .unwrap_or(default);
+                    .map(|m| m.get(&from.ip()).cloned())
+                    .ok()
+                    .flatten()
+                    .unwrap_or_else(|| default.clone());
                 if legs.len() >= MAX_SOURCES && !legs.contains_key(&from.ip()) {
                     legs.clear();
                 }
                 let (leg, queue) = legs.entry(from.ip()).or_insert_with(|| {
                     (
-                        Leg::new(params, derive_seed(seed, salt_of(&from.ip()))),
+                        Leg::new(params.clone(), derive_seed(seed, salt_of(&from.ip()))),
                         fifo(socket.clone()),
                     )
                 });
@@ -223,7 +225,10 @@ impl SiteLink {
                         let up_queue = fifo(s.clone());
                         clients.insert(from, up_queue.clone());
                         if let Ok(mut l) = legs.lock() {
-                            l.insert(from, Leg::new(leg, derive_seed(seed, salt_of(&from))));
+                            l.insert(
+                                from,
+                                Leg::new(leg.clone(), derive_seed(seed, salt_of(&from))),
+                            );
                         }
                         // Replies from upstream go back to this client across the leg.
                         let (back, legs2) = (fifo(socket.clone()), legs.clone());
@@ -379,9 +384,13 @@ impl World {
         use anyhow::Context;
         let lo: IpAddr = std::net::Ipv4Addr::LOCALHOST.into();
         let dir = tempfile::tempdir()?;
-        let game = GameSite::start((lo, 0).into(), spec.direct, derive_seed(spec.seed, 1))
-            .await
-            .context("starting the game server")?;
+        let game = GameSite::start(
+            (lo, 0).into(),
+            spec.direct.clone(),
+            derive_seed(spec.seed, 1),
+        )
+        .await
+        .context("starting the game server")?;
         let config = plg_billing::Config {
             listen: (lo, 0).into(),
             data_dir: dir.path().join("billing"),
@@ -415,10 +424,12 @@ impl World {
         let mut nodes = Vec::new();
         for (k, n) in spec.nodes.iter().enumerate() {
             let ip = IpAddr::from([127, 0, 0, 10 + k as u8]);
-            game.set_link(ip, n.to_game);
+            game.set_link(ip, n.to_game.clone());
             let seed = derive_seed(spec.seed, 100 + k as u64);
-            let control = SiteLink::bind((lo, 0).into(), n.to_client, derive_seed(seed, 1)).await?;
-            let data = SiteLink::bind((lo, 0).into(), n.to_client, derive_seed(seed, 2)).await?;
+            let control =
+                SiteLink::bind((lo, 0).into(), n.to_client.clone(), derive_seed(seed, 1)).await?;
+            let data =
+                SiteLink::bind((lo, 0).into(), n.to_client.clone(), derive_seed(seed, 2)).await?;
             let token = billing.create_join_token(Duration::from_secs(600)).await?;
             let identity = plg_node::join(
                 &billing_url,

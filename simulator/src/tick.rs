@@ -14,14 +14,14 @@ use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
 const MAGIC: &[u8; 4] = b"PLGt";
-const KIND_HELLO: u8 = 0;
-const KIND_HELLO_ACK: u8 = 1;
-const KIND_TICK: u8 = 2;
-const NO_ECHO: u32 = u32::MAX;
+pub(crate) const KIND_HELLO: u8 = 0;
+pub(crate) const KIND_HELLO_ACK: u8 = 1;
+pub(crate) const KIND_TICK: u8 = 2;
+pub(crate) const NO_ECHO: u32 = u32::MAX;
 /// Bytes of header in every tick; packets are never smaller.
 pub const HEADER_LEN: usize = 41;
 /// How often the warm-up hello repeats until the server answers.
-const HELLO_INTERVAL: Duration = Duration::from_millis(20);
+pub(crate) const HELLO_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Shape of both tick streams.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -111,17 +111,17 @@ pub enum TickError {
     WarmUp(Duration),
 }
 
-struct Header {
-    run: u32,
-    kind: u8,
-    seq: u32,
-    sent_us: u64,
-    echo_seq: u32,
-    echo_sent_us: u64,
-    echo_hold_us: u64,
+pub(crate) struct Header {
+    pub(crate) run: u32,
+    pub(crate) kind: u8,
+    pub(crate) seq: u32,
+    pub(crate) sent_us: u64,
+    pub(crate) echo_seq: u32,
+    pub(crate) echo_sent_us: u64,
+    pub(crate) echo_hold_us: u64,
 }
 
-fn encode(h: &Header, size: usize, out: &mut Vec<u8>) {
+pub(crate) fn encode(h: &Header, size: usize, out: &mut Vec<u8>) {
     out.clear();
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&h.run.to_be_bytes());
@@ -135,7 +135,7 @@ fn encode(h: &Header, size: usize, out: &mut Vec<u8>) {
     out.extend((out.len()..size.max(HEADER_LEN)).map(|i| (i as u32).wrapping_add(seq) as u8));
 }
 
-fn decode(b: &[u8]) -> Option<Header> {
+pub(crate) fn decode(b: &[u8]) -> Option<Header> {
     if b.len() < HEADER_LEN || &b[..4] != MAGIC {
         return None;
     }

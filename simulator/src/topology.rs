@@ -24,7 +24,7 @@ pub const MAX_NODES: usize = 32;
 pub const MAX_GAMES: usize = 8;
 
 /// One edge: what each direction does.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Edge {
     /// Away from the client (client→node, node→game, a→b).
     pub up: Impairment,
@@ -41,7 +41,7 @@ impl Edge {
             ..Impairment::default()
         };
         Edge {
-            up: one_way,
+            up: one_way.clone(),
             down: one_way,
         }
     }
@@ -151,9 +151,9 @@ impl Topology {
     /// The mesh edge from node `a` to node `b` (oriented a→b), if there is one.
     pub fn mesh_edge(&self, a: usize, b: usize) -> Option<Edge> {
         if a < b {
-            self.mesh.get(&(a, b)).copied()
+            self.mesh.get(&(a, b)).cloned()
         } else {
-            self.mesh.get(&(b, a)).map(|e| e.reversed())
+            self.mesh.get(&(b, a)).map(|e| e.clone().reversed())
         }
     }
 
@@ -161,14 +161,14 @@ impl Topology {
     /// unknown node or no mesh edge between entry and exit).
     pub fn edges(&self, route: &Route, game: usize) -> Option<Vec<Edge>> {
         match route {
-            Route::Direct => Some(vec![self.games.get(game)?.direct]),
+            Route::Direct => Some(vec![self.games.get(game)?.direct.clone()]),
             Route::Relay { entry, exit } => {
                 let (i, j) = (self.node_index(entry)?, self.node_index(exit)?);
-                let mut v = vec![self.nodes[i].from_client];
+                let mut v = vec![self.nodes[i].from_client.clone()];
                 if i != j {
                     v.push(self.mesh_edge(i, j)?);
                 }
-                v.push(*self.nodes[j].to_game.get(game)?);
+                v.push(self.nodes[j].to_game.get(game)?.clone());
                 Some(v)
             }
         }
@@ -221,8 +221,8 @@ impl Topology {
             }
         };
         Some(Edge {
-            up: fold(|e| e.up),
-            down: fold(|e| e.down),
+            up: fold(|e| e.up.clone()),
+            down: fold(|e| e.down.clone()),
         })
     }
 
@@ -337,7 +337,7 @@ impl EdgeSpec {
             || self.jitter_ms.is_some()
             || self.jitter.is_some()
             || self.burst.is_some();
-        match (self.rtt_ms, self.up, self.down) {
+        match (self.rtt_ms, self.up.clone(), self.down.clone()) {
             (Some(rtt), None, None) => {
                 if !(rtt.is_finite() && (0.0..=20_000.0).contains(&rtt)) {
                     return Err(format!("rtt_ms must be within 0..=20000 (got {rtt})"));
@@ -351,7 +351,7 @@ impl EdgeSpec {
                     ..Impairment::default()
                 };
                 Ok(Edge {
-                    up: one_way,
+                    up: one_way.clone(),
                     down: one_way,
                 })
             }

@@ -119,9 +119,13 @@ fn sweep_draws_residual_loss_per_policy() {
     );
     assert!(table.contains("2 seeds pooled per point"), "{table}");
     let csv = std::fs::read_to_string(tmp.path().join("sweep.csv")).unwrap();
+    // The direct route is measured at every point and pooled like the policies.
+    assert!(s.points.iter().all(|p| p.direct.is_some()), "{table}");
+    assert_eq!(pooled.rows[0].route, "direct (no PLG)");
+    assert_eq!(pooled.rows[0].runs, 2);
     assert_eq!(
         csv.lines().count(),
-        1 + 2 * s.points[1].policies.len(),
+        1 + 2 * (1 + s.points[1].policies.len()),
         "{csv}"
     );
     let svg = std::fs::read_to_string(tmp.path().join("sweep.svg")).unwrap();

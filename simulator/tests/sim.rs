@@ -39,8 +39,8 @@ fn same_seed_same_decisions_other_seed_other_decisions() {
     let imp = Impairment {
         loss_pct: 10.0,
         burst: Some(GilbertElliott {
-            p: 0.02,
-            r: 0.3,
+            mean_good_ms: 50.0,
+            mean_bad_ms: 3.0,
             loss_bad_pct: 100.0,
             loss_good_pct: 0.0,
         }),
@@ -51,8 +51,8 @@ fn same_seed_same_decisions_other_seed_other_decisions() {
         duplicate_pct: 1.0,
         ..Default::default()
     };
-    let a = decisions(42, imp, 5000);
-    let b = decisions(42, imp, 5000);
+    let a = decisions(42, imp.clone(), 5000);
+    let b = decisions(42, imp.clone(), 5000);
     let c = decisions(43, imp, 5000);
     assert_eq!(a, b);
     assert_ne!(lost(&a), lost(&c));
@@ -82,14 +82,14 @@ fn independent_loss_rate_is_within_the_binomial_bound() {
 
 #[test]
 fn gilbert_elliott_loss_rate_and_burst_length_are_within_bounds() {
-    let (p, r) = (0.01, 0.2);
+    // Bad periods of 40 ms on average, every ~440 ms: 9.1 % of the time bad.
     let ge = GilbertElliott {
-        p,
-        r,
+        mean_good_ms: 400.0,
+        mean_bad_ms: 40.0,
         loss_bad_pct: 100.0,
         loss_good_pct: 0.0,
     };
-    let n = 200_000u64;
+    let n = 1_000_000u64;
     let d = decisions(
         9,
         Impairment {
@@ -105,15 +105,19 @@ fn gilbert_elliott_loss_rate_and_burst_length_are_within_bounds() {
     let l = lost(&d);
     let pi = ge.stationary_loss();
     let observed = l.iter().filter(|x| **x).count() as f64 / n as f64;
-    // Successive states are correlated (lag-1 autocorrelation 1 - p - r): the variance of the
-    // mean grows by (1 + ρ) / (1 - ρ) over the independent case.
+    // Datagrams 1 ms apart see the chain as a discrete one with per-datagram (p, r): successive
+    // states are correlated (lag-1 autocorrelation 1 - p - r), so the variance of the mean
+    // grows by (1 + ρ) / (1 - ρ) over the independent case.
+    let (p, r) = ge.per_datagram(Duration::from_millis(1));
     let rho = 1.0 - p - r;
     let bound = Z99 * (pi * (1.0 - pi) / n as f64 * (1.0 + rho) / (1.0 - rho)).sqrt();
+    println!("GE loss {observed:.4} vs {pi:.4} ± {bound:.4}");
     assert!(
         (observed - pi).abs() <= bound,
         "loss {observed} vs {pi} ± {bound}"
     );
-    // Bursts are geometric with mean 1/r and standard deviation sqrt(1 - r)/r.
+    // Runs of lost datagrams are geometric with mean 1/r and standard deviation sqrt(1 - r)/r
+    // (≈ 41 datagrams = 41 ms here: the bad period's mean plus the one that starts it).
     let mut bursts = vec![];
     let mut run = 0u64;
     for x in l {
@@ -126,12 +130,64 @@ fn gilbert_elliott_loss_rate_and_burst_length_are_within_bounds() {
     }
     let mean = bursts.iter().sum::<u64>() as f64 / bursts.len() as f64;
     let se = (1.0 - r).sqrt() / r / (bursts.len() as f64).sqrt();
+    println!(
+        "GE mean burst {mean:.2} datagrams vs {:.2} ± {:.2} ({} bursts)",
+        1.0 / r,
+        Z99 * se,
+        bursts.len()
+    );
     assert!(
         (mean - 1.0 / r).abs() <= Z99 * se,
         "mean burst {mean} vs {} ± {}",
         1.0 / r,
         Z99 * se
     );
+}
+
+#[test]
+fn gilbert_elliott_bad_periods_are_a_function_of_time_not_of_traffic() {
+    // One sender every 1 ms, another every 0.5 ms (a policy sending twice the datagrams):
+    // the same seed gives the same bad periods, so their datagrams at the same instants meet
+    // the same fate, and the denser one sees the same share of time lost.
+    let imp = Impairment {
+        burst: Some(GilbertElliott {
+            mean_good_ms: 200.0,
+            mean_bad_ms: 30.0,
+            loss_bad_pct: 100.0,
+            loss_good_pct: 0.0,
+        }),
+        delay_ms: 5.0,
+        ..Default::default()
+    };
+    let mut sparse = Impairer::new(5, imp.clone(), vec![]);
+    let mut dense = Impairer::new(5, imp.clone(), vec![]);
+    let mut other = Impairer::new(6, imp, vec![]);
+    let (mut same, mut differs, mut lost_sparse, mut lost_dense) = (0u64, 0u64, 0u64, 0u64);
+    let n = 200_000u64;
+    for i in 0..n {
+        let at = Duration::from_millis(i);
+        let s = matches!(sparse.decide(at, 100), Decision::Drop(_));
+        let d1 = matches!(dense.decide(at, 100), Decision::Drop(_));
+        let d2 = matches!(
+            dense.decide(at + Duration::from_micros(500), 100),
+            Decision::Drop(_)
+        );
+        assert_eq!(s, d1, "at {at:?}: same instant, different fate");
+        lost_sparse += s as u64;
+        lost_dense += d1 as u64 + d2 as u64;
+        if other.in_burst(at) == s {
+            same += 1;
+        } else {
+            differs += 1;
+        }
+    }
+    let (a, b) = (
+        lost_sparse as f64 / n as f64,
+        lost_dense as f64 / (2 * n) as f64,
+    );
+    println!("lost: every 1 ms {a:.4}, every 0.5 ms {b:.4}; other seed differs at {differs} ms");
+    assert!((a - b).abs() < 0.002, "{a} vs {b}");
+    assert!(differs > 1000 && same > differs, "{same} {differs}");
 }
 
 /// A sink that records `(first 8 bytes as u64, arrival)` of everything it receives.
@@ -179,7 +235,7 @@ async fn through_link(
     let link = Link::start(LinkConfig {
         upstream: dst,
         up: DirectionConfig {
-            impairment: up,
+            impairment: up.clone(),
             seed,
             schedule,
         },
@@ -210,19 +266,16 @@ async fn through_link(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_links_with_the_same_seed_drop_the_same_datagrams() {
+    // Per-datagram draws only: Gilbert-Elliott bursts follow the (wall-clock) arrival times,
+    // so on a real link they line up across runs only as closely as the arrivals do.
     let imp = Impairment {
-        loss_pct: 10.0,
-        burst: Some(GilbertElliott {
-            p: 0.05,
-            r: 0.3,
-            loss_bad_pct: 80.0,
-            loss_good_pct: 0.0,
-        }),
+        loss_pct: 15.0,
+        corrupt_pct: 5.0,
         delay_ms: 2.0,
         jitter_ms: 1.0,
         ..Default::default()
     };
-    let run = || through_link(imp, vec![], 99, 400, Duration::from_micros(500));
+    let run = || through_link(imp.clone(), vec![], 99, 400, Duration::from_micros(500));
     let (a, ..) = run().await;
     let (b, ..) = run().await;
     let seqs = |v: &[(u64, Instant)]| {
@@ -234,6 +287,61 @@ async fn real_links_with_the_same_seed_drop_the_same_datagrams() {
     assert_eq!(sa, sb, "same seed, different datagrams delivered");
     // Sanity: something was dropped and most was delivered.
     assert!((200..380).contains(&sa.len()), "{}", sa.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_link_flips_one_byte_in_the_datagrams_it_corrupts() {
+    // The receiver sees exactly the datagrams the link counted as corrupted, each with one
+    // byte changed; the rest arrive intact.
+    let s = UdpSocket::bind(loopback()).await.unwrap();
+    let dst = s.local_addr().unwrap();
+    let link = Link::start(LinkConfig {
+        upstream: dst,
+        up: DirectionConfig {
+            impairment: Impairment {
+                corrupt_pct: 20.0,
+                ..Default::default()
+            },
+            seed: 11,
+            schedule: vec![],
+        },
+        down: DirectionConfig::default(),
+        trace: false,
+    })
+    .await
+    .unwrap();
+    let client = UdpSocket::bind(loopback()).await.unwrap();
+    client.connect(link.addr()).await.unwrap();
+    let n = 300usize;
+    let pattern = |i: usize| -> Vec<u8> { (0..120).map(|k| (i * 7 + k) as u8).collect() };
+    let (mut changed, mut intact) = (0u64, 0u64);
+    for i in 0..n {
+        client.send(&pattern(i)).await.unwrap();
+        let mut buf = [0u8; 2048];
+        let (len, _) = tokio::time::timeout(Duration::from_secs(2), s.recv_from(&mut buf))
+            .await
+            .expect("the link delivers every datagram")
+            .unwrap();
+        assert_eq!(len, 120);
+        let diff = buf[..len]
+            .iter()
+            .zip(pattern(i))
+            .filter(|(a, b)| **a != *b)
+            .count();
+        assert!(diff <= 1, "datagram {i}: {diff} bytes changed");
+        if diff == 1 {
+            changed += 1;
+        } else {
+            intact += 1;
+        }
+    }
+    let report = link.finish().await;
+    println!(
+        "corrupted {changed} of {n} (link counted {})",
+        report.up.corrupted
+    );
+    assert_eq!(report.up.corrupted, changed);
+    assert!(changed > 0 && intact > 0);
 }
 
 /// Sends 200 datagrams 5 ms apart through a 10 ms ± 2 ms (uniform) link and returns

@@ -50,7 +50,7 @@ fn a_killed_exit_fails_over_to_the_backup_within_a_second_and_a_half() {
         net.run(secs(15.0), Some(TICK));
         net
     });
-    let failovers: Vec<_> = net
+    let failovers: Vec<_> = net.sessions[0]
         .events
         .iter()
         .filter_map(|(_, e)| match e {
@@ -58,7 +58,7 @@ fn a_killed_exit_fails_over_to_the_backup_within_a_second_and_a_half() {
             _ => None,
         })
         .collect();
-    assert_eq!(failovers.len(), 1, "{:?}", net.events);
+    assert_eq!(failovers.len(), 1, "{:?}", net.sessions[0].events);
     assert_eq!(failovers[0].0, "n1", "the backup the exit named first");
     assert_eq!(net.exit(), Some(1));
     let gap = net.longest_gap(secs(4.0), secs(20.0));
@@ -66,10 +66,10 @@ fn a_killed_exit_fails_over_to_the_backup_within_a_second_and_a_half() {
     assert!(gap < secs(1.5), "{gap:?}");
     assert_eq!(net.doubled(), 0);
     // Everything sent after the failover comes back.
-    let after = net
+    let after = net.sessions[0]
         .delivered
         .iter()
-        .filter(|(at, _)| *at - net.delivered[0].0 > secs(7.0))
+        .filter(|(at, _)| *at - net.sessions[0].delivered[0].0 > secs(7.0))
         .count();
     assert!(after as f64 >= 12.0 * 64.0 * 0.99, "{after}");
 }
@@ -88,12 +88,16 @@ fn renewal_in_place_carries_a_session_past_every_ticket_expiry() {
     });
     println!(
         "renewal: {} renewals, {} packets, lost {}, longest gap {} ms",
-        net.renewals,
+        net.sessions[0].renewals,
         net.sent(),
         net.lost(net.sent() - 10),
         net.longest_gap(secs(1.0), secs(299.0)).as_millis()
     );
-    assert!(net.renewals >= 5, "{}", net.renewals);
+    assert!(
+        net.sessions[0].renewals >= 5,
+        "{}",
+        net.sessions[0].renewals
+    );
     assert_eq!(
         net.nodes[0].expired, 0,
         "the node never let the session expire"
@@ -131,11 +135,12 @@ fn a_new_local_address_keeps_the_session_on_its_node() {
     println!("roaming: longest gap {} ms", gap.as_millis());
     // The node follows the first authenticated frame from the new address: no failover.
     assert!(
-        !net.events
+        !net.sessions[0]
+            .events
             .iter()
             .any(|(_, e)| matches!(e, ProxyEvent::Failover { .. })),
         "{:?}",
-        net.events
+        net.sessions[0].events
     );
     assert_eq!(net.exit(), Some(0));
     assert!(gap < Duration::from_millis(100), "{gap:?}");
@@ -154,11 +159,11 @@ fn blocked_udp_falls_back_to_protected_mode_and_back() {
     net.run(secs(3.0), Some(TICK));
     net.udp_blocked = true;
     net.run(secs(7.0), Some(TICK));
-    assert!(net.client.protected());
+    assert!(net.sessions[0].client.protected());
     net.udp_blocked = false;
     net.run(secs(5.0), Some(TICK));
-    assert!(!net.client.protected());
-    let modes: Vec<bool> = net
+    assert!(!net.sessions[0].client.protected());
+    let modes: Vec<bool> = net.sessions[0]
         .events
         .iter()
         .filter_map(|(_, e)| match e {
@@ -166,12 +171,13 @@ fn blocked_udp_falls_back_to_protected_mode_and_back() {
             _ => None,
         })
         .collect();
-    assert_eq!(modes, [true, false], "{:?}", net.events);
+    assert_eq!(modes, [true, false], "{:?}", net.sessions[0].events);
     let gap = net.longest_gap(secs(2.0), secs(15.0));
     println!("protected mode: longest gap {} ms", gap.as_millis());
     assert!(gap < secs(1.5), "{gap:?}");
     assert!(
-        !net.events
+        !net.sessions[0]
+            .events
             .iter()
             .any(|(_, e)| matches!(e, ProxyEvent::Failover { .. })),
         "the node was alive: no failover"
@@ -195,20 +201,21 @@ fn a_dead_relay_moves_its_path_to_a_spare_node() {
     net.nodes[2].up = false;
     net.run(secs(6.0), Some(TICK));
     assert!(
-        net.events.iter().any(|(_, e)| matches!(
+        net.sessions[0].events.iter().any(|(_, e)| matches!(
             e,
             ProxyEvent::RelayMoved { path: 1, from, .. } if from == "n2"
         )),
         "{:?}",
-        net.events
+        net.sessions[0].events
     );
     assert!(
-        !net.events
+        !net.sessions[0]
+            .events
             .iter()
             .any(|(_, e)| matches!(e, ProxyEvent::Failover { .. })),
         "the exit was fine"
     );
-    let view = net.client.paths_view(net.now);
+    let view = net.sessions[0].client.paths_view(net.now);
     assert!(
         matches!(&view.relays[1], Some(r) if r != "n2" && r != "n0"),
         "{view:?}"
@@ -236,7 +243,7 @@ fn a_degraded_leg_moves_the_primary_within_ten_seconds_and_loses_nothing() {
         ..NetConfig::default()
     });
     net.run(secs(5.0), Some(TICK));
-    let primary = net.client.paths_view(net.now).primary as usize;
+    let primary = net.sessions[0].client.paths_view(net.now).primary as usize;
     let degraded_at = net.now;
     net.impair(
         primary,
@@ -247,7 +254,7 @@ fn a_degraded_leg_moves_the_primary_within_ten_seconds_and_loses_nothing() {
         7,
     );
     net.run(secs(15.0), Some(TICK));
-    let moved = net
+    let moved = net.sessions[0]
         .events
         .iter()
         .find_map(|(at, e)| match e {
@@ -256,7 +263,12 @@ fn a_degraded_leg_moves_the_primary_within_ten_seconds_and_loses_nothing() {
             }
             _ => None,
         })
-        .unwrap_or_else(|| panic!("the primary never left the degraded path: {:?}", net.events));
+        .unwrap_or_else(|| {
+            panic!(
+                "the primary never left the degraded path: {:?}",
+                net.sessions[0].events
+            )
+        });
     let after = moved.0.saturating_duration_since(degraded_at);
     let gap = net.longest_gap(secs(4.0), net.elapsed());
     println!(
@@ -291,18 +303,20 @@ fn a_game_with_hundreds_of_short_flows_is_never_cut_off() {
         "short flows: {sent} packets from {} sources, lost {}, events {:?}",
         sent / 16,
         net.lost(sent - 10),
-        net.events
+        net.sessions[0]
+            .events
             .iter()
             .filter(|(_, e)| !matches!(e, ProxyEvent::PrimaryChanged { .. }))
             .take(5)
             .collect::<Vec<_>>()
     );
     assert!(
-        !net.events
+        !net.sessions[0]
+            .events
             .iter()
             .any(|(_, e)| matches!(e, ProxyEvent::TooManyFlows | ProxyEvent::FlowError { .. })),
         "{:?}",
-        net.events.iter().take(10).collect::<Vec<_>>()
+        net.sessions[0].events.iter().take(10).collect::<Vec<_>>()
     );
     assert_eq!(net.lost(sent - 10), 0);
     assert_eq!(net.doubled(), 0);
@@ -324,9 +338,10 @@ fn the_same_seed_gives_the_same_session() {
         });
         net.run(secs(20.0), Some(TICK));
         (
-            net.copies.clone(),
-            net.events.len(),
-            net.client
+            net.sessions[0].copies.clone(),
+            net.sessions[0].events.len(),
+            net.sessions[0]
+                .client
                 .stats()
                 .pongs
                 .load(std::sync::atomic::Ordering::Relaxed),
@@ -380,7 +395,7 @@ proptest! {
         prop_assert_eq!(net.doubled(), 0);
         // Packets sent in the last 3 s all came back: the session lives.
         let tail_from = before + 3 * 64;
-        let lost = (tail_from..net.sent() - 8).filter(|&s| net.copies.get(s as usize).copied().unwrap_or(0) == 0).count();
-        prop_assert!(lost == 0, "lost {} of the last packets; events {:?}; actions {:?}", lost, net.events, net.actions.iter().filter(|(_, a)| matches!(a, Action::FailOver { .. })).count());
+        let lost = (tail_from..net.sent() - 8).filter(|&s| net.sessions[0].copies.get(s as usize).copied().unwrap_or(0) == 0).count();
+        prop_assert!(lost == 0, "lost {} of the last packets; events {:?}; actions {:?}", lost, net.sessions[0].events, net.sessions[0].actions.iter().filter(|(_, a)| matches!(a, Action::FailOver { .. })).count());
     }
 }
