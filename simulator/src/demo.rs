@@ -1,13 +1,17 @@
 //! `plg-sim demo`: a small mesh on loopback (billing + 3 relay nodes), impaired links, the game
-//! played directly and through PLG in each redundancy policy, and the before/after table.
+//! played directly and through PLG in each redundancy policy, and the before/after table
+//! with every loss figure's 95 % interval and the claims those intervals support
+//! (`crate::claims`). The demo fails when it cannot show that `duplicate` loses less than
+//! `single`.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 
+use crate::claims::{self, Claim, ClaimKind, Verdict};
 use crate::link::Impairment;
-use crate::report::{DirectReport, PolicyReport, PolicyStatus, Quantiles, RunReport, StreamStats};
+use crate::report::{PolicyReport, PolicyStatus, Quantiles, RunReport, StreamStats};
 use crate::runner::{self, Harness};
 use crate::scenario::{PathSpec, Policy, Scenario, Topology, Traffic};
 
@@ -26,10 +30,16 @@ pub struct DemoOptions {
     pub out: PathBuf,
 }
 
+/// Seconds per run by default: 8 s at 64 ticks/s is 512 packets each way, 1,024 per route
+/// with both directions pooled — at 5 % loss single loses ~51 and duplicate ~3, and Newcombe's
+/// interval of the difference excludes 0 with a wide margin (at 4 s it would still, but one
+/// lost packet moves duplicate's figure by 0.2 %).
+pub const DEFAULT_SECONDS: f64 = 8.0;
+
 impl Default for DemoOptions {
     fn default() -> Self {
         DemoOptions {
-            seconds: 4.0,
+            seconds: DEFAULT_SECONDS,
             rate: 64,
             seed: 1,
             route: Impairment {
@@ -101,13 +111,18 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
     let result = drive(&mut h, &s).await;
     let steps = steps(&h);
     h.stop().await;
-    let (direct, report) = result?;
+    let report = result?;
     println!("How each piece was started (in-process tasks; the equivalent commands):");
     for (what, how) in &steps {
         println!("  {what:<12} {how}");
     }
     println!();
-    print!("{}", before_after(&s, &direct, &report));
+    print!("{}", before_after(&s, &report));
+    let claims = claims::for_run(&report, "--seconds");
+    println!("\nWhat these numbers show (both directions pooled, 95 % intervals):");
+    for c in &claims {
+        println!("  - {c}");
+    }
     let files = runner::write_run(&opts.out, &report)?;
     println!(
         "\nFull report (per direction, gaps, jitter, links) and plots: {}",
@@ -127,6 +142,7 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
             bail!("{}: no traffic came back through the mesh", p.policy);
         }
     }
+    check_headline(&opts, &claims)?;
     println!();
     lower_ping(opts.seconds, opts.rate, opts.seed).await?;
     println!("\nCleaned up: nodes and billing stopped, temporary directory removed.");
@@ -226,16 +242,37 @@ pub async fn lower_ping(seconds: f64, rate: u32, seed: u64) -> Result<()> {
     result
 }
 
-async fn drive(h: &mut Harness, s: &Scenario) -> Result<(DirectReport, RunReport)> {
+/// The demo's point is that duplication repairs loss: with lossy routes, a run that cannot
+/// show `duplicate` losing less than `single` fails, saying how to get a run that can.
+pub fn check_headline(opts: &DemoOptions, claims: &[Claim]) -> Result<()> {
+    if opts.route.expected_loss() <= 0.0 {
+        return Ok(());
+    }
+    match claims
+        .iter()
+        .find(|c| c.kind == ClaimKind::DuplicateBeatsSingle)
+    {
+        Some(c) if c.verdict == Verdict::Shown => Ok(()),
+        Some(c) => bail!(
+            "the demo could not show that duplicate loses less than single ({c}); at {} % loss \
+             per route {} s per run is too short or something is wrong",
+            opts.route.loss_pct,
+            opts.seconds
+        ),
+        None => bail!("the demo has no duplicate-vs-single comparison (a policy did not run)"),
+    }
+}
+
+async fn drive(h: &mut Harness, s: &Scenario) -> Result<RunReport> {
     h.ensure_nodes(s.topology.nodes).await?;
     eprintln!("direct route (no PLG)…");
-    let direct = h.run_direct(s, s.seed).await?;
     let mut r = RunReport::for_scenario(s, s.seed);
+    r.direct = Some(h.run_direct(s, s.seed).await?);
     for &policy in &s.policies {
         eprintln!("through PLG, {policy}…");
         r.policies.push(h.run_policy(s, s.seed, policy).await);
     }
-    Ok((direct, r))
+    Ok(r)
 }
 
 fn steps(h: &Harness) -> Vec<(String, String)> {
@@ -264,15 +301,18 @@ fn steps(h: &Harness) -> Vec<(String, String)> {
 }
 
 fn loss(st: &StreamStats) -> String {
-    format!("{:.2} %", st.residual_loss_pct)
+    crate::report::fmt_loss(&st.loss)
 }
 
 fn rtt(q: &Quantiles) -> String {
     format!("{:.1} / {:.1}", q.p50, q.p99)
 }
 
-/// The before/after table: the direct route, then PLG in each policy.
-pub fn before_after(s: &Scenario, direct: &DirectReport, r: &RunReport) -> String {
+const ROW_W: usize = 24;
+
+/// The before/after table: the direct route, then PLG in each policy; loss with its 95 %
+/// interval and count.
+pub fn before_after(s: &Scenario, r: &RunReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -285,42 +325,30 @@ pub fn before_after(s: &Scenario, direct: &DirectReport, r: &RunReport) -> Strin
         out,
         "Direct: the game talks to the game server through one such link. Through PLG: two such\n\
          paths to the exit node (one straight to it, one relayed by node 1 over the mesh), the\n\
-         redundancy policy spreading the frames over them.\n"
+         redundancy policy spreading the frames over them. Loss: percent [95 % interval] lost/sent.\n"
     );
     let _ = writeln!(
         out,
-        "{:<22} {:>10} {:>10} {:>18} {:>16} {:>10}",
+        "{:<18} {:>ROW_W$} {:>ROW_W$} {:>16} {:>14} {:>7}",
         "route", "loss up", "loss down", "RTT p50 / p99 ms", "longest gap ms", "bytes ×"
     );
-    let _ = writeln!(
-        out,
-        "{:<22} {:>10} {:>10} {:>18} {:>16} {:>10}",
-        "direct (no PLG)",
-        loss(&direct.up),
-        loss(&direct.down),
-        rtt(&direct.rtt_ms),
-        format!(
-            "{:.0} / {:.0}",
-            direct.up.longest_gap_ms, direct.down.longest_gap_ms
-        ),
-        format!("{:.2}", direct.up.overhead)
-    );
-    for p in &r.policies {
-        let _ = writeln!(out, "{}", policy_row(p));
-    }
-    if let Some(dup) = r.policy(Policy::Duplicate).and_then(|p| p.up.as_ref()) {
-        let p = s.paths[0].up().expected_loss();
+    if let Some(direct) = &r.direct {
         let _ = writeln!(
             out,
-            "\nTwo independent paths each losing {:.0} % lose a packet only when both do: p² = {:.2} %\n\
-             (duplicate measured {:.2} % upstream over {} packets). `adaptive` duplicates only after\n\
-             it has seen loss, so on steadily lossy paths it sits between the two; `single` is the\n\
-             direct route plus the relay's fraction of a millisecond.",
-            100.0 * p,
-            100.0 * p * p,
-            dup.residual_loss_pct,
-            dup.sent
+            "{:<18} {:>ROW_W$} {:>ROW_W$} {:>16} {:>14} {:>7}",
+            "direct (no PLG)",
+            loss(&direct.up),
+            loss(&direct.down),
+            rtt(&direct.rtt_ms),
+            format!(
+                "{:.0} / {:.0}",
+                direct.up.longest_gap_ms, direct.down.longest_gap_ms
+            ),
+            format!("{:.2}", direct.up.overhead)
         );
+    }
+    for p in &r.policies {
+        let _ = writeln!(out, "{}", policy_row(p));
     }
     out
 }
@@ -329,15 +357,48 @@ fn policy_row(p: &PolicyReport) -> String {
     let name = format!("PLG {}", p.policy);
     match (&p.status, &p.up, &p.down, &p.rtt_ms) {
         (PolicyStatus::Ran { .. }, Some(up), Some(down), Some(q)) => format!(
-            "{name:<22} {:>10} {:>10} {:>18} {:>16} {:>10}",
+            "{name:<18} {:>ROW_W$} {:>ROW_W$} {:>16} {:>14} {:>7}",
             loss(up),
             loss(down),
             rtt(q),
             format!("{:.0} / {:.0}", up.longest_gap_ms, down.longest_gap_ms),
             format!("{:.2}", up.overhead)
         ),
-        (PolicyStatus::Unavailable { reason }, ..) => format!("{name:<22} unavailable: {reason}"),
-        (PolicyStatus::Failed { error }, ..) => format!("{name:<22} FAILED: {error}"),
-        _ => format!("{name:<22} no numbers"),
+        (PolicyStatus::Unavailable { reason }, ..) => format!("{name:<18} unavailable: {reason}"),
+        (PolicyStatus::Failed { error }, ..) => format!("{name:<18} FAILED: {error}"),
+        _ => format!("{name:<18} no numbers"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(verdict: Verdict) -> Claim {
+        Claim {
+            kind: ClaimKind::DuplicateBeatsSingle,
+            verdict,
+            text: "cannot tell duplicate from single at this length".into(),
+        }
+    }
+
+    #[test]
+    fn the_demo_fails_unless_duplicate_is_shown_to_beat_single() {
+        let o = DemoOptions::default();
+        assert!(check_headline(&o, &[claim(Verdict::Shown)]).is_ok());
+        let e = check_headline(&o, &[claim(Verdict::Inconclusive)]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("could not show that duplicate loses less than single"),
+            "{e}"
+        );
+        assert!(check_headline(&o, &[claim(Verdict::Contradicted)]).is_err());
+        assert!(check_headline(&o, &[]).is_err());
+        // Clean routes: nothing to repair, nothing to show.
+        let clean = DemoOptions {
+            route: Impairment::default(),
+            ..DemoOptions::default()
+        };
+        assert!(check_headline(&clean, &[]).is_ok());
     }
 }

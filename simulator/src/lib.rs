@@ -2,6 +2,7 @@
 //! simulator grows here.
 
 pub mod bench;
+pub mod claims;
 pub mod client;
 pub mod demo;
 pub mod echo;
@@ -15,6 +16,7 @@ pub mod routes;
 pub mod runner;
 pub mod scenario;
 pub mod site;
+pub mod stats;
 pub mod tick;
 pub mod topology;
 pub mod trace;

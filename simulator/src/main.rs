@@ -17,8 +17,9 @@ enum Command {
     /// links; play the game directly and through PLG in each redundancy policy; print the
     /// before/after table.
     Demo {
-        /// Seconds of traffic per run (direct, single, duplicate, adaptive).
-        #[arg(long, default_value_t = 4.0)]
+        /// Seconds of traffic per run (direct, single, duplicate, adaptive); the demo fails if
+        /// the run is too short to show that duplicate loses less than single.
+        #[arg(long, default_value_t = plg_sim::demo::DEFAULT_SECONDS)]
         seconds: f64,
         /// Packets per second each way.
         #[arg(long, default_value_t = 64)]

@@ -1,6 +1,8 @@
 //! Reports: per policy and per direction, what was sent and delivered, residual loss, one-way
 //! delay and RTT quantiles, jitter, bandwidth overhead counted at the links, and the longest gap
-//! in delivery; rendered as a terminal table (policies side by side) and a JSON file.
+//! in delivery; rendered as a terminal table (policies side by side), a JSON file and CSV.
+//! Every loss figure carries its count and 95 % interval (`crate::stats`); `aggregate` pools
+//! the reports of several seeds.
 
 use std::fmt::Write as _;
 
@@ -8,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::link::{Impairment, LinkReport};
 use crate::scenario::{Policy, Scenario};
+use crate::stats::{CiMethod, LossEstimate, LossSample, Spread};
 use crate::tick::{PairTrace, RttSample, StreamTrace};
 
 /// Latency quantiles, milliseconds.
@@ -62,6 +65,13 @@ pub struct StreamStats {
     pub lost: u64,
     /// Lost, percent of sent.
     pub residual_loss_pct: f64,
+    /// The loss with its count and 95 % interval (and how it was computed).
+    #[serde(default)]
+    pub loss: LossEstimate,
+    /// Which packets were lost: indices among the packets sent (0 = the first sent), for
+    /// comparisons and pooling.
+    #[serde(default)]
+    pub lost_at: Vec<u32>,
     /// One-way delay of delivered packets.
     pub one_way_ms: Quantiles,
     /// Interarrival jitter as in RFC 3550 (mean |D| of consecutive transit-time differences,
@@ -79,6 +89,16 @@ pub struct StreamStats {
     pub wire_bytes: u64,
     /// `wire_bytes / payload_bytes`.
     pub overhead: f64,
+}
+
+impl StreamStats {
+    /// The per-packet loss record.
+    pub fn sample(&self) -> LossSample {
+        LossSample {
+            n: self.sent,
+            lost_at: self.lost_at.clone(),
+        }
+    }
 }
 
 /// Plot data of one policy run.
@@ -266,6 +286,9 @@ pub struct RunReport {
     pub events: Vec<EventInfo>,
     /// One entry per policy, in the scenario's order.
     pub policies: Vec<PolicyReport>,
+    /// The game without PLG over path 0's impairment (`plg-sim run --direct`, the demo).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct: Option<DirectReport>,
 }
 
 impl RunReport {
@@ -302,6 +325,7 @@ impl RunReport {
                 })
                 .collect(),
             policies: vec![],
+            direct: None,
         }
     }
 
@@ -364,16 +388,29 @@ pub fn stream_stats(t: &StreamTrace, wire_bytes: u64) -> (StreamStats, Vec<[f64;
     }
     let mut points = Vec::with_capacity(delivered as usize);
     let mut lost = Vec::new();
-    for (seq, s) in t.sent.iter().enumerate() {
-        let Some(s) = s else { continue };
+    let mut lost_at = Vec::new();
+    for (i, (seq, s)) in t
+        .sent
+        .iter()
+        .enumerate()
+        .filter_map(|(seq, s)| Some((seq, (*s)?)))
+        .enumerate()
+    {
         match first[seq] {
             Some(at) => points.push([
                 s.at_us as f64 / 1e6,
                 at.saturating_sub(s.at_us) as f64 / 1000.0,
             ]),
-            None => lost.push(s.at_us as f64 / 1e6),
+            None => {
+                lost.push(s.at_us as f64 / 1e6);
+                lost_at.push(i as u32);
+            }
         }
     }
+    let loss = LossEstimate::of(&LossSample {
+        n: sent,
+        lost_at: lost_at.clone(),
+    });
     let stats = StreamStats {
         sent,
         delivered,
@@ -384,6 +421,8 @@ pub fn stream_stats(t: &StreamTrace, wire_bytes: u64) -> (StreamStats, Vec<[f64;
         } else {
             100.0 * (sent - delivered) as f64 / sent as f64
         },
+        loss,
+        lost_at,
         one_way_ms: one_way,
         jitter_ms: if jitter_n == 0 {
             0.0
@@ -471,59 +510,137 @@ pub fn measured(
     }
 }
 
-fn cell(p: &PolicyReport, f: impl Fn(&PolicyReport) -> Option<String>) -> String {
-    match &p.status {
-        PolicyStatus::Ran { .. } => f(p).unwrap_or_else(|| "—".into()),
-        PolicyStatus::Unavailable { .. } => "unavailable".into(),
-        PolicyStatus::Failed { .. } => "FAILED".into(),
+/// A percentage for an interval end: one significant digit under 0.01 %, two decimals under
+/// 1 %, one above, no decimals for the ends 0 and 100.
+pub fn fmt_ci_end(v: f64) -> String {
+    if v == 0.0 || v == 100.0 {
+        format!("{v:.0}")
+    } else if v < 0.01 {
+        // One significant digit: 1/1024's lower end is 0.002 %, not "0.00".
+        let digits = (-v.log10()).ceil() as usize;
+        format!("{v:.digits$}")
+    } else if v < 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.1}")
     }
 }
 
-const LABEL_W: usize = 26;
-const COL_W: usize = 22;
+/// `5.08 % [3.7–6.8] 26/512`; a `*` after the interval marks a block-bootstrap interval
+/// (clustered loss).
+pub fn fmt_loss(e: &LossEstimate) -> String {
+    format!(
+        "{:.2} % [{}–{}]{} {}/{}",
+        e.pct,
+        fmt_ci_end(e.ci_lo_pct),
+        fmt_ci_end(e.ci_hi_pct),
+        if e.method == CiMethod::BlockBootstrap {
+            "*"
+        } else {
+            ""
+        },
+        e.lost,
+        e.sent
+    )
+}
 
-fn row(out: &mut String, label: &str, r: &RunReport, f: impl Fn(&PolicyReport) -> Option<String>) {
-    let _ = write!(out, "  {label:<LABEL_W$}");
+/// What a table column shows: a policy run or the direct route.
+#[derive(Debug)]
+struct Col<'a> {
+    name: String,
+    /// `None` when measured; else the word shown in every cell.
+    absent: Option<&'static str>,
+    up: Option<&'a StreamStats>,
+    down: Option<&'a StreamStats>,
+    rtt: Option<Quantiles>,
+    links: &'a [LinkReport],
+    failovers: &'a [FailoverInfo],
+    node_lost: &'a [f64],
+}
+
+fn columns(r: &RunReport) -> Vec<Col<'_>> {
+    let mut cols = Vec::new();
+    if let Some(d) = &r.direct {
+        cols.push(Col {
+            name: "direct (no PLG)".into(),
+            absent: None,
+            up: Some(&d.up),
+            down: Some(&d.down),
+            rtt: Some(d.rtt_ms),
+            links: std::slice::from_ref(&d.link),
+            failovers: &[],
+            node_lost: &[],
+        });
+    }
     for p in &r.policies {
-        let _ = write!(out, "{:>COL_W$}", cell(p, &f));
+        cols.push(Col {
+            name: p.policy.name().into(),
+            absent: match p.status {
+                PolicyStatus::Ran { .. } => None,
+                PolicyStatus::Unavailable { .. } => Some("unavailable"),
+                PolicyStatus::Failed { .. } => Some("FAILED"),
+            },
+            up: p.up.as_ref(),
+            down: p.down.as_ref(),
+            rtt: p.rtt_ms,
+            links: &p.links,
+            failovers: &p.failovers,
+            node_lost: &p.node_lost,
+        });
+    }
+    cols
+}
+
+const LABEL_W: usize = 26;
+const COL_W: usize = 30;
+
+fn row(out: &mut String, label: &str, cols: &[Col<'_>], f: impl Fn(&Col<'_>) -> Option<String>) {
+    let _ = write!(out, "  {label:<LABEL_W$}");
+    for c in cols {
+        let v = match c.absent {
+            None => f(c).unwrap_or_else(|| "—".into()),
+            Some(w) => w.into(),
+        };
+        let _ = write!(out, "{v:>COL_W$}");
     }
     out.push('\n');
 }
 
 fn stream_rows(
     out: &mut String,
-    r: &RunReport,
+    cols: &[Col<'_>],
     title: &str,
-    pick: fn(&PolicyReport) -> Option<&StreamStats>,
+    pick: for<'a> fn(&Col<'a>) -> Option<&'a StreamStats>,
 ) {
     let _ = writeln!(out, "{title}");
-    row(out, "sent / delivered", r, |p| {
+    row(out, "sent / delivered", cols, |p| {
         pick(p).map(|s| format!("{} / {}", s.sent, s.delivered))
     });
-    row(out, "residual loss", r, |p| {
-        pick(p).map(|s| format!("{:.2} %", s.residual_loss_pct))
+    row(out, "residual loss [95 % CI] n", cols, |p| {
+        pick(p).map(|s| fmt_loss(&s.loss))
     });
-    row(out, "one-way p50 / p99 ms", r, |p| {
+    row(out, "one-way p50 / p99 ms", cols, |p| {
         pick(p).map(|s| format!("{:.2} / {:.2}", s.one_way_ms.p50, s.one_way_ms.p99))
     });
-    row(out, "one-way p99.9 / max ms", r, |p| {
+    row(out, "one-way p99.9 / max ms", cols, |p| {
         pick(p).map(|s| format!("{:.2} / {:.2}", s.one_way_ms.p999, s.one_way_ms.max))
     });
-    row(out, "jitter (RFC 3550) ms", r, |p| {
+    row(out, "jitter (RFC 3550) ms", cols, |p| {
         pick(p).map(|s| format!("{:.3}", s.jitter_ms))
     });
-    row(out, "longest gap ms (at s)", r, |p| {
+    row(out, "longest gap ms (at s)", cols, |p| {
         pick(p).map(|s| format!("{:.1} ({:.2})", s.longest_gap_ms, s.longest_gap_at_s))
     });
-    row(out, "wire / payload bytes", r, |p| {
+    row(out, "wire / payload bytes", cols, |p| {
         pick(p).map(|s| format!("{:.2}×", s.overhead))
     });
-    row(out, "duplicates to the game", r, |p| {
+    row(out, "duplicates to the game", cols, |p| {
         pick(p).map(|s| s.duplicates.to_string())
     });
 }
 
-/// The terminal table: policies side by side.
+/// The terminal table: the direct route (when measured) and the policies side by side, then
+/// the claims the numbers support.
 pub fn render_table(r: &RunReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -556,30 +673,34 @@ pub fn render_table(r: &RunReport) -> String {
         let _ = writeln!(out, "  event: {}", e.label);
     }
     out.push('\n');
+    let cols = columns(r);
     let _ = write!(out, "  {:<LABEL_W$}", "");
-    for p in &r.policies {
-        let _ = write!(out, "{:>COL_W$}", p.policy.name());
+    for c in &cols {
+        let _ = write!(out, "{:>COL_W$}", c.name);
     }
     out.push('\n');
-    stream_rows(&mut out, r, "upstream (client → game server)", |p| {
-        p.up.as_ref()
+    stream_rows(&mut out, &cols, "upstream (client → game server)", |c| {
+        c.up
     });
-    stream_rows(&mut out, r, "downstream (game server → client)", |p| {
-        p.down.as_ref()
-    });
+    stream_rows(
+        &mut out,
+        &cols,
+        "downstream (game server → client)",
+        |c| c.down,
+    );
     let _ = writeln!(out, "round trip");
-    row(&mut out, "RTT p50 / p99 ms", r, |p| {
-        p.rtt_ms.map(|q| format!("{:.2} / {:.2}", q.p50, q.p99))
+    row(&mut out, "RTT p50 / p99 ms", &cols, |p| {
+        p.rtt.map(|q| format!("{:.2} / {:.2}", q.p50, q.p99))
     });
-    row(&mut out, "RTT p99.9 ms", r, |p| {
-        p.rtt_ms.map(|q| format!("{:.2}", q.p999))
+    row(&mut out, "RTT p99.9 ms", &cols, |p| {
+        p.rtt.map(|q| format!("{:.2}", q.p999))
     });
-    if r.policies
+    if cols
         .iter()
         .any(|p| !p.failovers.is_empty() || !p.node_lost.is_empty())
     {
         let _ = writeln!(out, "session");
-        row(&mut out, "failover (to, gap ms, at s)", r, |p| {
+        row(&mut out, "failover (to, gap ms, at s)", &cols, |p| {
             Some(match (p.failovers.first(), p.node_lost.len()) {
                 (Some(f), _) => format!(
                     "{} {:.0} @ {:.2}{}",
@@ -598,7 +719,7 @@ pub fn render_table(r: &RunReport) -> String {
         });
     }
     let _ = writeln!(out, "links (all paths)");
-    row(&mut out, "dropped up / down", r, |p| {
+    row(&mut out, "dropped up / down", &cols, |p| {
         let (u, d) = p.links.iter().fold((0, 0), |(u, d), l| {
             (
                 u + l.up.packets_in - l.up.packets_out.min(l.up.packets_in),
@@ -607,7 +728,7 @@ pub fn render_table(r: &RunReport) -> String {
         });
         Some(format!("{u} / {d}"))
     });
-    row(&mut out, "sender late p50/p99 µs", r, |p| {
+    row(&mut out, "sender late p50/p99 µs", &cols, |p| {
         let late = p
             .links
             .iter()
@@ -618,8 +739,17 @@ pub fn render_table(r: &RunReport) -> String {
         });
         Some(format!("{a} / {b}"))
     });
-    host_stall_rows(&mut out, r);
-    out.push('\n');
+    host_stall_rows(&mut out, &cols);
+    let _ = writeln!(
+        out,
+        "{}",
+        loss_footnote(
+            cols.iter()
+                .flat_map(|c| [c.up, c.down])
+                .flatten()
+                .map(|s| &s.loss)
+        )
+    );
     for p in &r.policies {
         match &p.status {
             PolicyStatus::Ran { client } => {
@@ -633,23 +763,49 @@ pub fn render_table(r: &RunReport) -> String {
             }
         }
     }
+    let claims = crate::claims::for_run(r, "--duration");
+    if !claims.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nwhat the numbers support (both directions pooled, 95 %):"
+        );
+        for c in &claims {
+            let _ = writeln!(out, "  {c}");
+        }
+    }
     out
+}
+
+/// The legend under a table of loss figures.
+fn loss_footnote<'a>(figures: impl Iterator<Item = &'a LossEstimate>) -> String {
+    let clustered = figures
+        .filter(|e| e.method == CiMethod::BlockBootstrap)
+        .count();
+    let mut s = String::from("\n  loss: percent [exact (Clopper–Pearson) 95 % interval] lost/sent");
+    if clustered > 0 {
+        s.push_str(
+            "; * clustered loss (lag-1 autocorrelation > 2/√n):\n        \
+             the interval is widened to the moving-block bootstrap's",
+        );
+    }
+    s.push('\n');
+    s
 }
 
 /// Host noise: shown only when a link flagged a stall (see [`crate::link::Stall`]), since a
 /// stall of this machine shows up in the figures above as a network spike.
-fn host_stall_rows(out: &mut String, r: &RunReport) {
-    let stalls = |p: &PolicyReport| -> Vec<crate::link::Stall> {
-        p.links
+fn host_stall_rows(out: &mut String, cols: &[Col<'_>]) {
+    let stalls = |c: &Col<'_>| -> Vec<crate::link::Stall> {
+        c.links
             .iter()
             .flat_map(|l| l.up.stalls.iter().chain(&l.down.stalls))
             .copied()
             .collect()
     };
-    if r.policies.iter().all(|p| stalls(p).is_empty()) {
+    if cols.iter().all(|c| stalls(c).is_empty()) {
         return;
     }
-    row(out, "host stalls (n, longest ms @ s)", r, |p| {
+    row(out, "host stalls (n, longest ms @ s)", cols, |p| {
         let s = stalls(p);
         Some(match s.iter().max_by(|a, b| a.ms.total_cmp(&b.ms)) {
             Some(w) => format!("{}, {:.0} @ {:.2}", s.len(), w.ms, w.at_s),
@@ -721,8 +877,15 @@ pub struct SweepReport {
     pub seed: u64,
     /// Seconds per policy per point.
     pub duration_s: f64,
+    /// Seeds per point (`--repeat`).
+    #[serde(default = "one")]
+    pub repeat: usize,
     /// One entry per injected loss rate.
     pub points: Vec<SweepPoint>,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// One loss rate of a sweep.
@@ -732,52 +895,434 @@ pub struct SweepPoint {
     pub injected_loss_pct: f64,
     /// Seed of this point (derived from the sweep's seed and the loss rate).
     pub seed: u64,
-    /// Policies (plot series dropped to keep the file small).
+    /// Policies of the run with `seed` (plot series dropped to keep the file small).
     pub policies: Vec<PolicyReport>,
-    /// The game without PLG over path 0's route at this loss (timelines dropped).
+    /// The game without PLG over path 0's route at this loss, the run with `seed`
+    /// (timelines dropped).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub direct: Option<DirectReport>,
+    /// With `--repeat N > 1`: every seed's run pooled (the first seed is `seed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregate: Option<Aggregate>,
 }
 
-/// The sweep table: one row per loss rate, residual loss per policy and direction.
+impl SweepPoint {
+    /// The direct route's loss figures (up, down) at this point, pooled over the seeds when
+    /// the point was repeated.
+    pub fn direct_loss(&self) -> Option<(LossEstimate, LossEstimate)> {
+        if let Some(a) = &self.aggregate {
+            let row = a.rows.iter().find(|r| r.policy.is_none())?;
+            return Some((row.up.loss.clone(), row.down.loss.clone()));
+        }
+        let d = self.direct.as_ref()?;
+        Some((d.up.loss.clone(), d.down.loss.clone()))
+    }
+
+    /// The loss figures (up, down) of `policy` at this point: pooled over the seeds when the
+    /// point was repeated.
+    pub fn loss(&self, policy: Policy) -> Option<(LossEstimate, LossEstimate)> {
+        if let Some(a) = &self.aggregate {
+            let row = a.rows.iter().find(|r| r.policy == Some(policy))?;
+            return (row.runs > 0).then(|| (row.up.loss.clone(), row.down.loss.clone()));
+        }
+        let p = self.policies.iter().find(|p| p.policy == policy)?;
+        Some((p.up.as_ref()?.loss.clone(), p.down.as_ref()?.loss.clone()))
+    }
+}
+
+/// Width of a sweep table cell: `15.06 % [14.4–15.8] 1506/10000` and a gap.
+const SWEEP_COL_W: usize = 32;
+
+/// The sweep table: one row per loss rate, residual loss with its interval per policy and
+/// direction.
 pub fn render_sweep_table(s: &SweepReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "sweep of {}  seed {}  {:.1} s per point and policy; residual loss % (up / down)",
-        s.scenario, s.seed, s.duration_s
+        "sweep of {}  seed {}  {:.1} s per point and policy{}; residual loss % [95 % CI] lost/sent",
+        s.scenario,
+        s.seed,
+        s.duration_s,
+        if s.repeat > 1 {
+            format!(", {} seeds pooled per point", s.repeat)
+        } else {
+            String::new()
+        }
     );
     let Some(first) = s.points.first() else {
         return out;
     };
-    let _ = write!(out, "  {:>10}", "injected");
+    let _ = write!(out, "  {:>10} {:<4}", "injected", "");
     if first.direct.is_some() {
-        let _ = write!(out, "{:>COL_W$}", "direct (no PLG)");
+        let _ = write!(out, "{:>SWEEP_COL_W$}", "direct (no PLG)");
     }
     for p in &first.policies {
-        let _ = write!(out, "{:>COL_W$}", p.policy.name());
+        let _ = write!(out, "{:>SWEEP_COL_W$}", p.policy.name());
     }
     out.push('\n');
+    let mut all = vec![];
     for pt in &s.points {
-        let _ = write!(out, "  {:>8.1} %", pt.injected_loss_pct);
-        if let Some(d) = &pt.direct {
-            let c = format!(
-                "{:.2} / {:.2}",
-                d.up.residual_loss_pct, d.down.residual_loss_pct
+        for (k, dir) in ["up", "down"].iter().enumerate() {
+            if k == 0 {
+                let _ = write!(out, "  {:>8.1} % {dir:<4}", pt.injected_loss_pct);
+            } else {
+                let _ = write!(out, "  {:>10} {dir:<4}", "");
+            }
+            if first.direct.is_some() {
+                let c = match pt.direct_loss() {
+                    Some((u, d)) => {
+                        let e = if k == 0 { u } else { d };
+                        let c = fmt_loss(&e);
+                        all.push(e);
+                        c
+                    }
+                    None => "—".into(),
+                };
+                let _ = write!(out, "{c:>SWEEP_COL_W$}");
+            }
+            for p in &pt.policies {
+                let c = match (&p.status, pt.loss(p.policy)) {
+                    (_, Some((u, d))) => {
+                        let e = if k == 0 { u } else { d };
+                        let c = fmt_loss(&e);
+                        all.push(e);
+                        c
+                    }
+                    (PolicyStatus::Unavailable { .. }, None) => "unavailable".into(),
+                    (PolicyStatus::Failed { .. }, None) => "FAILED".into(),
+                    (PolicyStatus::Ran { .. }, None) => "—".into(),
+                };
+                let _ = write!(out, "{c:>SWEEP_COL_W$}");
+            }
+            out.push('\n');
+        }
+    }
+    out.push_str(&loss_footnote(all.iter()));
+    out
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+const CSV_LOSS_COLUMNS: &str = "sent,lost,loss_pct,ci_lo_pct,ci_hi_pct,ci_method";
+
+fn csv_loss(out: &mut String, e: Option<&LossEstimate>) {
+    match e {
+        Some(e) => {
+            let _ = write!(
+                out,
+                ",{},{},{:.4},{:.4},{:.4},{}",
+                e.sent,
+                e.lost,
+                e.pct,
+                e.ci_lo_pct,
+                e.ci_hi_pct,
+                e.method.name()
             );
-            let _ = write!(out, "{c:>COL_W$}");
+        }
+        None => out.push_str(",,,,,,"),
+    }
+}
+
+fn csv_header(first: &str) -> String {
+    let dir = |d: &str| {
+        CSV_LOSS_COLUMNS
+            .split(',')
+            .map(|c| format!("{d}_{c}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    format!(
+        "{first},{},{},rtt_p50_ms,rtt_p99_ms\n",
+        dir("up"),
+        dir("down")
+    )
+}
+
+/// `report.csv`: one row per route (direct first when measured, then each policy) with the
+/// loss each way, its 95 % interval, and the RTT.
+pub fn report_csv(r: &RunReport) -> String {
+    let mut out = csv_header("scenario,seed,route,status");
+    for c in columns(r) {
+        let _ = write!(
+            out,
+            "{},{},{},{}",
+            csv_field(&r.scenario),
+            r.seed,
+            csv_field(&c.name),
+            c.absent.unwrap_or("ran")
+        );
+        csv_loss(&mut out, c.up.map(|s| &s.loss));
+        csv_loss(&mut out, c.down.map(|s| &s.loss));
+        match c.rtt {
+            Some(q) => {
+                let _ = writeln!(out, ",{:.3},{:.3}", q.p50, q.p99);
+            }
+            None => out.push_str(",,\n"),
+        }
+    }
+    out
+}
+
+/// `sweep.csv`: one row per injected loss rate and policy (pooled over the seeds when
+/// repeated).
+pub fn sweep_csv(s: &SweepReport) -> String {
+    let mut out = csv_header("scenario,injected_loss_pct,seed,seeds,policy,status");
+    for pt in &s.points {
+        let seeds = pt.aggregate.as_ref().map_or(1, |a| a.seeds.len());
+        if let Some((u, d)) = pt.direct_loss() {
+            let _ = write!(
+                out,
+                "{},{},{},{seeds},direct (no PLG),ran",
+                csv_field(&s.scenario),
+                pt.injected_loss_pct,
+                pt.seed
+            );
+            csv_loss(&mut out, Some(&u));
+            csv_loss(&mut out, Some(&d));
+            let rtt = match &pt.aggregate {
+                Some(a) => a
+                    .rows
+                    .iter()
+                    .find(|r| r.policy.is_none())
+                    .map(|r| (r.rtt_p50_ms.median, r.rtt_p99_ms.median)),
+                None => pt.direct.as_ref().map(|d| (d.rtt_ms.p50, d.rtt_ms.p99)),
+            };
+            match rtt {
+                Some((a, b)) => {
+                    let _ = writeln!(out, ",{a:.3},{b:.3}");
+                }
+                None => out.push_str(",,\n"),
+            }
         }
         for p in &pt.policies {
-            let c = cell(p, |p| {
-                Some(format!(
-                    "{:.2} / {:.2}",
-                    p.up.as_ref()?.residual_loss_pct,
-                    p.down.as_ref()?.residual_loss_pct
-                ))
-            });
-            let _ = write!(out, "{c:>COL_W$}");
+            let status = match p.status {
+                PolicyStatus::Ran { .. } => "ran",
+                PolicyStatus::Unavailable { .. } => "unavailable",
+                PolicyStatus::Failed { .. } => "FAILED",
+            };
+            let _ = write!(
+                out,
+                "{},{},{},{seeds},{},{status}",
+                csv_field(&s.scenario),
+                pt.injected_loss_pct,
+                pt.seed,
+                p.policy.name()
+            );
+            let loss = pt.loss(p.policy);
+            csv_loss(&mut out, loss.as_ref().map(|l| &l.0));
+            csv_loss(&mut out, loss.as_ref().map(|l| &l.1));
+            let rtt = match &pt.aggregate {
+                Some(a) => a
+                    .rows
+                    .iter()
+                    .find(|r| r.policy == Some(p.policy))
+                    .filter(|r| r.runs > 0)
+                    .map(|r| (r.rtt_p50_ms.median, r.rtt_p99_ms.median)),
+                None => p.rtt_ms.map(|q| (q.p50, q.p99)),
+            };
+            match rtt {
+                Some((a, b)) => {
+                    let _ = writeln!(out, ",{a:.3},{b:.3}");
+                }
+                None => out.push_str(",,\n"),
+            }
         }
-        out.push('\n');
+    }
+    out
+}
+
+/// Several runs of one scenario with different seeds, pooled per route.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Aggregate {
+    /// The seeds, in run order.
+    pub seeds: Vec<u64>,
+    /// Direct first (when every run measured it), then the policies in the first run's
+    /// order.
+    pub rows: Vec<AggregateRow>,
+}
+
+/// One route over every seed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AggregateRow {
+    /// `direct (no PLG)` or the policy's name.
+    pub route: String,
+    /// The policy (`None` for direct).
+    pub policy: Option<Policy>,
+    /// Runs that produced numbers.
+    pub runs: usize,
+    /// Client → game server.
+    pub up: PooledLoss,
+    /// Game server → client.
+    pub down: PooledLoss,
+    /// Median RTT per seed.
+    pub rtt_p50_ms: Spread,
+    /// 99th percentile RTT per seed.
+    pub rtt_p99_ms: Spread,
+}
+
+/// One direction's loss over every seed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PooledLoss {
+    /// All seeds' packets as one sequence (seed after seed), with its interval.
+    pub loss: LossEstimate,
+    /// Each seed's loss, percent: min / median / max.
+    pub per_seed_pct: Spread,
+    /// The pooled per-packet record.
+    #[serde(skip)]
+    pub sample: LossSample,
+}
+
+fn pooled<'a>(streams: impl Iterator<Item = &'a StreamStats>) -> PooledLoss {
+    let mut sample = LossSample::default();
+    let mut per_seed = vec![];
+    for s in streams {
+        sample = sample.concat(&s.sample());
+        per_seed.push(s.residual_loss_pct);
+    }
+    PooledLoss {
+        loss: LossEstimate::of(&sample),
+        per_seed_pct: Spread::of(&per_seed),
+        sample,
+    }
+}
+
+/// Pools runs of the same scenario (any execution mode that produces `RunReport`s): per
+/// route, every seed's packets as one sequence with its interval, and the per-seed spread.
+pub fn aggregate(runs: &[RunReport]) -> Aggregate {
+    let mut rows = vec![];
+    let directs: Vec<&DirectReport> = runs.iter().filter_map(|r| r.direct.as_ref()).collect();
+    if !directs.is_empty() {
+        rows.push(AggregateRow {
+            route: "direct (no PLG)".into(),
+            policy: None,
+            runs: directs.len(),
+            up: pooled(directs.iter().map(|d| &d.up)),
+            down: pooled(directs.iter().map(|d| &d.down)),
+            rtt_p50_ms: Spread::of(&directs.iter().map(|d| d.rtt_ms.p50).collect::<Vec<_>>()),
+            rtt_p99_ms: Spread::of(&directs.iter().map(|d| d.rtt_ms.p99).collect::<Vec<_>>()),
+        });
+    }
+    let mut order: Vec<Policy> = vec![];
+    for p in runs.iter().flat_map(|r| &r.policies) {
+        if !order.contains(&p.policy) {
+            order.push(p.policy);
+        }
+    }
+    for policy in order {
+        let ran: Vec<&PolicyReport> = runs
+            .iter()
+            .filter_map(|r| r.policy(policy))
+            .filter(|p| p.ran() && p.up.is_some() && p.down.is_some())
+            .collect();
+        let rtts: Vec<Quantiles> = ran.iter().filter_map(|p| p.rtt_ms).collect();
+        rows.push(AggregateRow {
+            route: policy.name().into(),
+            policy: Some(policy),
+            runs: ran.len(),
+            up: pooled(ran.iter().filter_map(|p| p.up.as_ref())),
+            down: pooled(ran.iter().filter_map(|p| p.down.as_ref())),
+            rtt_p50_ms: Spread::of(&rtts.iter().map(|q| q.p50).collect::<Vec<_>>()),
+            rtt_p99_ms: Spread::of(&rtts.iter().map(|q| q.p99).collect::<Vec<_>>()),
+        });
+    }
+    Aggregate {
+        seeds: runs.iter().map(|r| r.seed).collect(),
+        rows,
+    }
+}
+
+/// The aggregate table: one row per route, pooled loss each way with its interval and the
+/// per-seed spread, RTT medians.
+pub fn render_aggregate(scenario: &str, a: &Aggregate) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "scenario {scenario}: {} seeds pooled ({})",
+        a.seeds.len(),
+        a.seeds
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let _ = writeln!(
+        out,
+        "  {:<16}{:>5}  {:>30} {:>20}  {:>30} {:>20}  {:>16}",
+        "route",
+        "runs",
+        "loss up (pooled)",
+        "per seed min/med/max",
+        "loss down (pooled)",
+        "per seed min/med/max",
+        "RTT p50 med ms"
+    );
+    let spread = |s: &Spread| format!("{:.2} / {:.2} / {:.2}", s.min, s.median, s.max);
+    for r in &a.rows {
+        if r.runs == 0 {
+            let _ = writeln!(out, "  {:<16}{:>5}  no numbers", r.route, 0);
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "  {:<16}{:>5}  {:>30} {:>20}  {:>30} {:>20}  {:>16.2}",
+            r.route,
+            r.runs,
+            fmt_loss(&r.up.loss),
+            spread(&r.up.per_seed_pct),
+            fmt_loss(&r.down.loss),
+            spread(&r.down.per_seed_pct),
+            r.rtt_p50_ms.median
+        );
+    }
+    out.push_str(&loss_footnote(
+        a.rows.iter().flat_map(|r| [&r.up.loss, &r.down.loss]),
+    ));
+    out
+}
+
+/// `aggregate.csv`: one row per route with the pooled loss each way and the per-seed spread.
+pub fn aggregate_csv(scenario: &str, a: &Aggregate) -> String {
+    let mut out = String::from("scenario,seeds,route,runs");
+    for d in ["up", "down"] {
+        for c in CSV_LOSS_COLUMNS.split(',') {
+            let _ = write!(out, ",{d}_{c}");
+        }
+        let _ = write!(
+            out,
+            ",{d}_seed_min_pct,{d}_seed_median_pct,{d}_seed_max_pct"
+        );
+    }
+    out.push_str(",rtt_p50_median_ms,rtt_p99_median_ms\n");
+    let seeds = a
+        .seeds
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(" ");
+    for r in &a.rows {
+        let _ = write!(
+            out,
+            "{},{seeds},{},{}",
+            csv_field(scenario),
+            csv_field(&r.route),
+            r.runs
+        );
+        for d in [&r.up, &r.down] {
+            csv_loss(&mut out, (r.runs > 0).then_some(&d.loss));
+            let s = d.per_seed_pct;
+            let _ = write!(out, ",{:.4},{:.4},{:.4}", s.min, s.median, s.max);
+        }
+        let _ = writeln!(
+            out,
+            ",{:.3},{:.3}",
+            r.rtt_p50_ms.median, r.rtt_p99_ms.median
+        );
     }
     out
 }
@@ -823,6 +1368,161 @@ mod tests {
         assert!((s.jitter_ms - 2.0 / 6.0).abs() < 1e-9, "{}", s.jitter_ms);
         assert!((s.overhead - 1.5).abs() < 1e-9);
         assert_eq!((pts.len(), lost.len()), (7, 3));
+    }
+
+    /// A direction of `n` packets with the given ones lost.
+    fn stream(n: u32, lost: &[u32]) -> StreamStats {
+        let t = StreamTrace {
+            sent: (0..n)
+                .map(|i| {
+                    Some(Sent {
+                        at_us: u64::from(i) * 10_000,
+                        size: 100,
+                    })
+                })
+                .collect(),
+            arrivals: (0..n)
+                .filter(|i| !lost.contains(i))
+                .map(|seq| Arrival {
+                    seq,
+                    at_us: u64::from(seq) * 10_000 + 5_000,
+                })
+                .collect(),
+        };
+        stream_stats(&t, 0).0
+    }
+
+    fn policy(p: Policy, up: StreamStats, down: StreamStats) -> PolicyReport {
+        PolicyReport {
+            up: Some(up),
+            down: Some(down),
+            rtt_ms: Some(Quantiles {
+                p50: 40.0,
+                p99: 45.0,
+                ..Quantiles::default()
+            }),
+            ..PolicyReport::without_numbers(
+                p,
+                PolicyStatus::Ran {
+                    client: "test".into(),
+                },
+            )
+        }
+    }
+
+    fn run(seed: u64, single_lost: &[u32]) -> RunReport {
+        RunReport {
+            scenario: "t".into(),
+            description: String::new(),
+            seed,
+            duration_s: 8.0,
+            tick_rate: 64,
+            paths: vec![],
+            events: vec![],
+            policies: vec![
+                policy(Policy::Single, stream(512, single_lost), stream(512, &[])),
+                policy(Policy::Duplicate, stream(512, &[]), stream(512, &[7])),
+                PolicyReport::without_numbers(
+                    Policy::Adaptive,
+                    PolicyStatus::Unavailable {
+                        reason: "test".into(),
+                    },
+                ),
+            ],
+            direct: None,
+        }
+    }
+
+    #[test]
+    fn loss_figures_carry_count_interval_and_lost_indices() {
+        let s = stream(512, &[3, 100, 101]);
+        assert_eq!(s.lost_at, vec![3, 100, 101]);
+        assert_eq!((s.loss.lost, s.loss.sent), (3, 512));
+        assert!((s.loss.exact_pct[1] - 1.70).abs() < 0.01, "{:?}", s.loss);
+        assert_eq!(fmt_loss(&s.loss), "0.59 % [0.12–1.7] 3/512");
+        assert_eq!(
+            fmt_loss(&stream(1024, &[9]).loss),
+            "0.10 % [0.002–0.54] 1/1024"
+        );
+        let lost: Vec<u32> = (0..26).map(|i| i * 19).collect();
+        assert_eq!(
+            fmt_loss(&stream(512, &lost).loss),
+            "5.08 % [3.3–7.4] 26/512"
+        );
+        // Old reports without the new fields still load.
+        let mut v = serde_json::to_value(&s).unwrap();
+        v.as_object_mut().unwrap().remove("loss");
+        v.as_object_mut().unwrap().remove("lost_at");
+        let back: StreamStats = serde_json::from_value(v).unwrap();
+        assert!(back.lost_at.is_empty());
+    }
+
+    #[test]
+    fn table_json_and_csv_show_every_loss_with_its_interval() {
+        let lost: Vec<u32> = (0..26).map(|i| i * 19).collect();
+        let mut r = run(1, &lost);
+        r.direct = Some(DirectReport {
+            up: stream(512, &lost),
+            down: stream(512, &lost),
+            rtt_ms: Quantiles::default(),
+            link: LinkReport::default(),
+        });
+        let t = render_table(&r);
+        assert!(t.contains("5.08 % [3.3–7.4] 26/512"), "{t}");
+        assert!(
+            t.contains("direct (no PLG)") && t.contains("unavailable"),
+            "{t}"
+        );
+        assert!(t.contains("duplicate loses less than single"), "{t}");
+        let csv = report_csv(&r);
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines.len(), 5, "{csv}");
+        assert!(lines[0].starts_with("scenario,seed,route,status,up_sent,up_lost,up_loss_pct,"));
+        assert!(
+            lines[1].starts_with("t,1,direct (no PLG),ran,512,26,5.0781,3.3"),
+            "{csv}"
+        );
+        assert!(lines[4].starts_with("t,1,adaptive,unavailable,,,"), "{csv}");
+        let cols = lines[0].split(',').count();
+        assert!(lines.iter().all(|l| l.split(',').count() == cols), "{csv}");
+        let json = serde_json::to_string(&r).unwrap();
+        let back: RunReport = serde_json::from_str(&json).unwrap();
+        let d = back.direct.as_ref().unwrap();
+        assert_eq!((d.up.loss.lost, d.up.lost_at.len()), (26, 26));
+        assert!((d.up.loss.ci_hi_pct - 7.352).abs() < 0.001);
+        // Deterministic: the same inputs give the same bytes (the bootstrap is seeded).
+        assert_eq!(serde_json::to_string(&run(1, &lost)).unwrap(), {
+            let mut r2 = r.clone();
+            r2.direct = None;
+            serde_json::to_string(&r2).unwrap()
+        });
+    }
+
+    #[test]
+    fn aggregate_pools_counts_and_gives_the_per_seed_spread() {
+        let runs = vec![
+            run(1, &[1, 5, 9]),
+            run(2, &[]),
+            run(3, &[10, 20, 30, 40, 50, 60]),
+        ];
+        let a = aggregate(&runs);
+        assert_eq!(a.seeds, vec![1, 2, 3]);
+        assert_eq!(a.rows.len(), 3);
+        let single = &a.rows[0];
+        assert_eq!((single.route.as_str(), single.runs), ("single", 3));
+        assert_eq!((single.up.loss.lost, single.up.loss.sent), (9, 1536));
+        let pct = |k: f64| 100.0 * k / 512.0;
+        assert_eq!(single.up.per_seed_pct.min, 0.0);
+        assert!((single.up.per_seed_pct.median - pct(3.0)).abs() < 1e-9);
+        assert!((single.up.per_seed_pct.max - pct(6.0)).abs() < 1e-9);
+        // Seed 3's losses sit after seeds 1 and 2 in the pooled sequence.
+        assert_eq!(single.up.sample.lost_at[3], 1024 + 10);
+        assert_eq!(a.rows[2].runs, 0);
+        let t = render_aggregate("t", &a);
+        assert!(t.contains("0.59 % [0.27–1.1] 9/1536"), "{t}");
+        assert!(t.contains("no numbers"), "{t}");
+        let csv = aggregate_csv("t", &a);
+        assert_eq!(csv.lines().count(), 4, "{csv}");
     }
 
     #[test]

@@ -468,12 +468,13 @@ async fn restart(slot: &NodeSlot) -> Result<RunningNode> {
     }
 }
 
-/// Writes `report.json`, `report.txt` and the SVG plots of a run into `dir`.
+/// Writes `report.json`, `report.txt`, `report.csv` and the SVG plots of a run into `dir`.
 pub fn write_run(dir: &Path, r: &RunReport) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let files = [
         ("report.json", serde_json::to_string_pretty(r)?),
         ("report.txt", report::render_table(r)),
+        ("report.csv", report::report_csv(r)),
         ("latency.svg", crate::plot::latency_svg(r)),
         ("paths.svg", crate::plot::paths_svg(r)),
         ("loss.svg", crate::plot::loss_svg(r)),
@@ -481,15 +482,45 @@ pub fn write_run(dir: &Path, r: &RunReport) -> Result<Vec<PathBuf>> {
     write_files(dir, &files)
 }
 
-/// Writes `sweep.json`, `sweep.txt` and `sweep.svg` into `dir`.
+/// Writes `sweep.json`, `sweep.txt`, `sweep.csv` and `sweep.svg` into `dir`.
 pub fn write_sweep(dir: &Path, s: &SweepReport) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let files = [
         ("sweep.json", serde_json::to_string_pretty(s)?),
         ("sweep.txt", report::render_sweep_table(s)),
+        ("sweep.csv", report::sweep_csv(s)),
         ("sweep.svg", crate::plot::sweep_svg(s)),
     ];
     write_files(dir, &files)
+}
+
+/// Writes every seed's run into `dir/seed-N/` and the pooled figures into `dir`:
+/// `aggregate.json`, `aggregate.txt` (the table and the claims), `aggregate.csv`.
+pub fn write_repeat(dir: &Path, runs: &[RunReport], table: &str) -> Result<Vec<PathBuf>> {
+    let mut out = vec![];
+    for r in runs {
+        out.extend(write_run(&dir.join(format!("seed-{}", r.seed)), r)?);
+    }
+    let Some(first) = runs.first() else {
+        return Ok(out);
+    };
+    let agg = report::aggregate(runs);
+    let json = serde_json::json!({
+        "scenario": first.scenario,
+        "duration_s": first.duration_s,
+        "base_seed": first.seed,
+        "aggregate": agg,
+    });
+    let files = [
+        ("aggregate.json", serde_json::to_string_pretty(&json)?),
+        ("aggregate.txt", table.to_owned()),
+        (
+            "aggregate.csv",
+            report::aggregate_csv(&first.scenario, &agg),
+        ),
+    ];
+    out.extend(write_files(dir, &files)?);
+    Ok(out)
 }
 
 fn write_files(dir: &Path, files: &[(&str, String)]) -> Result<Vec<PathBuf>> {
@@ -525,7 +556,8 @@ pub struct RunArgs {
     /// sessions and more than two paths).
     #[arg(long, value_enum, default_value = "real")]
     pub mode: Mode,
-    /// Directory for report.json, report.txt and the SVG plots [default: target/plg-sim/NAME].
+    /// Directory for report.json, report.txt, report.csv and the SVG plots
+    /// [default: target/plg-sim/NAME].
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Seed (overrides the scenario's).
@@ -534,6 +566,14 @@ pub struct RunArgs {
     /// Seconds of traffic per policy (overrides the scenario's; event times scale alike).
     #[arg(long)]
     pub duration: Option<f64>,
+    /// Also play the game without PLG, through one link with path 0's impairment and events
+    /// (the `direct` entry of report.json and the first column of the table).
+    #[arg(long)]
+    pub direct: bool,
+    /// Run N seeds (the seed, then seeds derived from it) and pool them per policy: every
+    /// seed's report in DIR/seed-N/, the pooled table in DIR/aggregate.{txt,json,csv}.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub repeat: u32,
 }
 
 /// Arguments of `plg-sim sweep`.
@@ -547,7 +587,8 @@ pub struct SweepArgs {
     /// `virtual` (default: repeatable, fast) or `real` (real processes and sockets).
     #[arg(long, value_enum, default_value = "virtual")]
     pub mode: Mode,
-    /// Directory for sweep.json, sweep.txt and sweep.svg [default: target/plg-sim/NAME-sweep].
+    /// Directory for sweep.json, sweep.txt, sweep.csv and sweep.svg
+    /// [default: target/plg-sim/NAME-sweep].
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Seed (overrides the scenario's).
@@ -556,6 +597,23 @@ pub struct SweepArgs {
     /// Seconds of traffic per policy and point (overrides the scenario's; events scale alike).
     #[arg(long)]
     pub duration: Option<f64>,
+    /// Run N seeds per point (the point's seed, then seeds derived from it) and pool them.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub repeat: u32,
+}
+
+/// The seeds of `--repeat n`: `base` itself, then seeds derived from it (so `--repeat 1` is
+/// the plain run).
+pub fn repeat_seeds(base: u64, n: u32) -> Vec<u64> {
+    (0..u64::from(n.max(1)))
+        .map(|i| {
+            if i == 0 {
+                base
+            } else {
+                crate::link::derive_seed(base, i)
+            }
+        })
+        .collect()
 }
 
 /// Loads a scenario and applies a `--duration` override.
@@ -569,52 +627,132 @@ fn load(path: &Path, duration: Option<f64>) -> Result<Scenario> {
     Ok(scaled)
 }
 
-/// `plg-sim run`: runs the scenario, writes the files, returns the table to print.
+fn written(files: &[PathBuf]) -> String {
+    format!(
+        "\nwritten: {}\n",
+        files
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// Where runs execute: the real harness (`None` in virtual mode).
+async fn engine(mode: Mode, s: &Scenario, file: &Path) -> Result<Option<Harness>> {
+    match mode {
+        Mode::Virtual => Ok(None),
+        Mode::Real => {
+            s.check_real_mode()
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            Ok(Some(Harness::start().await?))
+        }
+    }
+}
+
+/// One seed: the direct route if asked, then every policy, in either mode.
+async fn run_one(
+    h: Option<&mut Harness>,
+    s: &Scenario,
+    seed: u64,
+    direct: bool,
+    progress: &impl Fn(&str),
+) -> Result<RunReport> {
+    match h {
+        None => {
+            let mut r = crate::vrun::run_scenario(s, seed);
+            if direct {
+                r.direct = Some(
+                    crate::vrun::run_direct(s, seed)
+                        .map_err(|e| anyhow::anyhow!("the direct route: {e}"))?,
+                );
+            }
+            Ok(r)
+        }
+        Some(h) => {
+            let mut r = RunReport::for_scenario(s, seed);
+            if direct {
+                progress(&format!("seed {seed}: direct route (no PLG)…"));
+                r.direct = Some(
+                    h.run_direct(s, seed)
+                        .await
+                        .context("the direct route could not be measured")?,
+                );
+            }
+            for &policy in &s.policies {
+                progress(&format!("seed {seed}: running {policy}…"));
+                r.policies.push(h.run_policy(s, seed, policy).await);
+            }
+            Ok(r)
+        }
+    }
+}
+
+/// `plg-sim run`: runs the scenario (once per seed with `--repeat`), writes the files,
+/// returns the table to print.
 pub async fn run_command(args: RunArgs, progress: impl Fn(&str)) -> Result<String> {
     let s = load(&args.scenario, args.duration)?;
     let seed = args.seed.unwrap_or(s.seed);
     let out = args
         .out
         .unwrap_or_else(|| PathBuf::from("target/plg-sim").join(&s.name));
-    let r = match args.mode {
-        Mode::Virtual => crate::vrun::run_scenario(&s, seed),
-        Mode::Real => {
-            s.check_real_mode()
-                .map_err(|e| anyhow::anyhow!("{}: {e}", args.scenario.display()))?;
-            progress(&format!(
-                "starting billing, {} relay node(s) and the game server on loopback; then {} × {:.1} s",
-                s.topology.nodes,
-                s.policies.len(),
-                s.duration
-            ));
-            let mut h = Harness::start().await?;
-            let mut r = RunReport::for_scenario(&s, seed);
-            for &policy in &s.policies {
-                progress(&format!("running {policy}…"));
-                r.policies.push(h.run_policy(&s, seed, policy).await);
+    let seeds = repeat_seeds(seed, args.repeat);
+    if args.mode == Mode::Real {
+        progress(&format!(
+            "starting billing, {} relay node(s) and the game server on loopback; then {} seed(s) \
+             × {} run(s) × {:.1} s",
+            s.topology.nodes,
+            seeds.len(),
+            s.policies.len() + usize::from(args.direct),
+            s.duration
+        ));
+    }
+    let mut h = engine(args.mode, &s, &args.scenario).await?;
+    let mut runs = vec![];
+    let mut failed = None;
+    for &seed in &seeds {
+        match run_one(h.as_mut(), &s, seed, args.direct, &progress).await {
+            Ok(r) => runs.push(r),
+            Err(e) => {
+                failed = Some(e);
+                break;
             }
-            h.stop().await;
-            r
+        }
+    }
+    if let Some(h) = h {
+        h.stop().await;
+    }
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    let table = match &runs[..] {
+        [r] => {
+            let files = write_run(&out, r)?;
+            report::render_table(r) + &written(&files)
+        }
+        _ => {
+            let agg = report::aggregate(&runs);
+            let mut table = report::render_aggregate(&s.name, &agg);
+            let claims =
+                crate::claims::for_aggregate(&agg, &runs[0].paths, s.duration, "--duration");
+            if !claims.is_empty() {
+                table.push_str("\nwhat the pooled numbers support (both directions, 95 %):\n");
+                for c in &claims {
+                    table.push_str(&format!("  {c}\n"));
+                }
+            }
+            let files = write_repeat(&out, &runs, &table)?;
+            table + &written(&files)
         }
     };
-    let files = write_run(&out, &r)?;
-    let mut table = report::render_table(&r);
-    table.push_str("\nwritten: ");
-    table.push_str(
-        &files
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
-    );
-    table.push('\n');
-    if !r.policies.iter().any(PolicyReport::ran) {
+    if !runs.iter().flat_map(|r| &r.policies).any(PolicyReport::ran) {
         bail!("no policy could be measured:\n{table}");
     }
     Ok(table)
 }
 
-/// `plg-sim sweep`: runs the scenario at each loss rate, writes the files, returns the table.
+/// `plg-sim sweep`: runs the scenario and the direct route at each loss rate (once per seed
+/// with `--repeat`), writes the files, returns the table.
 pub async fn sweep_command(args: SweepArgs, progress: impl Fn(&str)) -> Result<String> {
     let s = load(&args.scenario, args.duration)?;
     for &l in &args.loss {
@@ -626,68 +764,77 @@ pub async fn sweep_command(args: SweepArgs, progress: impl Fn(&str)) -> Result<S
     let out = args
         .out
         .unwrap_or_else(|| PathBuf::from("target/plg-sim").join(format!("{}-sweep", s.name)));
-    let mut h = match args.mode {
-        Mode::Virtual => None,
-        Mode::Real => {
-            s.check_real_mode()
-                .map_err(|e| anyhow::anyhow!("{}: {e}", args.scenario.display()))?;
-            Some(Harness::start().await?)
-        }
-    };
+    let mut h = engine(args.mode, &s, &args.scenario).await?;
     let mut sweep = SweepReport {
         scenario: s.name.clone(),
         seed,
         duration_s: s.duration,
+        repeat: args.repeat as usize,
         points: vec![],
     };
     for &loss in &args.loss {
-        progress(&format!("injected loss {loss} %…"));
         // Each point draws its own random numbers (otherwise the lost sets are nested across
         // points and one seed's luck shows at every point); policies within a point share them.
         let point_seed = crate::link::derive_seed(seed, loss.to_bits());
         let point = s.with_loss(loss);
-        let (mut r, direct) = match h.as_mut() {
-            Some(h) => (
-                h.run_scenario(&point, point_seed).await,
-                h.run_direct(&point, point_seed).await.ok(),
-            ),
-            None => (
-                crate::vrun::run_scenario(&point, point_seed),
-                crate::vrun::run_direct(&point, point_seed).ok(),
-            ),
-        };
-        let direct = direct.map(|mut d| {
-            d.link.up.timeline.clear();
-            d.link.down.timeline.clear();
-            d
-        });
-        for p in &mut r.policies {
-            p.series = Series::default();
-            for l in &mut p.links {
-                l.up.timeline.clear();
-                l.down.timeline.clear();
+        let mut runs = vec![];
+        for seed in repeat_seeds(point_seed, args.repeat) {
+            progress(&format!("injected loss {loss} %, seed {seed}…"));
+            let (mut r, direct) = match h.as_mut() {
+                Some(h) => (
+                    h.run_scenario(&point, seed).await,
+                    h.run_direct(&point, seed).await.ok(),
+                ),
+                None => (
+                    crate::vrun::run_scenario(&point, seed),
+                    crate::vrun::run_direct(&point, seed).ok(),
+                ),
+            };
+            r.direct = direct.map(|mut d| {
+                d.link.up.timeline.clear();
+                d.link.down.timeline.clear();
+                d
+            });
+            for p in &mut r.policies {
+                p.series = Series::default();
+                for l in &mut p.links {
+                    l.up.timeline.clear();
+                    l.down.timeline.clear();
+                }
             }
+            runs.push(r);
         }
+        let aggregate = (runs.len() > 1).then(|| report::aggregate(&runs));
+        let first = runs.swap_remove(0);
         sweep.points.push(SweepPoint {
             injected_loss_pct: loss,
             seed: point_seed,
-            policies: r.policies,
-            direct,
+            policies: first.policies,
+            direct: first.direct,
+            aggregate,
         });
     }
     if let Some(h) = h {
         h.stop().await;
     }
     let files = write_sweep(&out, &sweep)?;
-    let mut table = report::render_sweep_table(&sweep);
-    table.push_str("\nwritten: ");
-    table.push_str(
-        &files
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
-    );
-    table.push('\n');
-    Ok(table)
+    Ok(report::render_sweep_table(&sweep) + &written(&files))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeat_seeds_start_with_the_base_and_differ() {
+        let s = repeat_seeds(7, 4);
+        assert_eq!(s[0], 7);
+        assert_eq!(s.len(), 4);
+        let mut d = s.clone();
+        d.sort_unstable();
+        d.dedup();
+        assert_eq!(d.len(), 4);
+        assert_eq!(repeat_seeds(7, 1), vec![7]);
+        assert_eq!(repeat_seeds(7, 3), s[..3]);
+    }
 }

@@ -68,6 +68,7 @@ fn every_shipped_scenario_runs_with_plg_sim_run() {
         for f in [
             "report.json",
             "report.txt",
+            "report.csv",
             "latency.svg",
             "paths.svg",
             "loss.svg",
@@ -133,6 +134,8 @@ fn sweep_draws_residual_loss_per_policy() {
         "0,20",
         "--duration",
         "1",
+        "--repeat",
+        "2",
         "--out",
         tmp.path().to_str().unwrap(),
     ]);
@@ -140,12 +143,32 @@ fn sweep_draws_residual_loss_per_policy() {
         serde_json::from_str(&std::fs::read_to_string(tmp.path().join("sweep.json")).unwrap())
             .unwrap();
     assert_eq!(s.points.len(), 2, "{table}");
-    assert!(table.contains("direct (no PLG)"), "{table}");
-    let direct = s.points[1]
-        .direct
+    assert_eq!(s.repeat, 2);
+    // Two seeds pooled per point: twice the packets of one run, with an interval.
+    let pooled = s.points[1]
+        .aggregate
         .as_ref()
-        .expect("the direct route at every point");
-    assert!(direct.up.residual_loss_pct > 5.0, "{table}");
+        .expect("repeated point pooled");
+    assert_eq!(pooled.seeds.len(), 2);
+    assert_eq!(pooled.seeds[0], s.points[1].seed);
+    let single = pooled.rows.iter().find(|r| r.route == "single").unwrap();
+    let first = s.points[1].policies[0].up.as_ref().unwrap();
+    assert!(single.up.loss.sent > first.sent, "{table}");
+    assert!(
+        single.up.loss.ci_lo_pct < single.up.loss.pct
+            && single.up.loss.pct < single.up.loss.ci_hi_pct
+    );
+    assert!(table.contains("2 seeds pooled per point"), "{table}");
+    let csv = std::fs::read_to_string(tmp.path().join("sweep.csv")).unwrap();
+    // The direct route is measured at every point and pooled like the policies.
+    assert!(s.points.iter().all(|p| p.direct.is_some()), "{table}");
+    assert_eq!(pooled.rows[0].route, "direct (no PLG)");
+    assert_eq!(pooled.rows[0].runs, 2);
+    assert_eq!(
+        csv.lines().count(),
+        1 + 2 * (1 + s.points[1].policies.len()),
+        "{csv}"
+    );
     let svg = std::fs::read_to_string(tmp.path().join("sweep.svg")).unwrap();
     for p in &s.points[1].policies {
         assert!(svg.contains(p.policy.name()), "{} not drawn", p.policy);
@@ -162,4 +185,54 @@ fn sweep_draws_residual_loss_per_policy() {
         single.up.as_ref().unwrap().residual_loss_pct > 5.0,
         "single at 20 % injected: {table}"
     );
+}
+
+#[test]
+fn run_with_direct_and_repeat_pools_the_seeds_and_writes_csv() {
+    let tmp = tempfile::tempdir().unwrap();
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/random-loss-5pct.toml");
+    let (table, _) = plg_sim(&[
+        "run",
+        scenario.to_str().unwrap(),
+        "--duration",
+        "1",
+        "--direct",
+        "--repeat",
+        "2",
+        "--seed",
+        "9",
+        "--out",
+        tmp.path().to_str().unwrap(),
+    ]);
+    assert!(table.contains("2 seeds pooled (9, "), "{table}");
+    assert!(table.contains("direct (no PLG)"), "{table}");
+    let agg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("aggregate.json")).unwrap())
+            .unwrap();
+    let seeds = agg["aggregate"]["seeds"].as_array().unwrap();
+    assert_eq!(seeds.len(), 2);
+    assert_eq!(seeds[0], 9);
+    let rows = agg["aggregate"]["rows"].as_array().unwrap();
+    assert_eq!(rows[0]["route"], "direct (no PLG)");
+    assert_eq!(rows[0]["runs"], 2);
+    // Each seed's full report, with the direct baseline in it.
+    for seed in seeds {
+        let dir = tmp.path().join(format!("seed-{seed}"));
+        let r: RunReport =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap())
+                .unwrap();
+        let d = r.direct.expect("direct baseline in report.json");
+        assert!(d.up.sent > 0 && d.up.loss.ci_hi_pct > d.up.loss.pct);
+        let csv = std::fs::read_to_string(dir.join("report.csv")).unwrap();
+        assert_eq!(csv.lines().count(), 1 + 1 + r.policies.len(), "{csv}");
+        assert!(
+            csv.lines()
+                .nth(1)
+                .unwrap()
+                .contains(",direct (no PLG),ran,"),
+            "{csv}"
+        );
+    }
+    let csv = std::fs::read_to_string(tmp.path().join("aggregate.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + rows.len(), "{csv}");
 }
