@@ -406,6 +406,8 @@ impl Event {
 
     /// One-line description.
     pub fn describe(&self) -> String {
+        // Times to the millisecond (scaled events give 1.7999999999999998).
+        let t = |x: f64| format!("{}", (x * 1000.0).round() / 1000.0);
         match self {
             Event::Blackhole {
                 path,
@@ -413,8 +415,9 @@ impl Event {
                 duration,
                 direction,
             } => format!(
-                "blackhole path {path} ({direction:?}) {at}–{} s",
-                at + duration
+                "blackhole path {path} ({direction:?}) {}–{} s",
+                t(*at),
+                t(at + duration)
             ),
             Event::Degrade {
                 path,
@@ -423,8 +426,12 @@ impl Event {
                 direction,
                 ..
             } => match duration {
-                Some(d) => format!("degrade path {path} ({direction:?}) {at}–{} s", at + d),
-                None => format!("degrade path {path} ({direction:?}) from {at} s"),
+                Some(d) => format!(
+                    "degrade path {path} ({direction:?}) {}–{} s",
+                    t(*at),
+                    t(at + d)
+                ),
+                None => format!("degrade path {path} ({direction:?}) from {} s", t(*at)),
             },
             Event::Flap {
                 path,
@@ -435,9 +442,12 @@ impl Event {
                 down_for,
                 set,
             } => format!(
-                "flap path {path} ({direction:?}) {at}–{} s: {} for {down_for} s every {every} s",
-                at + duration,
-                if set.is_some() { "degraded" } else { "down" }
+                "flap path {path} ({direction:?}) {}–{} s: {} for {} s every {} s",
+                t(*at),
+                t(at + duration),
+                if set.is_some() { "degraded" } else { "down" },
+                t(*down_for),
+                t(*every)
             ),
             Event::Ramp {
                 path,
@@ -447,12 +457,13 @@ impl Event {
                 param,
                 to,
             } => format!(
-                "ramp path {path} ({direction:?}) {} to {to} over {at}–{} s",
+                "ramp path {path} ({direction:?}) {} to {to} over {}–{} s",
                 param.name(),
-                at + duration
+                t(*at),
+                t(at + duration)
             ),
-            Event::KillNode { node, at } => format!("kill node {node} at {at} s"),
-            Event::RestartNode { node, at } => format!("restart node {node} at {at} s"),
+            Event::KillNode { node, at } => format!("kill node {node} at {} s", t(*at)),
+            Event::RestartNode { node, at } => format!("restart node {node} at {} s", t(*at)),
         }
     }
 }
