@@ -214,24 +214,53 @@ pub async fn lower_ping(seconds: f64, rate: u32, seed: u64) -> Result<()> {
         let via = traffic::run(local, t).await?;
         ctl.stop().await;
         println!(
-            "\n  {:<24} {:>18} {:>8}",
-            "route", "RTT p50 / p99 ms", "loss"
+            "\n  {:<24} {:>26} {:>26}",
+            "route", "RTT p50 [95 % CI] / p99 ms", "loss [95 % CI] lost/sent"
         );
+        let median = |r: &traffic::TrafficReport| {
+            let n = r.received;
+            let ci = crate::stats::median_ranks(n).map(|(lo, hi)| {
+                (
+                    r.rtt_ms(lo as f64 / n as f64),
+                    r.rtt_ms(hi as f64 / n as f64),
+                )
+            });
+            (r.rtt_ms(0.5), ci)
+        };
         for (name, r) in [
             ("direct (no PLG)", &direct),
             (&*format!("PLG via {exit}"), &via),
         ] {
+            let (p50, ci) = median(r);
+            let ci = ci.map_or("".into(), |(lo, hi)| format!(" [{lo:.1}–{hi:.1}]"));
+            let lost = r.sent - r.received;
+            let loss = crate::stats::clopper_pearson(lost, r.sent);
             println!(
-                "  {name:<24} {:>18} {:>7.1}%",
-                format!("{:.1} / {:.1}", r.rtt_ms(0.5), r.rtt_ms(0.99)),
-                r.loss_percent()
+                "  {name:<24} {:>26} {:>26}",
+                format!("{p50:.1}{ci} / {:.1}", r.rtt_ms(0.99)),
+                format!(
+                    "{:.1} % [{:.1}–{:.1}] {lost}/{}",
+                    r.loss_percent(),
+                    loss.lo * 100.0,
+                    loss.hi * 100.0,
+                    r.sent
+                )
             );
         }
-        println!(
-            "  median ping {:.0} % lower through PLG ({} echoes each way)",
-            100.0 * (1.0 - via.rtt_ms(0.5) / direct.rtt_ms(0.5).max(1e-9)),
-            direct.sent
-        );
+        // The claim is printed only when the medians' intervals (distribution-free, from the
+        // order statistics) do not overlap.
+        match (median(&direct), median(&via)) {
+            ((d, Some((d_lo, _))), (v, Some((_, v_hi)))) if v_hi < d_lo => println!(
+                "  median ping {:.0} % lower through PLG: {v:.1} ms against {d:.1} ms, the 95 % \
+                 intervals of the medians apart ({v_hi:.1} < {d_lo:.1} ms; {} echoes each way)",
+                100.0 * (1.0 - v / d.max(1e-9)),
+                direct.sent
+            ),
+            _ => println!(
+                "  cannot tell the medians apart at this length (their 95 % intervals overlap): \
+                 run longer, e.g. --seconds 30"
+            ),
+        }
         if exit != "far" {
             bail!("the client chose {exit}, not the far node: {verdict}");
         }

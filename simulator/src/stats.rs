@@ -180,6 +180,22 @@ pub fn binom_range(n: u64, p: f64) -> (u64, u64) {
     (quantile(ALPHA / 2.0), quantile(1.0 - ALPHA / 2.0))
 }
 
+/// The ranks (1-based order statistics) bounding a distribution-free 95 % interval of the
+/// median of `n` samples: `[x_(lo), x_(hi)]` covers the true median with probability ≥ 95 %
+/// whatever the distribution (the number of samples below the median is Binomial(n, ½)).
+/// `None` when `n < 6` (no such interval exists).
+pub fn median_ranks(n: u64) -> Option<(u64, u64)> {
+    if n < 6 {
+        return None;
+    }
+    // Largest lo with P(B ≤ lo − 1) ≤ 2.5 %; by symmetry hi = n + 1 − lo.
+    let mut lo = 1;
+    while lo < n && binom_cdf(lo, n, 0.5) <= ALPHA / 2.0 {
+        lo += 1;
+    }
+    Some((lo, n + 1 - lo))
+}
+
 /// Solves `f(p) = target` for a monotone `f` on `[0, 1]` by bisection.
 fn bisect(f: impl Fn(f64) -> f64, target: f64, increasing: bool) -> f64 {
     let (mut lo, mut hi) = (0.0f64, 1.0f64);
@@ -838,5 +854,19 @@ mod tests {
         let s = Spread::of(&[3.0, 1.0, 2.0, 10.0]);
         assert_eq!((s.min, s.median, s.max), (1.0, 2.5, 10.0));
         assert_eq!(Spread::of(&[4.0, 1.0, 2.0]).median, 2.0);
+    }
+
+    #[test]
+    fn median_ranks_cover_the_median() {
+        // Known values: n = 100 → x(40) … x(61) (coverage 96.5 %); n = 10 → x(2) … x(9).
+        assert_eq!(median_ranks(100), Some((40, 61)));
+        assert_eq!(median_ranks(10), Some((2, 9)));
+        assert_eq!(median_ranks(5), None);
+        for n in [6u64, 20, 256, 1000] {
+            let (lo, hi) = median_ranks(n).unwrap();
+            // P(lo ≤ B + 1 ≤ hi − 1 …): coverage = P(lo ≤ B < hi) with B ~ Bin(n, ½).
+            let coverage = binom_cdf(hi - 1, n, 0.5) - binom_cdf(lo - 1, n, 0.5);
+            assert!(coverage >= 0.95, "n = {n}: {coverage}");
+        }
     }
 }
