@@ -161,6 +161,72 @@ pub struct Subscription {
     pub seconds_left: i64,
 }
 
+/// One of the account's sessions (`GET /v1/sessions`).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+pub struct SessionSummary {
+    /// Session id (decimal).
+    pub session_id: String,
+    /// Game slug.
+    pub game: String,
+    /// `open`, `ended` or `expired`.
+    pub status: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Seconds it lasted (so far, when open).
+    pub duration_secs: i64,
+    /// The node it was opened on.
+    #[serde(default)]
+    pub node_id: Option<String>,
+    /// Why it ended (`stopped`, `expired`, ...).
+    #[serde(default)]
+    pub end_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SessionList {
+    sessions: Vec<SessionSummary>,
+}
+
+/// A plan on sale (`GET /v1/plans`).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+pub struct PlanOffer {
+    /// `trial`, `monthly`, `quarterly`, `yearly`.
+    pub name: String,
+    /// Days one purchase adds.
+    pub days: u32,
+    /// Decimal price (`None` for the trial).
+    #[serde(default)]
+    pub price: Option<String>,
+    /// Currency of the price.
+    pub currency: String,
+    /// Sessions at once.
+    pub max_sessions: u32,
+    /// Paths per session.
+    pub path_limit: u8,
+}
+
+#[derive(Deserialize)]
+struct PlanList {
+    plans: Vec<PlanOffer>,
+}
+
+/// How to pay for a pending payment (`POST /v1/payments`).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+pub struct PaymentInstructions {
+    /// The provider's page to pay on.
+    pub pay_url: String,
+    /// What to do, in words (amount, comment).
+    pub text: String,
+    /// The comment that ties the payment to the account.
+    pub comment: String,
+}
+
+#[derive(Deserialize)]
+struct PaymentCreated {
+    payment_id: String,
+    instructions: Option<PaymentInstructions>,
+}
+
 #[derive(Deserialize)]
 struct GameList {
     games: Vec<GameInfo>,
@@ -316,6 +382,35 @@ impl BillingClient {
         let url = format!("{}/v1/sessions/{session_id}/stop", self.base);
         let _: serde_json::Value = self.call(self.http.post(&url), &url).await?;
         Ok(())
+    }
+
+    /// The account's sessions, newest first (at most `limit`).
+    pub async fn sessions(&self, limit: u32) -> Result<Vec<SessionSummary>, BillingError> {
+        let v = self
+            .get_json(&format!("/v1/sessions?limit={limit}"))
+            .await?;
+        serde_json::from_value::<SessionList>(v)
+            .map(|l| l.sessions)
+            .map_err(|e| BillingError::Protocol(e.to_string()))
+    }
+
+    /// The plans on sale.
+    pub async fn plan_offers(&self) -> Result<Vec<PlanOffer>, BillingError> {
+        let v = self.plans().await?;
+        serde_json::from_value::<PlanList>(v)
+            .map(|l| l.plans)
+            .map_err(|e| BillingError::Protocol(e.to_string()))
+    }
+
+    /// Creates a pending payment for `plan`; returns its id and how to pay it.
+    pub async fn create_payment(
+        &self,
+        plan: &str,
+    ) -> Result<(String, Option<PaymentInstructions>), BillingError> {
+        let v = self.pay(plan).await?;
+        serde_json::from_value::<PaymentCreated>(v)
+            .map(|p| (p.payment_id, p.instructions))
+            .map_err(|e| BillingError::Protocol(e.to_string()))
     }
 
     /// Asks for a fresh ticket for a running session (same session id, later expiry).

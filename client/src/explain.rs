@@ -25,14 +25,22 @@ fn billing(e: &BillingError) -> String {
         }
         BillingError::Api { code, .. } => match code.as_str() {
             "no_active_plan" => {
-                "you have no active plan: start the free trial or buy a plan in your account, then run the command again".into()
+                "you have no active plan: `plg subscribe trial` starts the free trial, `plg subscribe` lists the plans; then run the command again".into()
+            }
+            "trial_used" => "the free trial can be used once per account: `plg subscribe` lists the plans to buy".into(),
+            "unknown_plan" => "no such plan: `plg subscribe` lists them (trial, monthly, quarterly, yearly)".into(),
+            "payments_unavailable" | "provider_unavailable" => {
+                "payments are not available on this billing server right now: try again later or contact support".into()
+            }
+            "unknown_session" | "session_ended" | "session_expired" => {
+                "that session is not open: `plg sessions` lists yours and their ids".into()
             }
             "invalid_token" => "your login is no longer valid: run `plg login` again".into(),
             "invalid_credentials" => "check the email and password (or sign up with `plg login --register`)".into(),
             "account_banned" => "this account is suspended: contact support".into(),
             "unknown_game" => "that game is not in the catalog: `plg games <name>` lists the slugs".into(),
             "game_not_ready" => "this game's server ranges are not verified yet, so it cannot be accelerated; pick another game".into(),
-            "session_limit_reached" => "your plan's sessions are all in use: stop `plg connect` elsewhere, or wait a minute for an abandoned one to end".into(),
+            "session_limit_reached" => "your plan's sessions are all in use: `plg sessions` lists them and `plg sessions --stop ID` frees one (or stop `plg connect` elsewhere)".into(),
             "rate_limited" => "too many requests: wait a minute and try again".into(),
             _ => "try again in a minute; if it keeps failing, contact support with the message above".into(),
         },

@@ -50,8 +50,26 @@ enum Command {
     },
     /// Forget the saved login.
     Logout,
-    /// Show who is logged in, where, and until when.
+    /// Show who is logged in, where, the plan and days left, and open sessions.
     Status,
+    /// List your recent sessions; `--stop ID` ends one (frees its slot in your plan).
+    Sessions {
+        /// How many, newest first.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=500))]
+        limit: u32,
+        /// End this session (an id from the list).
+        #[arg(long, value_name = "ID")]
+        stop: Option<String>,
+    },
+    /// Buy or extend a plan. Without PLAN: the plans and prices. `trial`: start the free
+    /// trial. Otherwise: create the payment and open the page to pay it on.
+    Subscribe {
+        /// `trial`, `monthly`, `quarterly` or `yearly`.
+        plan: Option<String>,
+        /// Print the payment page instead of opening it in a browser.
+        #[arg(long)]
+        no_open: bool,
+    },
     /// List the game catalog (running games are marked), optionally filtered.
     Games {
         /// Part of a game's name or slug, e.g. "counter".
@@ -158,6 +176,73 @@ enum Mode {
     Tun,
     /// WinDivert packet capture (Windows).
     Windivert,
+}
+
+/// `12 days 3 h`, `5 h 20 min`.
+fn days_left(secs: i64) -> String {
+    let secs = secs.max(0);
+    let (d, h, m) = (secs / 86_400, secs % 86_400 / 3600, secs % 3600 / 60);
+    if d > 0 {
+        format!("{d} day{} {h} h", if d == 1 { "" } else { "s" })
+    } else {
+        format!("{h} h {m} min")
+    }
+}
+
+/// `1 h 02 min`, `3 min 07 s`.
+fn lasted(secs: i64) -> String {
+    let secs = secs.max(0);
+    if secs >= 3600 {
+        format!("{} h {:02} min", secs / 3600, secs % 3600 / 60)
+    } else {
+        format!("{} min {:02} s", secs / 60, secs % 60)
+    }
+}
+
+/// `2026-12-05 13:40` (UTC) from Unix seconds.
+fn utc_minute(unix: i64) -> String {
+    let days = unix.div_euclid(86_400);
+    let rem = unix.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60
+    )
+}
+
+/// Opens `url` with the desktop's handler; false when there is none (no display, no
+/// handler), so the caller prints it instead.
+fn open_in_browser(url: &str) -> bool {
+    #[cfg(target_os = "windows")]
+    let mut cmd = {
+        let mut c = std::process::Command::new("cmd");
+        c.args(["/C", "start", ""]);
+        c
+    };
+    #[cfg(target_os = "macos")]
+    let mut cmd = std::process::Command::new("open");
+    #[cfg(not(any(target_os = "windows", target_os = "macos")))]
+    let mut cmd = {
+        if std::env::var_os("DISPLAY").is_none() && std::env::var_os("WAYLAND_DISPLAY").is_none() {
+            return false;
+        }
+        std::process::Command::new("xdg-open")
+    };
+    cmd.arg(url)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn parse_redundancy(s: &str) -> Result<Redundancy, String> {
@@ -315,12 +400,143 @@ async fn run(command: Command) -> Result<()> {
                 println!("logged in as {} at {}", c.email, c.billing_url);
                 if left == 0 {
                     println!("login expired: run `plg login` again");
-                } else {
-                    println!("login valid for {}h{:02}m", left / 3600, left % 3600 / 60);
+                    return Ok(());
+                }
+                println!("login valid for {}h{:02}m", left / 3600, left % 3600 / 60);
+                let billing = BillingClient::new(&c.billing_url).with_token(c.access_token.clone());
+                match billing.subscription().await {
+                    Ok(Some(sub)) if sub.seconds_left > 0 => println!(
+                        "plan {}{}: {} left",
+                        sub.plan,
+                        if sub.status == "cancelled" {
+                            " (cancelled, runs to its end)"
+                        } else {
+                            ""
+                        },
+                        days_left(sub.seconds_left)
+                    ),
+                    Ok(_) => println!(
+                        "no active plan: `plg subscribe trial` starts the free trial, `plg subscribe` lists the plans"
+                    ),
+                    Err(e) => {
+                        println!("billing did not answer: {e}");
+                        if let Some(a) = explain::advice(&anyhow::Error::new(e)) {
+                            println!("  → {a}");
+                        }
+                        return Ok(());
+                    }
+                }
+                if let Ok(sessions) = billing.sessions(50).await {
+                    let open: Vec<_> = sessions.iter().filter(|s| s.status == "open").collect();
+                    match open.len() {
+                        0 => println!("no open session"),
+                        n => println!(
+                            "{n} open session(s): {} (`plg sessions` lists them)",
+                            open.iter()
+                                .map(|s| format!("{} ({})", s.session_id, s.game))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    }
                 }
             }
             Err(_) => println!("not logged in (config dir {})", dir.display()),
         },
+        Command::Sessions { limit, stop } => {
+            let (_, billing) = logged_in(&dir)?;
+            if let Some(id) = stop {
+                billing
+                    .stop_session(&id)
+                    .await
+                    .with_context(|| format!("stopping session {id}"))?;
+                println!("session {id} stopped: its slot in your plan is free");
+                return Ok(());
+            }
+            let sessions = billing.sessions(limit).await.context("listing sessions")?;
+            if sessions.is_empty() {
+                println!("no sessions yet: `plg connect GAME` starts one");
+            } else {
+                println!(
+                    "{:<20} {:<16} {:<8} {:<17} {:>9}  node",
+                    "id", "game", "status", "started (UTC)", "lasted"
+                );
+            }
+            for s in &sessions {
+                println!(
+                    "{:<20} {:<16} {:<8} {:<17} {:>9}  {}{}",
+                    s.session_id,
+                    s.game,
+                    s.status,
+                    utc_minute(s.created_at),
+                    lasted(s.duration_secs),
+                    s.node_id.as_deref().unwrap_or("—"),
+                    s.end_reason
+                        .as_deref()
+                        .map(|r| format!(" ({r})"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        Command::Subscribe { plan, no_open } => {
+            let (_, billing) = logged_in(&dir)?;
+            match plan.as_deref() {
+                None => {
+                    let plans = billing.plan_offers().await.context("listing the plans")?;
+                    println!(
+                        "{:<10} {:>12} {:>6} {:>9} {:>6}",
+                        "plan", "price", "days", "sessions", "paths"
+                    );
+                    for p in &plans {
+                        println!(
+                            "{:<10} {:>12} {:>6} {:>9} {:>6}",
+                            p.name,
+                            p.price
+                                .as_deref()
+                                .map(|x| format!("{x} {}", p.currency))
+                                .unwrap_or_else(|| "free".into()),
+                            p.days,
+                            p.max_sessions,
+                            p.path_limit
+                        );
+                    }
+                    println!(
+                        "\n`plg subscribe trial` starts the free trial (once); `plg subscribe monthly` buys a month."
+                    );
+                }
+                Some("trial") => {
+                    billing
+                        .start_trial()
+                        .await
+                        .context("starting the free trial")?;
+                    match billing.subscription().await {
+                        Ok(Some(sub)) => {
+                            println!("trial started: {} left", days_left(sub.seconds_left))
+                        }
+                        _ => println!("trial started"),
+                    }
+                }
+                Some(name) => {
+                    let (id, how) = billing
+                        .create_payment(name)
+                        .await
+                        .with_context(|| format!("creating a payment for plan {name}"))?;
+                    println!("payment {id} created for plan {name}");
+                    let Some(how) = how else {
+                        println!(
+                            "billing gave no payment instructions: contact support with the payment id"
+                        );
+                        return Ok(());
+                    };
+                    println!("{}", how.text);
+                    if no_open || !open_in_browser(&how.pay_url) {
+                        println!("pay on: {}", how.pay_url);
+                    } else {
+                        println!("opened {} in your browser", how.pay_url);
+                    }
+                    println!("`plg status` shows the plan once the payment is confirmed");
+                }
+            }
+        }
         Command::Games { search } => {
             let creds = Credentials::load(&dir)?;
             let billing = BillingClient::new(&creds.billing_url).with_token(creds.access_token);

@@ -92,10 +92,40 @@ async fn the_real_binaries_carry_a_game_session() {
     );
     assert_eq!(report.corrupted, 0);
 
+    // The account commands see the live session.
+    let plg = |args: &[&str]| {
+        let out = Command::new(bin("plg"))
+            .args(args)
+            .env("PLG_CONFIG_DIR", &config_dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "plg {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let status = plg(&["status"]);
+    assert!(
+        status.contains("plan trial:") && status.contains("1 open session(s)"),
+        "{status}"
+    );
+    let sessions = plg(&["sessions"]);
+    let live = sessions
+        .lines()
+        .find(|l| l.contains(" demo ") && l.contains(" open "))
+        .unwrap_or_else(|| panic!("no open demo session listed:\n{sessions}"));
+    let id = live.split_whitespace().next().unwrap().to_owned();
+
     // Clean shutdowns: Ctrl-C for the gamer, SIGTERM for the daemons.
     connect.signal("INT");
     connect.wait_for("disconnected");
     assert!(connect.wait_exit(), "plg connect exit status");
+    let sessions = plg(&["sessions"]);
+    assert!(
+        sessions
+            .lines()
+            .any(|l| l.starts_with(&id) && l.contains(" ended ")),
+        "session {id} not ended after Ctrl-C:\n{sessions}"
+    );
+    assert!(plg(&["status"]).contains("no open session"));
     node.signal("TERM");
     assert!(node.wait_exit(), "plg-node exit status");
     billing.signal("TERM");
