@@ -45,6 +45,21 @@ fn file(dir: &Path) -> PathBuf {
     dir.join("credentials.json")
 }
 
+/// The billing URL of the last login (`billing-url` in `dir`; kept across `plg logout`, so
+/// the next `plg login` needs no `--billing`).
+pub fn saved_billing_url(dir: &Path) -> Option<String> {
+    let url = fs::read_to_string(dir.join("billing-url")).ok()?;
+    let url = url.trim();
+    (!url.is_empty()).then(|| url.to_owned())
+}
+
+/// Remembers `url` as the billing of later logins.
+pub fn save_billing_url(dir: &Path, url: &str) -> Result<()> {
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join("billing-url");
+    fs::write(&path, format!("{url}\n")).with_context(|| format!("writing {}", path.display()))
+}
+
 impl Credentials {
     /// Loads the saved login from `dir`.
     pub fn load(dir: &Path) -> Result<Credentials> {
@@ -86,6 +101,18 @@ impl Credentials {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_billing_url_outlives_a_logout() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(saved_billing_url(dir.path()), None);
+        save_billing_url(dir.path(), "http://127.0.0.1:8080").unwrap();
+        assert!(!Credentials::remove(dir.path()).unwrap());
+        assert_eq!(
+            saved_billing_url(dir.path()).as_deref(),
+            Some("http://127.0.0.1:8080")
+        );
+    }
 
     #[test]
     fn save_load_remove_and_permissions() {

@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use plg_client::controller::single_target;
-use plg_client::credentials::{Credentials, config_dir};
+use plg_client::credentials::{Credentials, config_dir, save_billing_url, saved_billing_url};
 use plg_client::dashboard::{Monitor, Ping, Tui, spawn_pinger};
 use plg_client::route;
 use plg_client::{
@@ -34,9 +34,9 @@ struct Cli {
 enum Command {
     /// Log in to billing and save the session token (and the mesh CA) in the config dir.
     Login {
-        /// Billing base URL.
+        /// Billing base URL [default: the one of the last login, saved in the config dir].
         #[arg(long, env = "PLG_BILLING_URL")]
-        billing: String,
+        billing: Option<String>,
         /// Account email.
         #[arg(long, env = "PLG_EMAIL")]
         email: String,
@@ -363,6 +363,13 @@ async fn run(command: Command) -> Result<()> {
             password_stdin,
             register,
         } => {
+            let billing = match billing.or_else(|| saved_billing_url(&dir)) {
+                Some(b) => b,
+                None => bail!(
+                    "which billing? The first login needs --billing URL (or PLG_BILLING_URL); \
+                     later ones reuse it"
+                ),
+            };
             let pw = password(password_stdin)?;
             let mut client = BillingClient::new(&billing);
             if register {
@@ -374,6 +381,7 @@ async fn run(command: Command) -> Result<()> {
             }
             let (token, ttl) = client.login(&email, &pw).await.context("login failed")?;
             let mesh = client.mesh().await.context("fetching the mesh CA")?;
+            save_billing_url(&dir, &billing)?;
             Credentials {
                 billing_url: billing,
                 email: email.clone(),

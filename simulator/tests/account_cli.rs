@@ -111,6 +111,38 @@ fn status_subscribe_and_their_errors_speak_plainly() {
     assert!(!out.status.success());
     assert!(t.contains("plg sessions"), "{t}");
 
+    // Log out and in again: the billing URL is remembered, no --billing needed.
+    assert!(plg(&config, &["logout"]).status.success());
+    let mut login = Command::new(bin("plg"))
+        .args([
+            "login",
+            "--email",
+            "account@example.com",
+            "--password-stdin",
+        ])
+        .env("PLG_CONFIG_DIR", &config)
+        .env_remove("PLG_BILLING_URL")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    login
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"a long enough password\n")
+        .unwrap();
+    let out = login.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&plg(&config, &["status"])).contains(&format!("at {url}")));
+    // A first login anywhere else must name its billing.
+    let fresh = dir.path().join("fresh");
+    let out = plg(&fresh, &["login", "--email", "x@example.com"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("--billing URL"), "{}", text(&out));
+
     billing.signal("TERM");
     assert!(billing.wait_exit());
 }
