@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { HISTORY, pushTick } from "./context";
 import { activeRoutes, slots } from "./views/dashboard";
-import { categoryLabel, hue, initials } from "./views/games";
+import { categoryLabel, hue, initials, retryDelay } from "./views/games";
 import { relayNames } from "./views/route";
 import type { Tick } from "./types";
 
@@ -53,5 +53,9 @@ describe("views", () => {
     expect(categoryLabel("mmo")).toBe("MMO");
     expect(categoryLabel("battle-royale")).toBe("Battle royale");
     expect(categoryLabel("shooter")).toBe("Shooter");
+  });
+
+  it("retries an unreachable billing with backoff, capped at a minute", () => {
+    expect([0, 1, 2, 3, 4, 5, 6, 20].map(retryDelay)).toEqual([2, 4, 8, 16, 32, 60, 60, 60]);
   });
 });

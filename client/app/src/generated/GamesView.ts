@@ -12,4 +12,9 @@ games: Array<GameView>,
 /**
  * Every category in the catalog, sorted.
  */
-categories: Array<string>, };
+categories: Array<string>, 
+/**
+ * Billing cannot be reached: this is the catalog saved at the last successful fetch
+ * (Unix seconds of that fetch), and the screen keeps retrying.
+ */
+offline_since: number | null, };

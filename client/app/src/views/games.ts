@@ -31,15 +31,51 @@ function pick(ctx: Ctx, g: { slug: string; name: string }): void {
   ctx.go("route");
 }
 
-/** Catalog grid with search, categories and the "running" badge. */
+/** Seconds to wait before the `attempt`-th retry (from 0): 2, 4, 8, … capped at 60. */
+export function retryDelay(attempt: number): number {
+  return Math.min(60, 2 ** Math.min(attempt + 1, 6));
+}
+
+/** Catalog grid with search, categories and the "running" badge. When billing cannot be
+ * reached it shows the saved catalog (or says so) and retries with backoff until it answers. */
 export function games(ctx: Ctx): HTMLElement {
   const grid = h("div", { class: "grid", "data-testid": "games-grid" }, h("p", { class: "muted" }, t("common.loading")));
   const chips = h("div", { class: "chips" });
   const count = h("span", { class: "muted small" });
   const banner = h("div", {});
+  const offline = h("div", {});
+  let attempt = 0;
+  let retry: ReturnType<typeof setTimeout> | undefined;
+  /** Shows `text(s)` with a countdown and a "try now" button; loads again when it runs out. */
+  const scheduleRetry = (into: HTMLElement, text: (s: number) => string) => {
+    clearTimeout(retry);
+    let left = retryDelay(attempt++);
+    const line = h("span", {}, text(left));
+    mount(
+      into,
+      h("div", { class: "banner warn", "data-testid": "games-offline" }, line,
+        h("button", { class: "btn small", "data-testid": "games-retry", onclick: () => { clearTimeout(retry); void load(); } }, t("games.retry"))),
+    );
+    const tick = () => {
+      // Stop when the screen is gone.
+      if (!into.isConnected) return;
+      if (--left <= 0) return void load();
+      line.textContent = text(left);
+      retry = setTimeout(tick, 1000);
+    };
+    retry = setTimeout(tick, 1000);
+  };
   const load = async () => {
+    clearTimeout(retry);
     try {
       const r = await ctx.bridge.call("games", { search, category });
+      if (r.offline_since != null) {
+        const when = new Date(r.offline_since * 1000).toLocaleString();
+        scheduleRetry(offline, (s) => t("games.offline_cached", { when, s }));
+      } else {
+        attempt = 0;
+        mount(offline);
+      }
       mount(
         chips,
         ...["", ...r.categories].map((c) =>
@@ -71,7 +107,13 @@ export function games(ctx: Ctx): HTMLElement {
         ),
       );
     } catch (e) {
-      mount(grid, h("p", { class: "form-error" }, toCmdError(e).message));
+      const err = toCmdError(e);
+      if (err.code === "billing_unreachable") {
+        mount(grid);
+        scheduleRetry(offline, (s) => t("games.offline", { s }));
+      } else {
+        mount(grid, h("p", { class: "form-error" }, err.message));
+      }
     }
   };
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -88,5 +130,5 @@ export function games(ctx: Ctx): HTMLElement {
     },
   });
   void load();
-  return h("div", { class: "page" }, h("header", { class: "page-head" }, h("h1", {}, t("games.title")), count), banner, h("div", { class: "toolbar" }, input, chips), grid);
+  return h("div", { class: "page" }, h("header", { class: "page-head" }, h("h1", {}, t("games.title")), count), offline, banner, h("div", { class: "toolbar" }, input, chips), grid);
 }

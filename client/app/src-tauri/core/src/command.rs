@@ -179,6 +179,10 @@ pub struct GamesView {
     pub games: Vec<GameView>,
     /// Every category in the catalog, sorted.
     pub categories: Vec<String>,
+    /// Billing cannot be reached: this is the catalog saved at the last successful fetch
+    /// (Unix seconds of that fetch), and the screen keeps retrying.
+    #[ts(type = "number | null")]
+    pub offline_since: Option<u64>,
 }
 
 /// Declares [`Reply`] (one variant per command, serialized bare) and, for TypeScript,

@@ -35,12 +35,27 @@ impl CmdError {
     }
 }
 
+/// What the gamer reads when billing cannot be reached (the library's error chain goes to the
+/// log, not the screen).
+pub const UNREACHABLE: &str =
+    "Can't reach the PLG service. Check your internet connection; the app keeps trying.";
+
 impl From<BillingError> for CmdError {
     fn from(e: BillingError) -> Self {
-        match &e {
-            BillingError::Api { code, .. } => CmdError::new(code, e.to_string()),
-            BillingError::Unreachable { .. } => CmdError::new("billing_unreachable", e.to_string()),
-            BillingError::Protocol(_) => CmdError::new("billing_protocol", e.to_string()),
+        match e {
+            // Billing's own sentence, without the code and HTTP status around it.
+            BillingError::Api { code, message, .. } => CmdError::new(&code, message),
+            BillingError::Unreachable { url, source } => {
+                tracing::warn!(%url, error = %source, "billing unreachable");
+                CmdError::new("billing_unreachable", UNREACHABLE)
+            }
+            BillingError::Protocol(detail) => {
+                tracing::warn!(%detail, "unexpected answer from billing");
+                CmdError::new(
+                    "billing_protocol",
+                    "The PLG service answered something this app does not understand: update the app.",
+                )
+            }
         }
     }
 }
@@ -53,11 +68,13 @@ impl From<plg_client::ConnectError> for CmdError {
 
 impl From<anyhow::Error> for CmdError {
     fn from(e: anyhow::Error) -> Self {
-        let code = match e.downcast_ref::<BillingError>() {
-            Some(BillingError::Api { code, .. }) => code.as_str(),
-            Some(BillingError::Unreachable { .. }) => "billing_unreachable",
-            _ => "failed",
-        };
-        CmdError::new(code, format!("{e:#}"))
+        match e.downcast_ref::<BillingError>() {
+            Some(BillingError::Api { code, message, .. }) => CmdError::new(code, message.clone()),
+            Some(BillingError::Unreachable { .. }) => {
+                tracing::warn!(error = %format!("{e:#}"), "billing unreachable");
+                CmdError::new("billing_unreachable", UNREACHABLE)
+            }
+            _ => CmdError::new("failed", format!("{e:#}")),
+        }
     }
 }

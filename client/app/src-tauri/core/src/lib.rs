@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use plg_client::credentials::Credentials;
-use plg_client::{BillingClient, Controller, detect};
+use plg_client::{BillingClient, BillingError, Controller, detect};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{Mutex, broadcast};
@@ -162,6 +162,27 @@ pub struct App {
     default_billing: String,
     events: broadcast::Sender<AppEvent>,
     inner: Mutex<Inner>,
+}
+
+/// The games screen's view of `games`: filtered by `q`, running ones flagged.
+fn games_view(
+    games: &[GameInfo],
+    detected: &[String],
+    q: &GamesQuery,
+    offline_since: Option<u64>,
+) -> GamesView {
+    let list = account::filter_games(games, &q.search, &q.category)
+        .into_iter()
+        .map(|g| GameView::new(g, detected.contains(&g.slug)))
+        .collect();
+    let mut categories: Vec<String> = games.iter().filter_map(|g| g.category.clone()).collect();
+    categories.sort_unstable();
+    categories.dedup();
+    GamesView {
+        games: list,
+        categories,
+        offline_since,
+    }
 }
 
 /// Unix seconds now.
@@ -343,28 +364,36 @@ impl App {
         was
     }
 
-    /// The catalog (fetched once per login), filtered, with a `running` flag per game.
+    /// The catalog (fetched once per login), filtered, with a `running` flag per game. Each
+    /// successful fetch is saved (`catalog.json`); when billing cannot be reached the saved
+    /// one is shown, marked offline, and the next call tries billing again.
     async fn games(&self, q: GamesQuery) -> Result<GamesView, CmdError> {
         let account = self.account().await?;
         let cached = !self.inner.lock().await.games.is_empty();
+        let mut offline_since = None;
         if !cached {
             // Fetched without holding the lock: billing may be slow or down.
-            let games = account.games(None).await?;
-            self.inner.lock().await.games = games;
+            match account.games(None).await {
+                Ok(games) => {
+                    if let Err(e) = account::save_catalog(&self.dir, &games, unix_now()) {
+                        tracing::warn!(error = %format!("{e:#}"), "cannot save the catalog");
+                    }
+                    self.inner.lock().await.games = games;
+                }
+                Err(e @ BillingError::Unreachable { .. }) => {
+                    tracing::warn!(error = %e, "billing unreachable; showing the saved catalog");
+                    let Some((saved_at, games)) = account::load_catalog(&self.dir) else {
+                        return Err(e.into());
+                    };
+                    offline_since = Some(saved_at);
+                    let inner = self.inner.lock().await;
+                    return Ok(games_view(&games, &inner.detected, &q, offline_since));
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         let inner = self.inner.lock().await;
-        let games = account::filter_games(&inner.games, &q.search, &q.category)
-            .into_iter()
-            .map(|g| GameView::new(g, inner.detected.contains(&g.slug)))
-            .collect();
-        let mut categories: Vec<String> = inner
-            .games
-            .iter()
-            .filter_map(|g| g.category.clone())
-            .collect();
-        categories.sort_unstable();
-        categories.dedup();
-        Ok(GamesView { games, categories })
+        Ok(games_view(&inner.games, &inner.detected, &q, offline_since))
     }
 
     /// Shows where a session for `game` would go: billing's live nodes, probed. A preview:

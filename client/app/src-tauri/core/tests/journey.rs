@@ -207,7 +207,23 @@ async fn sign_up_connect_live_numbers_disconnect() {
     assert_eq!(st["account"]["email"], email);
     assert_eq!(again.status_line().await, "Не подключено");
 
+    // Billing goes away: a new instance still shows the catalog saved at the last fetch,
+    // marked offline, and errors read as sentences, not library chains.
+    mesh.stop().await;
+    let offline = App::new(dir.path().to_owned(), "http://unused");
+    let games = offline.call("games", json!({})).await.unwrap();
+    assert!(games["offline_since"].as_u64().is_some(), "{games}");
+    assert!(games["games"].as_array().unwrap().len() > 10);
+    let e = offline.call("me", Value::Null).await.unwrap_err();
+    assert_eq!(e.code, "billing_unreachable");
+    assert_eq!(e.message, plg_app_core::error::UNREACHABLE);
+    // Without a saved catalog there is nothing to show: the error says so plainly.
+    std::fs::remove_file(dir.path().join("catalog.json")).unwrap();
+    let bare = App::new(dir.path().to_owned(), "http://unused");
+    let e = bare.call("games", json!({})).await.unwrap_err();
+    assert_eq!(e.code, "billing_unreachable");
+    assert!(!e.message.contains("error sending request"), "{e:?}");
+
     app.call("sign_out", Value::Null).await.unwrap();
     assert!(app.call("state", Value::Null).await.unwrap()["account"].is_null());
-    mesh.stop().await;
 }
