@@ -127,6 +127,19 @@ try {
     await shot(page, "route");
   });
 
+  await step("the whole route screen works at 1120×740 and 1366×768: Connect on screen, no sideways scroll", async () => {
+    for (const [width, height] of [[1120, 740], [1366, 768]]) {
+      await page.setViewportSize({ width, height });
+      await page.evaluate(() => window.scrollTo(0, 0));
+      const box = await page.getByTestId("connect").boundingBox();
+      check(box && box.y >= 0 && box.y + box.height <= height, `Connect inside the ${width}×${height} window without scrolling (${box ? Math.round(box.y + box.height) : "none"} px)`);
+      const wide = await page.evaluate(() => document.documentElement.scrollWidth);
+      check(wide <= width, `no horizontal scroll at ${width}×${height} (${wide} px)`);
+      await shot(page, `route-${width}x${height}`);
+    }
+    await page.setViewportSize({ width: 1280, height: 800 });
+  });
+
   let first;
   await step("connect → live numbers", async () => {
     await page.getByTestId("connect").click();

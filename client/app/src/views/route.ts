@@ -43,6 +43,8 @@ export function route(ctx: Ctx): HTMLElement {
         h("div", { class: "wire" }),
         h("div", { class: "hop" }, h("div", { class: "hop-icon" }, "◎"), h("div", { class: "small" }, r.game_name)),
       ),
+      // Right under the route, so it is on screen at the default 1120×740 window.
+      h("div", { class: "actions" }, error, connected ? null : connect),
       h("div", { class: "cols" },
         h("section", { class: "card" },
           h("h2", {}, t("route.nodes")),
@@ -80,7 +82,6 @@ export function route(ctx: Ctx): HTMLElement {
           h("p", { class: "mono small" }, r.destinations.join("  ")),
         ),
       ),
-      h("div", { class: "actions" }, error, connected ? null : connect),
     );
   };
   if (ctx.model.route && ctx.model.route.game === picked.slug) show(ctx.model.route);
