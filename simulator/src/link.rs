@@ -865,21 +865,27 @@ pub struct LinkConfig {
     pub trace: bool,
 }
 
+impl DirectionConfig {
+    /// Both directions with `impairment` and no schedule, each with its own stream derived
+    /// from `seed` (up: salt 0, down: salt 1).
+    pub fn pair(impairment: Impairment, seed: u64) -> (DirectionConfig, DirectionConfig) {
+        let one = |impairment, salt| DirectionConfig {
+            impairment,
+            seed: derive_seed(seed, salt),
+            schedule: vec![],
+        };
+        (one(impairment.clone(), 0), one(impairment, 1))
+    }
+}
+
 impl LinkConfig {
     /// A link to `upstream` with the same impairment both ways and seeds derived from `seed`.
     pub fn symmetric(upstream: SocketAddr, impairment: Impairment, seed: u64) -> LinkConfig {
+        let (up, down) = DirectionConfig::pair(impairment, seed);
         LinkConfig {
             upstream,
-            up: DirectionConfig {
-                impairment: impairment.clone(),
-                seed: derive_seed(seed, 0),
-                schedule: vec![],
-            },
-            down: DirectionConfig {
-                impairment,
-                seed: derive_seed(seed, 1),
-                schedule: vec![],
-            },
+            up,
+            down,
             trace: false,
         }
     }

@@ -75,18 +75,8 @@ pub struct LinkSpec {
 impl LinkSpec {
     /// The same impairment both ways, each direction with its own stream derived from `seed`.
     pub fn symmetric(impairment: Impairment, seed: u64) -> LinkSpec {
-        LinkSpec {
-            up: DirectionConfig {
-                impairment: impairment.clone(),
-                seed: derive_seed(seed, 0),
-                schedule: vec![],
-            },
-            down: DirectionConfig {
-                impairment,
-                seed: derive_seed(seed, 1),
-                schedule: vec![],
-            },
-        }
+        let (up, down) = DirectionConfig::pair(impairment, seed);
+        LinkSpec { up, down }
     }
 
     /// A copy whose streams are re-derived with `salt` (another session's copy of a path).
@@ -866,6 +856,21 @@ impl VirtualNet {
         hops
     }
 
+    /// Sends `bytes` over the exit ↔ game server leg (towards the server when `up`): the fixed
+    /// game delay, then the game-side segments.
+    fn game_leg(&mut self, up: bool, dest: Dest, bytes: Vec<u8>) {
+        let hops = self.game_hops(up);
+        self.push(
+            self.now + self.cfg.game_delay,
+            Packet::Transit {
+                hops,
+                next: 0,
+                dest,
+                bytes,
+            },
+        );
+    }
+
     /// The game-side hops (exit → game server when `up`).
     fn game_hops(&self, up: bool) -> Vec<Hop> {
         let mut hops: Vec<Hop> = self
@@ -1038,16 +1043,7 @@ impl VirtualNet {
         match core.handle_client(now, &mut bytes, from, |_| true, &mut out) {
             ClientOutcome::Forward { flow, payload, .. } => {
                 let payload = payload.to_vec();
-                let hops = self.game_hops(true);
-                self.push(
-                    now + self.cfg.game_delay,
-                    Packet::Transit {
-                        hops,
-                        next: 0,
-                        dest: Dest::Game { node, sess, flow },
-                        bytes: payload,
-                    },
-                );
+                self.game_leg(true, Dest::Game { node, sess, flow }, payload);
             }
             ClientOutcome::OpenFlow { flow, dst, .. } => {
                 core.flow_opened(flow, dst, (), now);
@@ -1179,16 +1175,7 @@ impl VirtualNet {
         let Some(g) = self.sessions[sess].game.as_mut() else {
             // The echo game: the server echoes after the exit → game leg.
             if let Some((node, flow)) = peer {
-                let hops = self.game_hops(false);
-                self.push(
-                    self.now + self.cfg.game_delay,
-                    Packet::Transit {
-                        hops,
-                        next: 0,
-                        dest: Dest::FromGame { node, sess, flow },
-                        bytes: payload,
-                    },
-                );
+                self.game_leg(false, Dest::FromGame { node, sess, flow }, payload);
             }
             return;
         };
@@ -1231,16 +1218,7 @@ impl VirtualNet {
         let Some((node, flow)) = self.sessions[sess].game.as_ref().and_then(|g| g.peer) else {
             return;
         };
-        let hops = self.game_hops(false);
-        self.push(
-            self.now + self.cfg.game_delay,
-            Packet::Transit {
-                hops,
-                next: 0,
-                dest: Dest::FromGame { node, sess, flow },
-                bytes: payload,
-            },
-        );
+        self.game_leg(false, Dest::FromGame { node, sess, flow }, payload);
     }
 
     /// The game client sends `payload` (through its PLG client, or directly).

@@ -6,7 +6,7 @@ mod common;
 
 use std::process::{Command, Output};
 
-use common::{bin, plg_login, start_billing_with};
+use common::{bin, plg_login, plg_login_with, start_billing_with};
 
 fn plg(config: &std::path::Path, args: &[&str]) -> Output {
     Command::new(bin("plg"))
@@ -113,28 +113,7 @@ fn status_subscribe_and_their_errors_speak_plainly() {
 
     // Log out and in again: the billing URL is remembered, no --billing needed.
     assert!(plg(&config, &["logout"]).status.success());
-    let mut login = Command::new(bin("plg"))
-        .args([
-            "login",
-            "--email",
-            "account@example.com",
-            "--password-stdin",
-        ])
-        .env("PLG_CONFIG_DIR", &config)
-        .env_remove("PLG_BILLING_URL")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    login
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"a long enough password\n")
-        .unwrap();
-    let out = login.wait_with_output().unwrap();
+    let out = plg_login_with(&["--email", "account@example.com"], &config);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&plg(&config, &["status"])).contains(&format!("at {url}")));
     // A first login anywhere else must name its billing.

@@ -210,18 +210,27 @@ impl Proc {
 /// The game `plg` commands in these tests run against: `plg login` a fresh account at `url`
 /// (with the trial: two sessions at once), its config in `config_dir`.
 pub fn plg_login(url: &str, email: &str, config_dir: &std::path::Path) {
+    let out = plg_login_with(
+        &["--billing", url, "--email", email, "--register"],
+        config_dir,
+    );
+    assert!(
+        out.status.success(),
+        "plg login: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `plg login ARGS --password-stdin` with the tests' password, its config in `config_dir`
+/// (`PLG_BILLING_URL` unset, so only ARGS or the saved config name the billing).
+pub fn plg_login_with(args: &[&str], config_dir: &std::path::Path) -> std::process::Output {
     use std::io::Write;
     let mut login = Command::new(bin("plg"))
-        .args([
-            "login",
-            "--billing",
-            url,
-            "--email",
-            email,
-            "--register",
-            "--password-stdin",
-        ])
+        .arg("login")
+        .args(args)
+        .arg("--password-stdin")
         .env("PLG_CONFIG_DIR", config_dir)
+        .env_remove("PLG_BILLING_URL")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -233,12 +242,7 @@ pub fn plg_login(url: &str, email: &str, config_dir: &std::path::Path) {
         .unwrap()
         .write_all(b"a long enough password\n")
         .unwrap();
-    let out = login.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "plg login: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    login.wait_with_output().unwrap()
 }
 
 /// A joined and running `plg-node` for the billing at `url` (data dir `dir/<name>`).
