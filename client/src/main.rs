@@ -677,18 +677,23 @@ async fn run(command: Command) -> Result<()> {
                 keep_alive: false,
                 ..ConnectRequest::new(&game)
             };
+            let mut shutdown = Shutdown::listen()?;
             let pb = spinner(format!("requesting a session ticket for {game}…"));
             let connected = Controller::connect_until(
                 billing,
                 creds.mesh_ca_pem.clone(),
                 req,
                 progress(&pb, false),
-                shutdown_signal(),
+                shutdown.recv(),
             )
             .await;
             pb.finish_and_clear();
             let ctl = connected?;
-            let result = bench_session(&ctl, seconds, rate).await;
+            // A signal stops the benchmark; the session is still closed cleanly.
+            let result = tokio::select! {
+                r = bench_session(&ctl, seconds, rate) => r,
+                _ = shutdown.recv() => Err(anyhow::anyhow!("benchmark stopped before it finished")),
+            };
             ctl.stop().await;
             result?;
         }
@@ -730,6 +735,8 @@ async fn run(command: Command) -> Result<()> {
                 protection: protected,
                 ..ConnectRequest::new(&game)
             };
+            // Listening starts before the ticket is asked for and lasts until `live` ends.
+            let mut shutdown = Shutdown::listen()?;
             let pb = spinner(format!("requesting a session ticket for {game}…"));
             // A signal while connecting gives up, and the session billing opened is released.
             let connected = Controller::connect_until(
@@ -737,7 +744,7 @@ async fn run(command: Command) -> Result<()> {
                 creds.mesh_ca_pem.clone(),
                 req,
                 progress(&pb, true),
-                shutdown_signal(),
+                shutdown.recv(),
             )
             .await;
             pb.finish_and_clear();
@@ -782,7 +789,7 @@ async fn run(command: Command) -> Result<()> {
                 }
             }
             let tui = !plain && std::io::stdout().is_terminal();
-            let outcome = live(ctl, tui).await;
+            let outcome = live(ctl, tui, &mut shutdown).await;
             println!("disconnected");
             outcome?;
         }
@@ -907,35 +914,60 @@ fn log_to_file() -> Option<PathBuf> {
 /// Unanswered probes (before any answer) after which a pinger gives up.
 const PING_GIVE_UP: u32 = 5;
 
-/// Resolves on Ctrl-C, SIGTERM or SIGHUP (a closed terminal): every way a user or the system
-/// asks `plg` to stop ends the session cleanly.
-async fn shutdown_signal() {
+/// Every way a user or the system asks `plg` to stop: Ctrl-C, SIGTERM, SIGHUP (a closed
+/// terminal). It listens from the moment it is made, so a signal that comes while nothing
+/// awaits it — between connecting and the live loop, say — is kept for the next `recv`, not
+/// lost (tokio keeps the handler installed, so a lost signal would leave `plg` running).
+struct Shutdown {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        async fn on(kind: SignalKind) {
-            match signal(kind) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending().await,
-            }
+    signals: [tokio::signal::unix::Signal; 3],
+    #[cfg(windows)]
+    ctrl_c: tokio::signal::windows::CtrlC,
+}
+
+impl Shutdown {
+    fn listen() -> Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let on = |kind: SignalKind| signal(kind).context("listening for signals");
+            Ok(Shutdown {
+                signals: [
+                    on(SignalKind::interrupt())?,
+                    on(SignalKind::terminate())?,
+                    on(SignalKind::hangup())?,
+                ],
+            })
         }
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = on(SignalKind::terminate()) => {}
-            _ = on(SignalKind::hangup()) => {}
+        #[cfg(windows)]
+        {
+            Ok(Shutdown {
+                ctrl_c: tokio::signal::windows::ctrl_c().context("listening for Ctrl-C")?,
+            })
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    /// Resolves when one of the signals came (since `listen` or the last `recv`).
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            let [int, term, hup] = &mut self.signals;
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+                _ = hup.recv() => {}
+            }
+        }
+        #[cfg(windows)]
+        {
+            self.ctrl_c.recv().await;
+        }
     }
 }
 
 /// The running `plg connect`: presentation only (dashboard or status lines, direct vs
 /// accelerated pings); the session itself is the [`Controller`]'s.
-async fn live(mut ctl: Controller, tui: bool) -> Result<()> {
+async fn live(mut ctl: Controller, tui: bool, shutdown: &mut Shutdown) -> Result<()> {
     let info = ctl.info();
     let route_of = |i: &plg_client::SessionInfo| format!("{} ({})", i.node.id, i.node.control_addr);
     let mut m = Monitor::new(
@@ -1006,12 +1038,10 @@ async fn live(mut ctl: Controller, tui: bool) -> Result<()> {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut ticks = 0u64;
     let mut result = Ok(());
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
     loop {
         let has_screen = screen.is_some();
         tokio::select! {
-            _ = &mut shutdown => break,
+            _ = shutdown.recv() => break,
             Some(()) = async {
                 match screen.as_mut() {
                     Some(s) => s.quit.recv().await,
