@@ -334,7 +334,7 @@ pub(crate) struct NodeView {
     /// Its fresh mesh RTT to each of the other offered nodes.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     mesh_rtt: std::collections::BTreeMap<String, crate::rtt::Leg>,
-    #[serde(skip)]
+    /// The name the operator gave at join (`fra-1`): what gamers see instead of the id.
     name: String,
     #[serde(skip)]
     priority: i64,

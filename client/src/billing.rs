@@ -63,6 +63,9 @@ pub struct TargetRtt {
 pub struct NodeInfo {
     /// Node id.
     pub id: String,
+    /// The name its operator gave at join (`fra-1`; empty from an older billing).
+    #[serde(default)]
+    pub name: String,
     /// TLS name in the node's certificate.
     pub server_name: String,
     /// Region label.
@@ -78,6 +81,17 @@ pub struct NodeInfo {
     /// The node's mesh RTT to other offered nodes, by node id.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub mesh_rtt: std::collections::BTreeMap<String, LegRtt>,
+}
+
+impl NodeInfo {
+    /// What a gamer sees: the operator's name for it (`fra-1`), else its id.
+    pub fn label(&self) -> &str {
+        if self.name.is_empty() {
+            &self.id
+        } else {
+            &self.name
+        }
+    }
 }
 
 /// Game summary in a session grant.

@@ -551,6 +551,7 @@ impl ClientConn {
             Err(OpenError::Replay(ReplayError::Duplicate)) => {
                 // The other path's copy: the path is alive even though the frame is not new.
                 self.sched.on_heard(now, path);
+                self.sched.on_copy(path, false);
                 s.duplicates.fetch_add(1, Ordering::Relaxed);
                 return None;
             }
@@ -579,6 +580,7 @@ impl ClientConn {
             self.sched.on_heard(now, path);
         }
         self.sched.on_delivered(now, h.seq);
+        self.sched.on_copy(path, true);
         match frame {
             Frame::Data { flow, payload } => {
                 let (key, f) = self.flows.get_by_id(flow)?;
@@ -1047,6 +1049,8 @@ mod tests {
         flows: std::collections::HashMap<u32, SocketAddr>,
         /// Data frames forwarded to game servers.
         forwarded: u64,
+        /// Send each answer to data on every path (one sealed copy), as a duplicating node does.
+        down_all: bool,
     }
 
     impl FakeNode {
@@ -1056,6 +1060,7 @@ mod tests {
                 up: vec![true; paths],
                 flows: std::collections::HashMap::new(),
                 forwarded: 0,
+                down_all: false,
             }
         }
 
@@ -1076,6 +1081,9 @@ mod tests {
                     let p = payload.to_vec();
                     self.session
                         .seal(h.path, &Frame::Data { flow, payload: &p }, &mut out);
+                    if self.down_all {
+                        return (0..self.up.len() as u8).map(|p| (p, out.clone())).collect();
+                    }
                     return vec![(h.path, out)];
                 }
                 Frame::Data { flow, .. } => Some(Frame::error(ErrorCode::UnknownFlow, flow)),
@@ -1297,6 +1305,27 @@ mod tests {
                 .iter()
                 .any(|(g, p)| *g == addr("127.0.0.1:9999") && p == b"y")
         );
+    }
+
+    #[test]
+    fn each_path_counts_the_copies_it_delivered_first() {
+        let mut net = Net::new(2, cfg(Redundancy::Duplicate), vec![]);
+        net.node.down_all = true;
+        let game = |_| (addr("127.0.0.1:5000"), addr("1.2.3.4:27015"));
+        let every = Some(Duration::from_millis(16));
+        net.run(Duration::from_secs(2), every, game);
+        let v = net.conn.paths_view(net.now);
+        let (p0, p1) = (v.paths[0], v.paths[1]);
+        let dups = net.conn.stats.duplicates.load(Ordering::Relaxed);
+        // Equal paths: path 0's copy is handled first, path 1's is the late one.
+        assert!(p0.first > 100 && p1.late > 100, "{p0:?} {p1:?}");
+        assert_eq!(p0.late + p1.late, dups);
+        // Path 0 dies: path 1 now delivers first.
+        net.node.up[0] = false;
+        let before = p1.first;
+        net.run(Duration::from_secs(2), every, game);
+        let p1 = net.conn.paths_view(net.now).paths[1];
+        assert!(p1.first >= before + 100, "{p1:?}");
     }
 
     #[test]

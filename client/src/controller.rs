@@ -68,6 +68,9 @@ pub struct ConnectRequest {
     pub game: String,
     /// Pin this exit node (it still fails over to the backup its ACCEPT names).
     pub node: Option<String>,
+    /// Only exits in this region (the catalog's region label, any case); `None`: anywhere.
+    /// Relays may be anywhere, and a failover may leave the region when no node in it is left.
+    pub region: Option<String>,
     /// Capture.
     pub capture: CaptureMode,
     /// Paths wanted (capped by the plan).
@@ -91,6 +94,7 @@ impl ConnectRequest {
         ConnectRequest {
             game: game.to_owned(),
             node: None,
+            region: None,
             capture: CaptureMode::Proxy {
                 listen: SocketAddr::from(([127, 0, 0, 1], 7777)),
                 server: None,
@@ -564,6 +568,23 @@ impl Controller {
             .filter(|n| req.node.as_ref().is_none_or(|id| n.id == *id))
             .cloned()
             .collect();
+        let in_region = |n: &NodeInfo| {
+            req.region
+                .as_ref()
+                .is_none_or(|r| n.region.eq_ignore_ascii_case(r))
+        };
+        if let Some(r) = &req.region
+            && !nodes.is_empty()
+            && !nodes.iter().any(in_region)
+        {
+            let mut have: Vec<&str> = nodes.iter().map(|n| n.region.as_str()).collect();
+            have.sort_unstable();
+            have.dedup();
+            return Err(ConnectError::NoNode(format!(
+                "no relay node in region {r} is online right now (nodes are in: {}); pick another region or Auto",
+                have.join(", ")
+            )));
+        }
         if nodes.is_empty() {
             return Err(ConnectError::NoNode(match &req.node {
                 Some(id) => format!(
@@ -593,9 +614,14 @@ impl Controller {
             direct_probe(server, grant.game.query.as_deref(), 3),
         );
         let m = route::measurements(&all, direct.as_ref(), server.map(|s| s.ip()));
-        let chosen = match &req.node {
-            Some(id) => route::choose_exit(&m, id),
-            None => route::choose(&m, None),
+        let chosen = match (&req.node, &req.region) {
+            (Some(id), _) => route::choose_exit(&m, id),
+            // The best exit inside the region, by the same ranking.
+            (None, Some(_)) => exit_order(&all, route::choose(&m, None).as_ref(), None)
+                .iter()
+                .find(|c| in_region(&c.node))
+                .and_then(|c| route::choose_exit(&m, &c.node.id)),
+            (None, None) => route::choose(&m, None),
         };
         let verdict = chosen.as_ref().map_or_else(
             || "no relay node answered: acceleration is not available right now".to_owned(),
@@ -604,7 +630,8 @@ impl Controller {
         progress(Progress::Advice(verdict.clone()));
         progress(Progress::Opening);
         let ticket = grant.ticket_bytes()?;
-        let order = exit_order(&all, chosen.as_ref(), req.node.as_deref());
+        let mut order = exit_order(&all, chosen.as_ref(), req.node.as_deref());
+        order.retain(|c| in_region(&c.node));
         let (node, tunnel) = open_ranked(&order, &ca_pem, &ticket).await?;
         let tunnel = tunnel.with_protection(req.protection);
         let allowed = tunnel.accept.max_paths.max(1);

@@ -117,6 +117,10 @@ enum Command {
         /// Use this node id instead of the best-probing one.
         #[arg(long)]
         node: Option<String>,
+        /// Only exits in this region (a region `plg nodes` shows, e.g. eu-central); the best
+        /// node there is used.
+        #[arg(long, conflicts_with = "node")]
+        region: Option<String>,
         /// Redundancy policy: single (best path), duplicate (every path), adaptive
         /// (single while clean, duplicate when loss is seen).
         #[arg(long, default_value = "adaptive", value_parser = parse_redundancy)]
@@ -707,6 +711,7 @@ async fn run(command: Command) -> Result<()> {
             to,
             mode,
             node,
+            region,
             redundancy,
             paths,
             protected,
@@ -729,6 +734,7 @@ async fn run(command: Command) -> Result<()> {
             };
             let req = ConnectRequest {
                 node,
+                region,
                 capture,
                 paths,
                 redundancy,

@@ -131,6 +131,10 @@ pub struct PathStats {
     pub probes_answered: u64,
     /// Whether the path is currently suspected dead.
     pub suspect: bool,
+    /// Frames from the node whose first copy arrived on this path.
+    pub first: u64,
+    /// Copies that arrived on this path after another path's (dropped as duplicates).
+    pub late: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -411,6 +415,17 @@ impl PathScheduler {
         if let Some(p) = self.paths.get_mut(path as usize) {
             p.last_heard = p.last_heard.max(now);
             p.stats.suspect = false;
+        }
+    }
+
+    /// A frame from the node arrived on `path`: the first copy (`first`) or a later one.
+    pub fn on_copy(&mut self, path: u8, first: bool) {
+        if let Some(p) = self.paths.get_mut(path as usize) {
+            if first {
+                p.stats.first += 1;
+            } else {
+                p.stats.late += 1;
+            }
         }
     }
 

@@ -124,7 +124,19 @@ try {
     check((await rows.first().innerText()).includes("Recommended exit"), "first node recommended");
     const planned = await page.getByTestId("route-paths").innerText();
     check(/Path 0: straight to/.test(planned) && /Path 1: through node-/.test(planned), `second path through another node (${planned.replace(/\n/g, " / ")})`);
+    const map = await page.getByTestId("route-map").innerText();
+    check(/node-\d/.test(map) && !/node-[0-9a-f]{12}/.test(map), `the route picture names nodes by their names, not ids (${map.replace(/\n/g, " / ")})`);
+    check((await page.getByTestId("map-path").count()) === 2, "the picture draws both paths");
     await shot(page, "route");
+  });
+
+  await step("region picker: Auto or a region with nodes; picking one previews the route there", async () => {
+    const options = await page.getByTestId("region").locator("option").allInnerTexts();
+    check(options.length === 2 && /Auto/.test(options[0]) && options[1] === "local", `choices: ${options.join(", ")}`);
+    await page.getByTestId("region").selectOption("local");
+    await page.getByTestId("route-nodes").locator("tbody tr").first().waitFor();
+    check((await page.getByTestId("region").inputValue()) === "local", "the pick is kept");
+    check((await page.getByTestId("route-nodes").locator("tbody tr").first().innerText()).includes("Recommended exit"), "an exit is recommended in the region");
   });
 
   await step("the whole route screen works at 1120×740 and 1366×768: Connect on screen, no sideways scroll", async () => {
@@ -159,9 +171,30 @@ try {
     const paths = await page.getByTestId("paths").innerText();
     check(/Path 0/.test(paths) && /Path 1/.test(paths), "both paths listed");
     check(/straight to the exit/.test(paths) && /through node-/.test(paths), "path 1 relayed by another node");
+    const map = await page.getByTestId("route-map").innerText();
+    check(/% first/.test(map), `the picture shows which path delivered first (${map.replace(/\n/g, " / ")})`);
     await page.setViewportSize({ width: 1280, height: 1000 });
     await shot(page, "dashboard");
     await page.setViewportSize({ width: 1280, height: 800 });
+  });
+
+  await step("failover: the exit dies, the labels follow the session to the other node", async () => {
+    const state = await (await fetch(`${bridge.url}/api/call/state`, { method: "POST" })).json();
+    const exit = state.session.node;
+    const before = await text(page, "session-via");
+    check(before.includes(exit.name), `header names the exit ${exit.name} (${before})`);
+    const killed = await fetch(`${bridge.url}/test/kill-node`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ control_addr: exit.control_addr }) });
+    check(killed.status === 204, `exit ${exit.name} killed (${killed.status})`);
+    await page.waitForFunction((name) => !(document.querySelector('[data-testid="session-via"]')?.textContent ?? name).includes(name), exit.name, { timeout: 30_000 });
+    const after = await text(page, "session-via");
+    // (The events list, in the same card, rightly still names the dead node.)
+    const paths = (await page.getByTestId("path-route").allInnerTexts()).join(" / ");
+    const map = await page.getByTestId("route-map").innerText();
+    check(/node-\d/.test(after) && !paths.includes(exit.name) && !map.includes(exit.name), `header, paths and picture follow: ${after} / ${paths} / ${map.replace(/\n/g, " / ")}`);
+    check((await page.getByTestId("events").innerText()).length > 0, "the failover is in the events");
+    await page.getByTestId("chart-mark").first().waitFor({ state: "attached", timeout: 15_000 });
+    check((await page.getByTestId("chart-mark").count()) > 0, "and marked on the charts' timeline");
+    await shot(page, "failover");
   });
 
   await step("disconnect → before/after summary", async () => {
@@ -170,6 +203,9 @@ try {
     const s = await page.getByTestId("summary").innerText();
     check(/Before \(direct\)/i.test(s) && /After \(PLG\)/i.test(s), "summary compares before and after");
     check((await text(page, "conn-status")).includes("Not connected"), "sidebar says not connected");
+    await page.getByTestId("history").locator("tbody tr").first().waitFor();
+    const row = await page.getByTestId("history").locator("tbody tr").first().innerText();
+    check(/Local demo game/.test(row) && /ms/.test(row), `the session is in the history with before/after (${row.replace(/\s+/g, " ")})`);
     await shot(page, "summary");
   });
 

@@ -46,8 +46,15 @@ function el(name: string, attrs: Record<string, string | number>): SVGElement {
   return e;
 }
 
-/** A chart of `series` over the last `slots` seconds with a y axis in `unit`. */
-export function lineChart(series: Series[], slots: number, unit: string, floor = 1): SVGSVGElement {
+/** An event on the timeline: at value index `at` of the series (a failover, a re-route). */
+export interface Mark {
+  at: number;
+  label: string;
+}
+
+/** A chart of `series` over the last `slots` seconds with a y axis in `unit`, and `marks`
+ * as dashed vertical lines (hover shows what happened). */
+export function lineChart(series: Series[], slots: number, unit: string, floor = 1, marks: Mark[] = []): SVGSVGElement {
   const W = 520;
   const H = 150;
   const pad = { l: 44, r: 8, t: 8, b: 18 };
@@ -66,6 +73,17 @@ export function lineChart(series: Series[], slots: number, unit: string, floor =
   const g = el("g", { transform: `translate(${pad.l},${pad.t})` });
   for (const s of series) {
     g.appendChild(el("path", { d: linePath(s.values, slots, w, h, max), stroke: s.color, class: "line" }));
+  }
+  const len = series[0]?.values.length ?? 0;
+  const step = slots > 1 ? w / (slots - 1) : 0;
+  for (const m of marks) {
+    const x = (slots - len + m.at) * step;
+    if (x < 0 || x > w) continue;
+    const line = el("line", { x1: x, x2: x, y1: 0, y2: h, class: "mark", "data-testid": "chart-mark" });
+    const title = el("title", {});
+    title.textContent = m.label;
+    line.appendChild(title);
+    g.appendChild(line);
   }
   svg.appendChild(g);
   const t = el("text", { x: W - pad.r, y: H - 4, class: "axis", "text-anchor": "end" });

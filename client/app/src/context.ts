@@ -16,7 +16,7 @@ export interface Model {
   picked: { slug: string; name: string } | null;
   route: RouteView | null;
   /** Recent notices, newest first, with the local time they came. */
-  notices: (Notice & { at: string })[];
+  notices: (Notice & { at: string; secs?: number })[];
 }
 
 export const HISTORY = 60;

@@ -137,7 +137,8 @@ function onEvent(ev: AppEvent): void {
       render();
       break;
     case "notice":
-      model.notices = [{ ...ev.data, at: new Date().toLocaleTimeString() }, ...model.notices].slice(0, 20);
+      // `secs`: where on the session's timeline it came (the charts mark it there).
+      model.notices = [{ ...ev.data, at: new Date().toLocaleTimeString(), secs: model.session ? model.ticks[model.ticks.length - 1]?.secs : undefined }, ...model.notices].slice(0, 20);
       // Minor notices (a primary path change) only go to the dashboard's event list.
       if (ev.data.notify) ctx.toast(ev.data.title, ev.data.body, ev.data.kind === "destination_refused" || ev.data.kind === "node_lost" ? "error" : "info");
       refreshDashboard();

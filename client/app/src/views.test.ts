@@ -10,7 +10,7 @@ const tick = (secs: number, states: ("up" | "suspect" | "waiting")[] = []): Tick
   node_rtt_ms: null,
   primary: 0,
   duplicating: false,
-  paths: states.map((state, id) => ({ id, state, rtt_ms: 1, rttvar_ms: 0, loss_pct: 0, probes_answered: 1, probes_sent: 1 })),
+  paths: states.map((state, id) => ({ id, state, rtt_ms: 1, rttvar_ms: 0, loss_pct: 0, probes_answered: 1, probes_sent: 1, first: 0, late: 0 })),
   packets_up: 0,
   packets_down: 0,
   bytes_up: 0,
@@ -25,7 +25,8 @@ const tick = (secs: number, states: ("up" | "suspect" | "waiting")[] = []): Tick
 
 describe("views", () => {
   it("names each relay of a route once, skipping direct paths", () => {
-    expect(relayNames({ relays: [null, "node-2", "node-3", "node-2"] })).toEqual(["node-2", "node-3"]);
+    const n = (name: string) => ({ id: `id-${name}`, name, server_name: "", region: "eu", control_addr: "", data_addr: "" });
+    expect(relayNames({ relays: [null, n("fra-2"), n("ams-1"), n("fra-2")] })).toEqual(["fra-2", "ams-1"]);
     expect(relayNames({ relays: [null, null] })).toEqual([]);
   });
 

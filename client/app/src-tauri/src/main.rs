@@ -186,7 +186,11 @@ fn main() {
                         "connect" => {
                             tauri::async_runtime::spawn(async move {
                                 let game = core.settings().await.last_game;
-                                let connect = Command::Connect(GameArgs { game, node: None });
+                                let connect = Command::Connect(GameArgs {
+                                    game,
+                                    node: None,
+                                    region: None,
+                                });
                                 if let Err(e) = core.handle(connect).await {
                                     show_main(&app);
                                     let _ = app

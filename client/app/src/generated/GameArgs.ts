@@ -11,4 +11,9 @@ game: string,
 /**
  * The exit node to use instead of the best-ranked one.
  */
-node?: string, };
+node?: string, 
+/**
+ * Only exits in this region (one of the game's or the nodes' regions); none: the best
+ * anywhere.
+ */
+region?: string, };

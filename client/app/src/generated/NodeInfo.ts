@@ -9,6 +9,10 @@ export type NodeInfo = {
  */
 id: string, 
 /**
+ * The name its operator gave it (`fra-1`), else the id: what the window shows.
+ */
+name: string, 
+/**
  * TLS name in the node's certificate.
  */
 server_name: string, 

@@ -32,4 +32,12 @@ probes_answered: number,
 /**
  * Probes sent.
  */
-probes_sent: number, };
+probes_sent: number, 
+/**
+ * Frames from the node whose first copy came on this path.
+ */
+first: number, 
+/**
+ * Copies that came on this path after another path's.
+ */
+late: number, };

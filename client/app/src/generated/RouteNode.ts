@@ -9,6 +9,10 @@ export type RouteNode = {
  */
 id: string, 
 /**
+ * The name its operator gave it, else the id.
+ */
+name: string, 
+/**
  * Region label.
  */
 region: string, 

@@ -37,7 +37,7 @@ paths: number,
 /**
  * For each path, the node relaying it to the exit (`None`: straight to the exit).
  */
-relays: Array<string | null>, 
+relays: Array<NodeInfo | null>, 
 /**
  * Redundancy policy.
  */

@@ -45,4 +45,25 @@ after: Average | null,
 /**
  * Why it ended.
  */
-ended_by: EndedBy, };
+ended_by: EndedBy, 
+/**
+ * The exit at the end (its name) and region.
+ */
+exit: string, 
+/**
+ * See `exit`.
+ */
+region: string, 
+/**
+ * Game ping straight to the server, median ms, from the shadow probe (any game whose
+ * server answers probes).
+ */
+direct_ms: number | null, 
+/**
+ * Game ping through PLG, median ms (client↔exit plus the exit's exit→game figure).
+ */
+plg_ms: number | null, 
+/**
+ * How much lower PLG was, percent (negative: higher).
+ */
+reduction_percent: number | null, };

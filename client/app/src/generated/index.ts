@@ -11,6 +11,8 @@ export type { GameArgs } from "./GameArgs";
 export type { GameView } from "./GameView";
 export type { GamesQuery } from "./GamesQuery";
 export type { GamesView } from "./GamesView";
+export type { HistoryEntry } from "./HistoryEntry";
+export type { HistoryQuery } from "./HistoryQuery";
 export type { Language } from "./Language";
 export type { NodeInfo } from "./NodeInfo";
 export type { Notice } from "./Notice";

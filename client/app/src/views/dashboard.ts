@@ -1,11 +1,13 @@
-import { toCmdError } from "../bridge";
-import { lineChart, type Series } from "../chart";
+import { explain } from "../errors";
+import { lineChart, type Mark, type Series } from "../chart";
 import type { Ctx } from "../context";
 import { HISTORY } from "../context";
 import { h } from "../dom";
 import { bytes, delta, duration, ms, pct } from "../format";
 import { t } from "../i18n";
 import type { Summary, Tick } from "../types";
+import { historyCard } from "./history";
+import { firstShares, hopLabel, routeMap } from "./routemap";
 
 const DIRECT = "#f59e0b";
 const ACCEL = "#22c55e";
@@ -29,9 +31,9 @@ export function slots(ticks: number): number {
   return Math.min(HISTORY, Math.max(10, ticks));
 }
 
-function chartCard(title: string, series: Series[], unit: string, floor: number, testid: string): HTMLElement {
+function chartCard(title: string, series: Series[], unit: string, floor: number, testid: string, marks: Mark[] = []): HTMLElement {
   const n = slots(series[0]?.values.length ?? 0);
-  return h("section", { class: "card chart-card", "data-testid": testid }, h("div", { class: "chart-head" }, h("h2", {}, title), legend(series)), lineChart(series, n, unit, floor));
+  return h("section", { class: "card chart-card", "data-testid": testid }, h("div", { class: "chart-head" }, h("h2", {}, title), legend(series)), lineChart(series, n, unit, floor, marks));
 }
 
 function summaryCard(s: Summary): HTMLElement {
@@ -65,7 +67,7 @@ function summaryCard(s: Summary): HTMLElement {
 export function dashboard(ctx: Ctx): HTMLElement {
   const s = ctx.model.session;
   if (!s) {
-    return h("div", { class: "page" }, h("header", { class: "page-head" }, h("h1", {}, t("dash.title"))), ctx.model.summary ? summaryCard(ctx.model.summary) : h("p", { class: "muted", "data-testid": "no-session" }, t("dash.none")));
+    return h("div", { class: "page" }, h("header", { class: "page-head" }, h("h1", {}, t("dash.title"))), ctx.model.summary ? summaryCard(ctx.model.summary) : h("p", { class: "muted", "data-testid": "no-session" }, t("dash.none")), historyCard(ctx));
   }
   const ticks = ctx.model.ticks;
   const last = ticks[ticks.length - 1];
@@ -78,11 +80,17 @@ export function dashboard(ctx: Ctx): HTMLElement {
       ctx.model.summary = summary;
       ctx.render();
     } catch (e) {
-      ctx.toast(t("common.error"), toCmdError(e).message, "error");
+      ctx.toast(t("common.error"), explain(e), "error");
       disconnect.removeAttribute("disabled");
     }
   });
   const probing = s.probing;
+  const shares = last ? firstShares(last.paths) : [];
+  // Events on the charts' timeline: where in the shown ticks each came.
+  const marks = ctx.model.notices
+    .filter((n) => n.secs != null)
+    .map((n) => ({ at: ticks.findIndex((k) => k.secs >= n.secs!), label: n.title }))
+    .filter((m) => m.at >= 0);
   const routes = activeRoutes(last);
   const primary = last?.paths.find((p) => p.id === last.primary);
   const viaExit = !probing && last?.via_exit_ms != null;
@@ -100,7 +108,7 @@ export function dashboard(ctx: Ctx): HTMLElement {
     "div",
     { class: "page" },
     h("header", { class: "page-head" },
-      h("div", {}, h("h1", { "data-testid": "session-game" }, s.game_name), h("div", { class: "muted small" }, t("dash.via", { node: `${s.node.id}${s.node.region ? ` (${s.node.region})` : ""}`, capture: s.capture }))),
+      h("div", {}, h("h1", { "data-testid": "session-game" }, s.game_name), h("div", { class: "muted small", "data-testid": "session-via" }, t("dash.via", { node: hopLabel(s.node), capture: s.capture }))),
       h("div", { class: "head-right" }, h("span", { class: "timer mono", "data-testid": "duration" }, duration(last?.secs ?? 0)), disconnect),
     ),
     s.local_addr && !probing ? h("div", { class: "banner" }, t("dash.point", { addr: s.local_addr })) : null,
@@ -111,6 +119,14 @@ export function dashboard(ctx: Ctx): HTMLElement {
       stat(t("dash.traffic"), `↑ ${bytes(last?.bytes_up ?? 0)}`, `↓ ${bytes(last?.bytes_down ?? 0)} · ${last?.packets_up ?? 0}/${last?.packets_down ?? 0} pkts`, "stat-traffic"),
     ),
     last?.verdict ? h("p", { class: "muted small", "data-testid": "route-verdict" }, last.verdict) : null,
+    routeMap(
+      Array.from({ length: s.paths }, (_, i) => {
+        const p = last?.paths[i];
+        return { relay: s.relays[i] ?? null, first: last ? shares[i] : null, state: p?.state, primary: last?.primary === i };
+      }),
+      s.node,
+      s.game_name,
+    ),
     h("div", { class: "cols" },
       h("section", { class: "card paths", "data-testid": "paths" },
         h("h2", { "data-testid": "routes-active" }, routes === 1 ? t("dash.route1") : t("dash.routes", { n: routes })),
@@ -121,24 +137,24 @@ export function dashboard(ctx: Ctx): HTMLElement {
               h("span", { class: `dot ${p.state === "up" ? "live" : p.state === "suspect" ? "warn" : ""}` }),
               h("b", {}, t("dash.path", { n: p.id })),
               p.id === last!.primary ? h("span", { class: "badge live" }, t("dash.primary")) : null,
-              h("span", { class: "small", "data-testid": "path-route" }, s.relays?.[p.id] ? t("dash.path.via", { relay: s.relays[p.id]! }) : t("dash.path.direct")),
+              h("span", { class: "small", "data-testid": "path-route" }, s.relays?.[p.id] ? t("dash.path.via", { relay: hopLabel(s.relays[p.id]!) }) : t("dash.path.direct")),
               h("span", { class: "muted small" }, t(`dash.state.${p.state}`)),
               h("span", { class: "mono" }, ms(p.rtt_ms)),
               h("span", { class: "mono muted small" }, `${pct(p.loss_pct)} · ${t("dash.probes", { a: p.probes_answered, s: p.probes_sent })}`),
             ),
           ),
         ),
-        h("div", { class: "muted small" }, `${s.node.id} · ${s.node.data_addr}`),
+        h("div", { class: "muted small", title: s.node.id }, `${hopLabel(s.node)} · ${s.node.data_addr}`),
         h("h2", { class: "events-title" }, t("dash.events")),
         h("ul", { class: "events", "data-testid": "events" },
           ctx.model.notices.length === 0 ? h("li", { class: "muted small" }, t("dash.noevents")) : null,
           ctx.model.notices.slice(0, 4).map((n) => h("li", { class: "small" }, h("span", { class: "mono muted" }, n.at), " ", h("b", {}, n.title), " — ", n.body)),
         ),
       ),
-      chartCard(`${t("dash.ping")}${probing ? "" : ` — ${t("dash.node")}`}`, probing ? pair((x) => x.rtt_ms) : pathSeries((p) => p.rtt_ms), "ms", 1, "chart-ping"),
+      chartCard(`${t("dash.ping")}${probing ? "" : ` — ${t("dash.node")}`}`, probing ? pair((x) => x.rtt_ms) : pathSeries((p) => p.rtt_ms), "ms", 1, "chart-ping", marks),
     ),
     h("div", { class: "cols" },
-      chartCard(t("dash.loss"), probing ? pair((x) => x.loss_pct) : pathSeries((p) => p.loss_pct), "%", 5, "chart-loss"),
+      chartCard(t("dash.loss"), probing ? pair((x) => x.loss_pct) : pathSeries((p) => p.loss_pct), "%", 5, "chart-loss", marks),
       chartCard(t("dash.jitter"), probing ? pair((x) => x.jitter_ms) : pathSeries((p) => p.rttvar_ms), "ms", 0.5, "chart-jitter"),
     ),
     probing ? null : h("p", { class: "note" }, t("dash.noprobe")),

@@ -1,12 +1,32 @@
-import { toCmdError } from "../bridge";
+import { explain } from "../errors";
 import type { Ctx } from "../context";
 import { h, mount } from "../dom";
 import { t } from "../i18n";
 import type { RouteView } from "../types";
+import { historyCard } from "./history";
+import { routeMap } from "./routemap";
 
-/** The nodes relaying a route's paths, each once. */
+/** The nodes relaying a route's paths, each once, by name. */
 export function relayNames(r: Pick<RouteView, "relays">): string[] {
-  return [...new Set(r.relays.filter((x): x is string => x !== null))];
+  return [...new Set(r.relays.flatMap((x) => (x ? [x.name] : [])))];
+}
+
+/** The region picked for a game ("" = Auto), remembered on this computer. */
+export function pickedRegion(slug: string): string {
+  try {
+    return localStorage.getItem(`plg.region.${slug}`) ?? "";
+  } catch {
+    return "";
+  }
+}
+
+function rememberRegion(slug: string, region: string): void {
+  try {
+    if (region) localStorage.setItem(`plg.region.${slug}`, region);
+    else localStorage.removeItem(`plg.region.${slug}`);
+  } catch {
+    // Storage off: the pick lasts for this screen only.
+  }
 }
 
 /** Candidate nodes, the recommended exit, the relay paths and what improvement to expect. */
@@ -14,6 +34,7 @@ export function route(ctx: Ctx): HTMLElement {
   const picked = ctx.model.picked ?? (ctx.model.session ? { slug: ctx.model.session.game, name: ctx.model.session.game_name } : null);
   if (!picked) return h("div", { class: "page" }, h("h1", {}, t("route.title")), h("p", { class: "muted" }, t("route.pick")));
   const body = h("div", { class: "stack" }, h("p", { class: "muted" }, t("common.loading")));
+  const region = pickedRegion(picked.slug);
   const show = (r: RouteView) => {
     const connected = ctx.model.session;
     const connect = h("button", { class: "btn primary big", "data-testid": "connect" }, t("route.connect"));
@@ -23,28 +44,22 @@ export function route(ctx: Ctx): HTMLElement {
       connect.textContent = t("route.connecting");
       error.textContent = "";
       try {
-        ctx.model.session = await ctx.bridge.call("connect", { game: r.game, node: r.nodes[0]?.id });
+        ctx.model.session = await ctx.bridge.call("connect", { game: r.game, node: r.nodes[0]?.id, region: region || undefined });
         ctx.model.ticks = [];
         ctx.model.summary = null;
         ctx.model.route = null;
         ctx.go("dashboard");
       } catch (e) {
-        error.textContent = toCmdError(e).message;
+        error.textContent = explain(e);
         connect.removeAttribute("disabled");
         connect.textContent = t("route.connect");
       }
     });
     mount(
       body,
-      h("div", { class: "route-map card" },
-        h("div", { class: "hop" }, h("div", { class: "hop-icon" }, "▣"), h("div", { class: "small" }, "PC")),
-        h("div", { class: `wire${r.paths > 1 ? " double" : ""}` }, h("span", { class: "small muted" }, relayNames(r).length ? `⇄ ${relayNames(r).join(", ")}` : `${r.paths} × ⇄`)),
-        h("div", { class: "hop exit" }, h("div", { class: "hop-icon" }, "⬢"), h("div", { class: "small" }, r.nodes[0]?.id ?? "—")),
-        h("div", { class: "wire" }),
-        h("div", { class: "hop" }, h("div", { class: "hop-icon" }, "◎"), h("div", { class: "small" }, r.game_name)),
-      ),
+      routeMap(r.relays.map((relay) => ({ relay })), r.nodes[0] ?? null, r.game_name),
       // Right under the route, so it is on screen at the default 1120×740 window.
-      h("div", { class: "actions" }, error, connected ? null : connect),
+      h("div", { class: "actions" }, regionPicker(r), error, connected ? null : connect),
       h("div", { class: "cols" },
         h("section", { class: "card" },
           h("h2", {}, t("route.nodes")),
@@ -53,7 +68,7 @@ export function route(ctx: Ctx): HTMLElement {
             h("tbody", {},
               r.nodes.map((n) =>
                 h("tr", {},
-                  h("td", {}, h("b", {}, n.id)),
+                  h("td", { title: n.id }, h("b", {}, n.name)),
                   h("td", {}, n.region || "—"),
                   h("td", { class: "mono small" }, n.control_addr),
                   n.ping_ms == null
@@ -71,27 +86,41 @@ export function route(ctx: Ctx): HTMLElement {
           h("p", {}, t("route.paths.text", { n: r.paths, policy: r.redundancy })),
           h("ul", { class: "plain", "data-testid": "route-paths" },
             r.relays.map((relay, n) => {
-              const exit = r.nodes[0]?.id ?? "—";
-              return h("li", {}, relay ? t("route.path.via", { n, relay, exit }) : t("route.path.direct", { n, exit }));
+              const exit = r.nodes[0]?.name ?? "—";
+              return h("li", {}, relay ? t("route.path.via", { n, relay: relay.name, exit }) : t("route.path.direct", { n, exit }));
             }),
           ),
           h("h2", {}, t("route.improvement")),
           h("p", { "data-testid": "route-summary" }, r.summary),
           h("p", { class: r.measurable ? "" : "note" }, r.measurable ? t("route.improvement.measured") : t("route.improvement.pending")),
-          h("h2", {}, t("route.destinations")),
-          h("p", { class: "mono small" }, r.destinations.join("  ")),
+          h("details", {}, h("summary", { class: "small muted" }, `${t("route.destinations")}: ${r.destinations.length}`), h("p", { class: "mono small" }, r.destinations.join("  "))),
         ),
       ),
+      historyCard(ctx, r.game, 5),
     );
+  };
+  // Auto, or one of the regions with a node; picking one previews the route there.
+  const regionPicker = (r: RouteView): HTMLElement => {
+    const select = h("select", { "data-testid": "region", "aria-label": t("route.pick_region") },
+      h("option", { value: "" }, t("route.region.auto")),
+      r.regions.map((x) => h("option", { value: x }, x)),
+    );
+    select.value = r.regions.includes(region) ? region : "";
+    select.addEventListener("change", () => {
+      rememberRegion(picked.slug, select.value);
+      ctx.model.route = null;
+      ctx.render();
+    });
+    return h("label", { class: "region-pick small" }, `${t("route.pick_region")} `, select);
   };
   if (ctx.model.route && ctx.model.route.game === picked.slug) show(ctx.model.route);
   else
     ctx.bridge
-      .call("route", { game: picked.slug })
+      .call("route", { game: picked.slug, region: region || undefined })
       .then((r) => {
         ctx.model.route = r;
         show(r);
       })
-      .catch((e) => mount(body, h("p", { class: "form-error", "data-testid": "route-error" }, toCmdError(e).message)));
+      .catch((e) => mount(body, h("p", { class: "form-error", "data-testid": "route-error" }, explain(e))));
   return h("div", { class: "page" }, h("header", { class: "page-head" }, h("h1", {}, t("route.title")), h("span", { class: "muted" }, picked.name)), body);
 }

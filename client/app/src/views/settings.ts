@@ -1,4 +1,4 @@
-import { toCmdError } from "../bridge";
+import { explain } from "../errors";
 import type { Ctx } from "../context";
 import { h } from "../dom";
 import { t, type Key } from "../i18n";
@@ -30,7 +30,7 @@ export function settings(ctx: Ctx): HTMLElement {
       ctx.render();
       ctx.toast(t("set.saved"));
     } catch (e) {
-      ctx.toast(t("common.error"), toCmdError(e).message, "error");
+      ctx.toast(t("common.error"), explain(e), "error");
     }
   });
   return h(

@@ -1,4 +1,4 @@
-import { toCmdError } from "../bridge";
+import { explain } from "../errors";
 import type { Ctx } from "../context";
 import { h } from "../dom";
 import { t } from "../i18n";
@@ -41,7 +41,7 @@ export function signIn(ctx: Ctx): HTMLElement {
           ctx.model.view = "games";
           ctx.render();
         } catch (err) {
-          error.textContent = toCmdError(err).message;
+          error.textContent = explain(err);
           submit.removeAttribute("disabled");
         }
       },

@@ -1,4 +1,5 @@
-import { toCmdError, type CallArgs, type CommandName } from "../bridge";
+import { explain } from "../errors";
+import type { CallArgs, CommandName } from "../bridge";
 import type { Ctx } from "../context";
 import { h, mount } from "../dom";
 import { bytes, date, duration } from "../format";
@@ -11,7 +12,7 @@ export function subscription(ctx: Ctx): HTMLElement {
   const plans = h("div", { class: "plans" });
   const history = h("section", { class: "card" }, h("h2", {}, t("sub.history")));
   const info = h("div", {});
-  const fail = (e: unknown) => ctx.toast(t("common.error"), toCmdError(e).message, "error");
+  const fail = (e: unknown) => ctx.toast(t("common.error"), explain(e), "error");
 
   const act = <K extends CommandName>(cmd: K, ...args: CallArgs<K>) => async () => {
     try {
@@ -82,7 +83,7 @@ export function subscription(ctx: Ctx): HTMLElement {
           : h("table", { class: "table" }, h("tbody", {}, pay.payments.map((p) => h("tr", {}, h("td", {}, date(p.created_at, lang())), h("td", {}, p.plan), h("td", {}, `${p.amount} ${p.currency}`), h("td", {}, h("span", { class: "badge" }, p.status)))))),
       );
     } catch (e) {
-      mount(current, h("p", { class: "form-error" }, toCmdError(e).message));
+      mount(current, h("p", { class: "form-error" }, explain(e)));
     }
   }
   void load();

@@ -7,6 +7,10 @@
 //! /api/call/{cmd}` with the arguments as the JSON body (a `plg_app_core::Command`'s `args`)
 //! answers the command's `Reply` or `{"error": {"code", "message"}}`; `GET /api/events` streams
 //! `AppEvent`s (server-sent events). Everything else is a file from `--dist`.
+//!
+//! For the end-to-end test's failover, `POST /test/kill-node` with `{"control_addr": …}` stops
+//! that node of the bridge's own demo mesh like a crash (no goodbye). It exists only when the
+//! bridge started the mesh itself, on loopback; with `--billing` it answers 404.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -55,6 +59,8 @@ struct Cli {
 struct Shared {
     app: Arc<App>,
     dist: Arc<Path>,
+    /// The demo mesh, when the bridge started it.
+    mesh: Option<Arc<tokio::sync::Mutex<LocalMesh>>>,
 }
 
 #[tokio::main]
@@ -89,16 +95,17 @@ async fn main() -> Result<()> {
             url
         }
     };
+    let mesh = mesh.map(|m| Arc::new(tokio::sync::Mutex::new(m)));
     if cli.mesh_only {
         println!(
             "demo mesh running; sign in at {billing} with any new email (Sign up). Ctrl-C to stop."
         );
         tokio::signal::ctrl_c().await?;
     } else {
-        serve(cli.dist, cli.listen, &billing).await?;
+        serve(cli.dist, cli.listen, &billing, mesh.clone()).await?;
     }
-    if let Some(m) = mesh {
-        m.stop().await;
+    if let Some(m) = mesh.and_then(|m| Arc::try_unwrap(m).ok()) {
+        m.into_inner().stop().await;
     }
     Ok(())
 }
@@ -137,7 +144,12 @@ async fn detectable_demo(mesh: &LocalMesh) -> Result<()> {
     Ok(())
 }
 
-async fn serve(dist: PathBuf, listen: SocketAddr, billing: &str) -> Result<()> {
+async fn serve(
+    dist: PathBuf,
+    listen: SocketAddr,
+    billing: &str,
+    mesh: Option<Arc<tokio::sync::Mutex<LocalMesh>>>,
+) -> Result<()> {
     anyhow::ensure!(
         dist.join("index.html").exists(),
         "{} has no index.html: build the frontend first (npm run build)",
@@ -150,9 +162,11 @@ async fn serve(dist: PathBuf, listen: SocketAddr, billing: &str) -> Result<()> {
     let shared = Shared {
         app,
         dist: dist.into(),
+        mesh,
     };
     let router = Router::new()
         .route("/api/call/{cmd}", post(call))
+        .route("/test/kill-node", post(kill_node))
         .route("/api/events", get(events))
         .fallback(get(file))
         .with_state(shared);
@@ -184,6 +198,27 @@ async fn call(
     match s.app.dispatch(&cmd, args).await {
         Ok(v) => axum::Json(v).into_response(),
         Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct KillNode {
+    control_addr: SocketAddr,
+}
+
+/// Stops a node of the demo mesh like a crash (the e2e failover step).
+async fn kill_node(State(s): State<Shared>, axum::Json(k): axum::Json<KillNode>) -> Response {
+    let Some(mesh) = &s.mesh else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    if mesh.lock().await.kill_node(k.control_addr).await {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        (
+            StatusCode::NOT_FOUND,
+            "no such node (or it is the last one)",
+        )
+            .into_response()
     }
 }
 

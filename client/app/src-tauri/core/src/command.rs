@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use ts_rs::TS;
 
+use crate::history::HistoryEntry;
 use crate::session::{SessionInfo, Summary};
 use crate::settings::Settings;
 use crate::{AccountView, CmdError, RouteView, StateView};
@@ -48,6 +49,16 @@ pub enum Command {
     Disconnect,
     /// Validate, save and apply settings.
     SaveSettings(Settings),
+    /// Past sessions (newest first), of one game or all.
+    History(HistoryQuery),
+}
+
+/// `history`'s arguments.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, TS)]
+pub struct HistoryQuery {
+    /// Only this game's sessions (empty: every game).
+    #[serde(default)]
+    pub game: String,
 }
 
 /// `sign_in`'s arguments.
@@ -101,6 +112,11 @@ pub struct GameArgs {
     #[serde(default)]
     #[ts(optional)]
     pub node: Option<String>,
+    /// Only exits in this region (one of the game's or the nodes' regions); none: the best
+    /// anywhere.
+    #[serde(default)]
+    #[ts(optional)]
+    pub region: Option<String>,
 }
 
 impl Command {
@@ -240,6 +256,7 @@ replies! {
     "connect" => Connect(SessionInfo);
     "disconnect" => Disconnect(Option<Summary>);
     "save_settings" => SaveSettings(Settings);
+    "history" => History(Vec<HistoryEntry>);
 }
 
 #[cfg(test)]
@@ -258,7 +275,8 @@ mod tests {
             Command::from_call("connect", json!({"game": "demo"})),
             Ok(Command::Connect(GameArgs {
                 game: "demo".into(),
-                node: None
+                node: None,
+                region: None,
             }))
         );
         assert!(matches!(

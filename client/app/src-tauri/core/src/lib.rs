@@ -9,6 +9,7 @@
 pub mod account;
 pub mod command;
 pub mod error;
+pub mod history;
 pub mod notice;
 pub mod probe;
 pub mod session;
@@ -115,7 +116,9 @@ pub struct RouteView {
     /// Paths the session will open (settings, capped by the plan on connect).
     pub paths: u8,
     /// For each path, the node relaying it to the exit (`None`: straight to the exit).
-    pub relays: Vec<Option<String>>,
+    pub relays: Vec<Option<NodeInfo>>,
+    /// Regions with a candidate node, sorted (the region picker's choices).
+    pub regions: Vec<String>,
     /// Redundancy policy.
     pub redundancy: Redundancy,
     /// Whether direct vs accelerated will be measured (echo game only).
@@ -130,6 +133,8 @@ pub struct RouteView {
 pub struct RouteNode {
     /// Node id.
     pub id: String,
+    /// The name its operator gave it, else the id.
+    pub name: String,
     /// Region label.
     pub region: String,
     /// Control address.
@@ -162,6 +167,14 @@ pub struct App {
     default_billing: String,
     events: broadcast::Sender<AppEvent>,
     inner: Mutex<Inner>,
+}
+
+/// `text` with each node id replaced by the node's name (verdicts are written with ids).
+pub fn named(text: &str, nodes: &[plg_client::NodeInfo]) -> String {
+    nodes
+        .iter()
+        .filter(|n| !n.name.is_empty())
+        .fold(text.to_owned(), |t, n| t.replace(&n.id, &n.name))
 }
 
 /// The games screen's view of `games`: filtered by `q`, running ones flagged.
@@ -262,6 +275,7 @@ impl App {
             Command::Connect(a) => Reply::Connect(self.connect(a).await?),
             Command::Disconnect => Reply::Disconnect(self.disconnect().await),
             Command::SaveSettings(s) => Reply::SaveSettings(self.save_settings(s).await?),
+            Command::History(q) => Reply::History(history::of_game(&self.dir, &q.game)),
         })
     }
 
@@ -421,7 +435,35 @@ impl App {
             plg_client::controller::direct_probe(server, g.game.query.as_deref(), 3),
         );
         let m = plg_client::route::measurements(&ranked, direct.as_ref(), server.map(|s| s.ip()));
-        let chosen = plg_client::route::choose(&m, None);
+        let mut regions: Vec<String> = g
+            .nodes
+            .iter()
+            .map(|n| n.region.clone())
+            .filter(|r| !r.is_empty())
+            .collect();
+        regions.sort();
+        regions.dedup();
+        // The best exit in the picked region, by the same ranking (what `connect` will do).
+        let in_region = |n: &plg_client::NodeInfo| {
+            a.region
+                .as_deref()
+                .is_none_or(|r| r.is_empty() || n.region.eq_ignore_ascii_case(r))
+        };
+        let chosen = match plg_client::route::choose(&m, None) {
+            Some(p) if a.region.as_deref().is_some_and(|r| !r.is_empty()) => {
+                let best = std::iter::once(&p.exit)
+                    .chain(&p.backups)
+                    .chain(ranked.iter().map(|c| &c.node.id))
+                    .find(|id| {
+                        ranked
+                            .iter()
+                            .any(|c| &c.node.id == *id && in_region(&c.node))
+                    })
+                    .cloned();
+                best.and_then(|id| plg_client::route::choose_exit(&m, &id))
+            }
+            other => other,
+        };
         let relays = plg_client::route::answering(&ranked);
         let plan = chosen
             .as_ref()
@@ -452,6 +494,7 @@ impl App {
                 .iter()
                 .map(|c| RouteNode {
                     id: c.node.id.clone(),
+                    name: c.node.label().to_owned(),
                     region: c.node.region.clone(),
                     control_addr: c.node.control_addr.clone(),
                     recommended: exit_id.as_deref() == Some(c.node.id.as_str()),
@@ -463,11 +506,15 @@ impl App {
             paths,
             relays: plan
                 .iter()
-                .map(|p| p.relay.as_ref().map(|r| r.id.clone()))
+                .map(|p| p.relay.clone().map(NodeInfo::from))
                 .collect(),
-            summary: chosen.as_ref().map_or_else(
-                || "no relay node answered: acceleration is not available right now".to_owned(),
-                plg_client::route::RoutePlan::summary,
+            regions,
+            summary: named(
+                &chosen.as_ref().map_or_else(
+                    || "no relay node answered: acceleration is not available right now".to_owned(),
+                    plg_client::route::RoutePlan::summary,
+                ),
+                &g.nodes,
             ),
             redundancy,
             measurable: g.game.slug == ECHO_GAME,
@@ -512,10 +559,10 @@ impl App {
             (c, inner.settings.clone())
         };
         let result = async {
-            let req = session::request(&a.game, a.node.clone(), &settings)?;
+            let req = session::request(&a.game, a.node.clone(), a.region.clone(), &settings)?;
             let ctl = Controller::connect(billing(&c), c.mesh_ca_pem.clone(), req, |_| {}).await?;
             let probe = ctl.info().game == ECHO_GAME;
-            Session::start(ctl, &settings, probe, self.events.clone()).await
+            Session::start(ctl, &settings, probe, self.events.clone(), self.dir.clone()).await
         }
         .await;
         let mut inner = self.inner.lock().await;
@@ -618,9 +665,9 @@ impl App {
             (Some(s), _) if !s.finished() => {
                 let i = s.info();
                 let node = if i.node.region.is_empty() {
-                    i.node.id.clone()
+                    i.node.name.clone()
                 } else {
-                    format!("{} ({})", i.node.id, i.node.region)
+                    format!("{} ({})", i.node.name, i.node.region)
                 };
                 if ru {
                     format!("Подключено: {} через {node}", i.game_name)

@@ -12,6 +12,7 @@ use tokio::sync::{broadcast, oneshot, watch};
 use tokio::task::JoinHandle;
 use ts_rs::TS;
 
+use crate::history::{self, HistoryEntry};
 use crate::notice::{What, notice};
 use crate::probe::{EchoProbe, Sample};
 use crate::settings::{CaptureKind, Language, Redundancy, Settings};
@@ -22,6 +23,8 @@ use crate::{AppEvent, CmdError};
 pub struct NodeInfo {
     /// Node id.
     pub id: String,
+    /// The name its operator gave it (`fra-1`), else the id: what the window shows.
+    pub name: String,
     /// TLS name in the node's certificate.
     pub server_name: String,
     /// Region label.
@@ -35,8 +38,10 @@ pub struct NodeInfo {
 impl From<plg_client::NodeInfo> for NodeInfo {
     fn from(n: plg_client::NodeInfo) -> Self {
         // Destructured so a new field is a compile error here, not a silent omission.
+        let name = n.label().to_owned();
         let plg_client::NodeInfo {
             id,
+            name: _,
             server_name,
             region,
             control_addr,
@@ -47,6 +52,7 @@ impl From<plg_client::NodeInfo> for NodeInfo {
         } = n;
         NodeInfo {
             id,
+            name,
             server_name,
             region,
             control_addr,
@@ -73,7 +79,7 @@ pub struct SessionInfo {
     /// Paths to the node.
     pub paths: u8,
     /// For each path, the node relaying it to the exit (`None`: straight to the exit).
-    pub relays: Vec<Option<String>>,
+    pub relays: Vec<Option<NodeInfo>>,
     /// Redundancy policy.
     pub redundancy: Redundancy,
     /// Unix seconds.
@@ -117,6 +123,12 @@ pub struct PathTick {
     /// Probes sent.
     #[ts(type = "number")]
     pub probes_sent: u64,
+    /// Frames from the node whose first copy came on this path.
+    #[ts(type = "number")]
+    pub first: u64,
+    /// Copies that came on this path after another path's.
+    #[ts(type = "number")]
+    pub late: u64,
 }
 
 /// Live numbers, once a second.
@@ -185,7 +197,7 @@ impl Average {
 }
 
 /// Why a session ended.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq, TS)]
+#[derive(Debug, Clone, Copy, Default, Serialize, serde::Deserialize, PartialEq, Eq, TS)]
 #[serde(rename_all = "snake_case")]
 pub enum EndedBy {
     /// The gamer (or the app quitting) stopped it.
@@ -222,6 +234,56 @@ pub struct Summary {
     pub after: Option<Average>,
     /// Why it ended.
     pub ended_by: EndedBy,
+    /// The exit at the end (its name) and region.
+    pub exit: String,
+    /// See `exit`.
+    pub region: String,
+    /// Game ping straight to the server, median ms, from the shadow probe (any game whose
+    /// server answers probes).
+    pub direct_ms: Option<f64>,
+    /// Game ping through PLG, median ms (client↔exit plus the exit's exit→game figure).
+    pub plg_ms: Option<f64>,
+    /// How much lower PLG was, percent (negative: higher).
+    pub reduction_percent: Option<f64>,
+}
+
+impl Summary {
+    /// The history entry for this session: the echo probes' before/after where they ran
+    /// (the demo game), else the route report's medians.
+    fn history(&self, info: &SessionInfo) -> HistoryEntry {
+        let (direct_ms, plg_ms, reduction, direct_loss, plg_loss) = match (self.before, self.after)
+        {
+            (Some(b), Some(a)) => (
+                Some(b.rtt_ms),
+                Some(a.rtt_ms),
+                (b.rtt_ms > 0.0).then(|| (b.rtt_ms - a.rtt_ms) / b.rtt_ms * 100.0),
+                Some(b.loss_pct),
+                Some(a.loss_pct),
+            ),
+            _ => (
+                self.direct_ms,
+                self.plg_ms,
+                self.reduction_percent,
+                None,
+                None,
+            ),
+        };
+        HistoryEntry {
+            game: info.game.clone(),
+            game_name: info.game_name.clone(),
+            started_at: info.started_at,
+            duration_secs: self.duration_secs,
+            exit: self.exit.clone(),
+            region: self.region.clone(),
+            direct_ms,
+            plg_ms,
+            reduction_percent: reduction,
+            direct_loss_pct: direct_loss,
+            plg_loss_pct: plg_loss,
+            failovers: self.failovers,
+            ended_by: self.ended_by,
+        }
+    }
 }
 
 /// A running session: the shared [`Controller`] (renewal, failover, clean end) plus the
@@ -238,6 +300,7 @@ pub struct Session {
 pub fn request(
     game: &str,
     node: Option<String>,
+    region: Option<String>,
     settings: &Settings,
 ) -> Result<ConnectRequest, CmdError> {
     if !CaptureKind::available().contains(&settings.capture) {
@@ -261,6 +324,7 @@ pub fn request(
     };
     Ok(ConnectRequest {
         node,
+        region: region.filter(|r| !r.is_empty()),
         capture,
         paths: settings.paths,
         redundancy: settings.redundancy.into(),
@@ -280,7 +344,7 @@ fn view(i: &plg_client::SessionInfo, redundancy: Redundancy, probing: bool) -> S
         relays: i
             .relays
             .iter()
-            .map(|r| r.as_ref().map(|n| n.id.clone()))
+            .map(|r| r.clone().map(NodeInfo::from))
             .collect(),
         redundancy,
         started_at: i.started_at,
@@ -292,11 +356,13 @@ fn view(i: &plg_client::SessionInfo, redundancy: Redundancy, probing: bool) -> S
 impl Session {
     /// Takes over a connected controller: starts the probes (the echo game only) and the
     /// ticker; `Connected` is emitted by the caller with [`Session::info`].
+    /// Each session that ends is added to the history in `dir` ([`history`]).
     pub async fn start(
         ctl: Controller,
         settings: &Settings,
         probe: bool,
         events: broadcast::Sender<AppEvent>,
+        dir: std::path::PathBuf,
     ) -> Result<Session, CmdError> {
         let ci = ctl.info();
         let probes = match (probe, ci.server, ci.local_addr) {
@@ -320,6 +386,7 @@ impl Session {
             settings.language,
             events,
             stop_rx,
+            dir,
         ));
         Ok(Session {
             info: info_rx,
@@ -374,6 +441,8 @@ fn tick(p: &Controller, secs: f64) -> Tick {
                 loss_pct: ps.loss * 100.0,
                 probes_answered: ps.probes_answered,
                 probes_sent: ps.probes_sent,
+                first: ps.first,
+                late: ps.late,
             })
             .collect(),
         packets_up: s.from_game.load(Ordering::Relaxed),
@@ -385,7 +454,17 @@ fn tick(p: &Controller, secs: f64) -> Tick {
         direct: None,
         accelerated: None,
         via_exit_ms: route.plg.map(ms),
-        verdict: route.summary,
+        verdict: {
+            let i = p.info();
+            crate::named(
+                &route.summary,
+                &[
+                    &[i.node],
+                    &i.relays.into_iter().flatten().collect::<Vec<_>>()[..],
+                ]
+                .concat(),
+            )
+        },
     }
 }
 
@@ -396,6 +475,7 @@ async fn run(
     lang: Language,
     events: broadcast::Sender<AppEvent>,
     mut stop: oneshot::Receiver<()>,
+    dir: std::path::PathBuf,
 ) -> Summary {
     let started = tokio::time::Instant::now();
     let mut every = tokio::time::interval(Duration::from_secs(1));
@@ -466,13 +546,24 @@ async fn run(
         }
     };
     drop(probes);
-    if !ended_itself {
-        ctl.stop().await;
-    }
+    let report = if ended_itself {
+        ctl.report()
+    } else {
+        ctl.finish().await.1
+    };
+    let last = info.borrow().clone();
+    summary.exit = last.node.name.clone();
+    summary.region = last.node.region.clone();
+    summary.direct_ms = report.direct.p50_ms;
+    summary.plg_ms = report.plg.p50_ms;
+    summary.reduction_percent = report.reduction_percent;
     summary.duration_secs = started.elapsed().as_secs_f64();
     summary.node_rtt_ms = (rtt_n > 0).then(|| rtt_sum / f64::from(rtt_n));
     summary.before = (before.samples > 0).then_some(before);
     summary.after = (after.samples > 0).then_some(after);
+    if let Err(e) = history::append(&dir, summary.history(&last)) {
+        tracing::warn!(error = %e, "could not save the session history");
+    }
     emit(AppEvent::Ended(summary.clone()));
     summary
 }
@@ -484,7 +575,7 @@ mod tests {
     #[test]
     fn requests_follow_the_settings() {
         let s = Settings::default();
-        let r = request("g", None, &s).unwrap();
+        let r = request("g", None, None, &s).unwrap();
         assert_eq!(r.game, "g");
         assert!(matches!(r.capture, CaptureMode::Proxy { server: None, .. }));
         assert_eq!(r.redundancy, plg_client::Redundancy::ADAPTIVE);
@@ -495,7 +586,7 @@ mod tests {
             paths: 3,
             ..Settings::default()
         };
-        let r = request("g", Some("node-2".into()), &s).unwrap();
+        let r = request("g", Some("node-2".into()), None, &s).unwrap();
         assert!(matches!(
             r.capture,
             CaptureMode::Proxy { server: Some(a), listen }
@@ -516,7 +607,7 @@ mod tests {
             ..Settings::default()
         };
         assert_eq!(
-            request("g", None, &s).unwrap_err().code,
+            request("g", None, None, &s).unwrap_err().code,
             "capture_unavailable"
         );
     }

@@ -110,7 +110,35 @@ async fn sign_up_connect_live_numbers_disconnect() {
     // Two paths: the first straight to the exit, the second through the other node.
     let exit = nodes[0]["id"].as_str().unwrap();
     let relay = nodes[1]["id"].as_str().unwrap();
-    assert_eq!(route["relays"], json!([null, relay]), "{route}");
+    assert_eq!(route["relays"][0], Value::Null, "{route}");
+    assert_eq!(route["relays"][1]["id"], relay, "{route}");
+    // Nodes are shown by the names their operators gave at join, not by hex ids.
+    let names: Vec<&str> = nodes.iter().map(|n| n["name"].as_str().unwrap()).collect();
+    assert!(
+        names.iter().all(|n| n.starts_with("node-")
+            && !n.contains(relay)
+            && !n.contains(nodes[0]["id"].as_str().unwrap())),
+        "{route}"
+    );
+    assert!(
+        !route["summary"]
+            .as_str()
+            .unwrap()
+            .contains(nodes[0]["id"].as_str().unwrap()),
+        "{route}"
+    );
+    assert_eq!(route["regions"], json!(["local"]), "{route}");
+    // The region picker: a region with no node is refused with a sentence naming the others,
+    // and nothing is left open at billing.
+    let e = app
+        .call("connect", json!({"game": "demo", "region": "mars"}))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, "no_node", "{e:?}");
+    assert!(
+        e.message.contains("mars") && e.message.contains("local"),
+        "{e:?}"
+    );
 
     // As the window does: connect through the route's recommended exit. (Without `node`,
     // connect ranks the two loopback nodes again and may pick the other one.)
@@ -122,7 +150,9 @@ async fn sign_up_connect_live_numbers_disconnect() {
     assert_eq!(info["probing"], true);
     assert_eq!(info["paths"], 2);
     assert_eq!(info["node"]["id"], exit);
-    assert_eq!(info["relays"], json!([null, relay]), "{info}");
+    assert_eq!(info["relays"][0], Value::Null, "{info}");
+    assert_eq!(info["relays"][1]["id"], relay, "{info}");
+    assert_eq!(info["node"]["name"], nodes[0]["name"], "{info}");
     let e = app
         .call("connect", json!({"game": "demo"}))
         .await
@@ -164,6 +194,11 @@ async fn sign_up_connect_live_numbers_disconnect() {
     })
     .await;
     assert!(later.secs > tick.secs);
+    // Which path delivered each frame first is counted per path.
+    assert!(
+        later.paths.iter().map(|p| p.first).sum::<u64>() >= later.packets_down,
+        "{later:?}"
+    );
 
     let summary = app.call("disconnect", Value::Null).await.unwrap();
     assert!(summary["packets_up"].as_u64().unwrap() > 0, "{summary}");
@@ -184,9 +219,23 @@ async fn sign_up_connect_live_numbers_disconnect() {
         app.handle(Command::Disconnect).await,
         Ok(Reply::Disconnect(None))
     ));
-    // The route's ticket was the one connected with: billing saw one session, now ended.
+    // The session is in the history, with its before/after.
+    let history = app.call("history", json!({"game": "demo"})).await.unwrap();
+    let h = &history[0];
+    assert_eq!(h["game"], "demo", "{history}");
+    assert!(
+        h["direct_ms"].as_f64().is_some() && h["plg_ms"].as_f64().is_some(),
+        "{history}"
+    );
+    assert_eq!(h["exit"], info["node"]["name"], "{history}");
+    assert_eq!(
+        app.call("history", json!({"game": "cs2"})).await.unwrap(),
+        json!([])
+    );
+    // Billing saw two sessions, both ended: the refused region's (given back at once) and
+    // the one played.
     let usage = &app.call("me", Value::Null).await.unwrap()["usage"];
-    assert_eq!(usage["sessions_total"], 1, "{usage}");
+    assert_eq!(usage["sessions_total"], 2, "{usage}");
     assert_eq!(usage["sessions_open"], 0, "{usage}");
 
     // Settings: validated, saved, and seen by a new instance with the same login.
