@@ -1,0 +1,1 @@
+//! The capture helper on Windows (placeholder, filled below).
