@@ -711,6 +711,19 @@ impl Controller {
                 (p, None)
             }
             #[cfg(windows)]
+            CaptureMode::Helper => {
+                let targets = own(targets).await;
+                let capture = crate::capture::helper::windows::PipeCapture::open(
+                    &ticket,
+                    targets.destinations().to_vec(),
+                    targets.excluded().to_vec(),
+                )
+                .await
+                .map_err(|e| capture_err(&e, "capture helper"))?;
+                let p = start!(capture);
+                (p, None)
+            }
+            #[cfg(windows)]
             CaptureMode::WinDivert => {
                 let targets = own(targets).await;
                 let capture = WinDivertCapture::open(targets)

@@ -1145,7 +1145,13 @@ while True:
 print(data[4:].decode())
 "#;
 
-fn ask_helper(ns: &Netns, uid: u32, socket: &std::path::Path, body: &str, len: Option<u32>) -> String {
+fn ask_helper(
+    ns: &Netns,
+    uid: u32,
+    socket: &std::path::Path,
+    body: &str,
+    len: Option<u32>,
+) -> String {
     // The system Python: a per-user one (pyenv under /root) is out of reach of other users.
     let mut cmd = exec_as(ns, uid, "/usr/bin/python3");
     cmd.args(["-c", HELPER_PY]).arg(socket).arg(body);
@@ -1336,7 +1342,10 @@ fn unprivileged_plg_connect_captures_through_the_helper() {
         .iter()
         .filter(|(ip, _)| ip == NODE_SERVER_SIDE_V4 || ip == NODE_SERVER_SIDE_V6)
         .count();
-    println!("server saw {} datagrams, {via_node} from the exit node", seen.len());
+    println!(
+        "server saw {} datagrams, {via_node} from the exit node",
+        seen.len()
+    );
     assert_eq!(via_node, seen.len(), "{seen:?}");
     assert!(via_node >= 2 * PACKETS);
 
@@ -1350,17 +1359,26 @@ fn unprivileged_plg_connect_captures_through_the_helper() {
         helper_links(&gp).is_empty()
     });
     let mut now = String::new();
-    eventually(Duration::from_secs(10), "routes and rules to be back", || {
-        now = gp.state();
-        now == before
-    });
+    eventually(
+        Duration::from_secs(10),
+        "routes and rules to be back",
+        || {
+            now = gp.state();
+            now == before
+        },
+    );
     println!(
         "after SIGKILL: device and rules gone in {} ms",
         killed.elapsed().as_millis()
     );
-    eventually(Duration::from_secs(5), "the helper to log the hang-up", || {
-        std::fs::read_to_string(&helper_log).is_ok_and(|l| l.contains("client gone: rules deleted"))
-    });
+    eventually(
+        Duration::from_secs(5),
+        "the helper to log the hang-up",
+        || {
+            std::fs::read_to_string(&helper_log)
+                .is_ok_and(|l| l.contains("client gone: rules deleted"))
+        },
+    );
     let log = std::fs::read_to_string(&helper_log).unwrap();
     assert!(!log.contains(&ticket[..40]), "the helper logged a ticket");
     assert!(!log.contains("panicked"), "{log}");

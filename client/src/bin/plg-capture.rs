@@ -3,9 +3,13 @@
 //! `plg connect` and app over a unix socket; `install` and `uninstall` set that service up and
 //! take it down. On Windows it is the service that owns WinDivert.
 
-use std::path::{Path, PathBuf};
+#[cfg(target_os = "linux")]
+use std::path::Path;
+use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
+#[cfg(target_os = "linux")]
+use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -67,6 +71,7 @@ enum Command {
 }
 
 /// A user name or uid, looked up in `root`/etc/passwd.
+#[cfg(target_os = "linux")]
 fn uid_of(user: &str, root: &Path) -> Result<u32> {
     if let Ok(uid) = user.parse::<u32>() {
         return Ok(uid);
@@ -217,5 +222,7 @@ fn run(cli: Cli) -> Result<()> {
 
 #[cfg(not(any(target_os = "linux", windows)))]
 fn run(_cli: Cli) -> Result<()> {
-    bail!("the capture helper exists for Linux and Windows only; use `plg connect --mode proxy`")
+    anyhow::bail!(
+        "the capture helper exists for Linux and Windows only; use `plg connect --mode proxy`"
+    )
 }

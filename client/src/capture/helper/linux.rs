@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
 use plg_proto::ticket::Destination;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::io::Interest;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tun_rs::{AsyncDevice, DeviceBuilder, SyncDevice};
 
@@ -95,7 +95,10 @@ async fn resolve(url: &str) -> Vec<IpAddr> {
     let Some(host) = url.split("//").nth(1).and_then(|h| h.split('/').next()) else {
         return Vec::new();
     };
-    let host = if host.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+    let host = if host
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
         host.to_owned()
     } else {
         format!("{host}:443")

@@ -364,6 +364,78 @@ impl Gate {
     }
 }
 
+/// The service's pipe ACL (SDDL): full access for SYSTEM, read/write for the installing user's
+/// SID, nothing for anyone else (no inherited entries). `None` when `sid` is not a SID.
+pub fn pipe_sddl(sid: &str) -> Option<String> {
+    let ok = sid.strip_prefix("S-1-").is_some_and(|rest| {
+        !rest.is_empty()
+            && rest.len() < 180
+            && rest
+                .split('-')
+                .all(|p| !p.is_empty() && p.len() <= 10 && p.bytes().all(|b| b.is_ascii_digit()))
+    });
+    ok.then(|| format!("D:P(A;;GA;;;SY)(A;;GRGW;;;{sid})"))
+}
+
+/// A packet relayed between the Windows service and the client after the reply:
+/// `family game-ip game-port family server-ip server-port payload` (family 4 or 6, ports
+/// big-endian), inside the usual length-prefixed frame.
+pub fn encode_packet(
+    game: std::net::SocketAddr,
+    server: std::net::SocketAddr,
+    payload: &[u8],
+    out: &mut Vec<u8>,
+) {
+    out.clear();
+    out.extend_from_slice(&[0; 4]);
+    for a in [game, server] {
+        match a.ip() {
+            IpAddr::V4(ip) => {
+                out.push(4);
+                out.extend_from_slice(&ip.octets());
+            }
+            IpAddr::V6(ip) => {
+                out.push(6);
+                out.extend_from_slice(&ip.octets());
+            }
+        }
+        out.extend_from_slice(&a.port().to_be_bytes());
+    }
+    out.extend_from_slice(payload);
+    let len = (out.len() - 4) as u32;
+    out[..4].copy_from_slice(&len.to_be_bytes());
+}
+
+/// Decodes a relayed packet's frame body: `(game, server, payload)`.
+pub fn decode_packet(
+    body: &[u8],
+) -> Result<(std::net::SocketAddr, std::net::SocketAddr, &[u8]), Refusal> {
+    let bad = || Refusal::Malformed("bad relayed packet".into());
+    let mut rest = body;
+    let mut addr = || -> Result<std::net::SocketAddr, Refusal> {
+        let (&family, r) = rest.split_first().ok_or_else(bad)?;
+        let n = match family {
+            4 => 4,
+            6 => 16,
+            _ => return Err(bad()),
+        };
+        if r.len() < n + 2 {
+            return Err(bad());
+        }
+        let ip: IpAddr = if n == 4 {
+            <[u8; 4]>::try_from(&r[..4]).map_err(|_| bad())?.into()
+        } else {
+            <[u8; 16]>::try_from(&r[..16]).map_err(|_| bad())?.into()
+        };
+        let port = u16::from_be_bytes([r[n], r[n + 1]]);
+        rest = &r[n + 2..];
+        Ok(std::net::SocketAddr::new(ip, port))
+    };
+    let game = addr()?;
+    let server = addr()?;
+    Ok((game, server, rest))
+}
+
 /// A set of numbered capture slots (device `plgcN`, table base+N), taken without a lock.
 #[derive(Debug, Default)]
 pub struct Slots([std::sync::atomic::AtomicBool; MAX_SESSIONS]);
@@ -554,6 +626,45 @@ mod tests {
         assert_eq!(e.code(), RefusalCode::Malformed);
         let e = gate().check(&req("A".repeat(100_000)), NOW).unwrap_err();
         assert_eq!(e.code(), RefusalCode::Malformed);
+    }
+
+    #[test]
+    fn pipe_acl_names_only_system_and_the_user() {
+        let sid = "S-1-5-21-1004336348-1177238915-682003330-1001";
+        assert_eq!(
+            pipe_sddl(sid).unwrap(),
+            format!("D:P(A;;GA;;;SY)(A;;GRGW;;;{sid})")
+        );
+        for bad in [
+            "",
+            "S-1-",
+            "WD",
+            "S-1-5-21-x",
+            "S-1-5)(A;;GA;;;WD",
+            "S-1-5--1",
+        ] {
+            assert!(pipe_sddl(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn relayed_packets_round_trip_and_garbage_is_refused() {
+        let mut out = Vec::new();
+        for (g, s) in [
+            ("192.168.1.5:50000", "203.0.113.9:27015"),
+            ("[2001:db8::5]:1", "[2001:db8::9]:65535"),
+        ] {
+            let (g, s) = (g.parse().unwrap(), s.parse().unwrap());
+            encode_packet(g, s, b"hello", &mut out);
+            let n = frame_len(out[..4].try_into().unwrap()).unwrap();
+            assert_eq!(
+                decode_packet(&out[4..4 + n]).unwrap(),
+                (g, s, &b"hello"[..])
+            );
+        }
+        for garbage in [&[][..], &[5, 1, 2], &[4, 1, 2, 3, 4, 0], &[6; 10]] {
+            assert!(decode_packet(garbage).is_err());
+        }
     }
 
     #[test]
