@@ -251,6 +251,18 @@ struct GameList {
 pub struct MeshInfo {
     /// Mesh CA certificate (PEM); nodes must chain to it.
     pub ca_cert_pem: String,
+    /// Billing's public ticket keys (the capture helper verifies tickets with them).
+    #[serde(default)]
+    pub ticket_keys: Vec<TicketKey>,
+}
+
+/// A public ticket key as `GET /v1/mesh` lists it.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub struct TicketKey {
+    /// Key id carried in tickets.
+    pub key_id: u32,
+    /// Base64 (standard) of the 32-byte Ed25519 public key.
+    pub public_key: String,
 }
 
 #[derive(Deserialize)]

@@ -59,6 +59,9 @@ pub enum CaptureMode {
     Tun,
     /// WinDivert packet capture (Windows, administrator).
     WinDivert,
+    /// A TUN device from the capture helper `plg-capture` (Linux, no privileges here): at
+    /// [`helper::socket_path`](crate::capture::helper::socket_path).
+    Helper,
 }
 
 /// What to connect.
@@ -600,7 +603,7 @@ impl Controller {
                 server
                     .or_else(|| single_target(&grant.destinations))
                     .ok_or_else(|| ConnectError::ServerNeeded(format!(
-                        "{} has several server ranges: proxy capture needs the game server's address (--to IP:PORT, or the app's settings), or capture with TUN/WinDivert",
+                        "{} has several server ranges: proxy capture needs the game server's address (--to IP:PORT, or the app's settings), or install the capture helper (`plg-capture install`)",
                         grant.game.name
                     )))?,
             ),
@@ -717,6 +720,33 @@ impl Controller {
                         "cannot set up TUN capture (needs root or CAP_NET_ADMIN)",
                     )
                 })?;
+                let p = start!(capture);
+                (p, None)
+            }
+            #[cfg(target_os = "linux")]
+            CaptureMode::Helper => {
+                let targets = own(targets).await;
+                let capture = crate::capture::helper::linux::HelperCapture::open(
+                    &crate::capture::helper::socket_path(),
+                    &ticket,
+                    targets.destinations().to_vec(),
+                    targets.excluded().to_vec(),
+                )
+                .await
+                .map_err(|e| capture_err(&e, "capture helper"))?;
+                let p = start!(capture);
+                (p, None)
+            }
+            #[cfg(windows)]
+            CaptureMode::Helper => {
+                let targets = own(targets).await;
+                let capture = crate::capture::helper::windows::PipeCapture::open(
+                    &ticket,
+                    targets.destinations().to_vec(),
+                    targets.excluded().to_vec(),
+                )
+                .await
+                .map_err(|e| capture_err(&e, "capture helper"))?;
                 let p = start!(capture);
                 (p, None)
             }

@@ -14,7 +14,7 @@ use plg_client::dashboard::{Monitor, Ping, Tui, spawn_pinger};
 use plg_client::route;
 use plg_client::{
     BillingClient, CaptureMode, ConnectRequest, Controller, EndReason, Progress, Protection,
-    ProxyEvent, Redundancy, SessionEvent, bench, detect, explain, probe,
+    ProxyEvent, Redundancy, SessionEvent, bench, capture, detect, explain, probe,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -109,10 +109,12 @@ enum Command {
         /// the game's only server, when the catalog names exactly one).
         #[arg(long)]
         to: Option<SocketAddr>,
-        /// How game traffic is captured: `proxy` (point the game at --proxy), `tun` (Linux,
-        /// root: routes the game's server ranges into a TUN device, no game settings touched),
-        /// `windivert` (Windows, administrator).
-        #[arg(long, value_enum, default_value_t = Mode::Proxy)]
+        /// How game traffic is captured: `auto` (the capture helper `plg-capture` when it is
+        /// installed and no --to is given, else proxy), `helper` (the helper: the game's server
+        /// ranges are captured, no root, nothing typed), `proxy` (point the game at --proxy,
+        /// a fixed port), `tun` (Linux, root: TUN device in this process), `windivert`
+        /// (Windows, administrator).
+        #[arg(long, value_enum, default_value_t = Mode::Auto)]
         mode: Mode,
         /// Use this node id instead of the best-probing one.
         #[arg(long)]
@@ -174,6 +176,10 @@ fn password(stdin: bool) -> Result<String> {
 /// Capture backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum Mode {
+    /// The capture helper when installed (and no --to), else proxy.
+    Auto,
+    /// The capture helper `plg-capture` (no root needed here).
+    Helper,
     /// A local UDP port the game is pointed at.
     Proxy,
     /// A TUN device with routes for the game's servers (Linux).
@@ -724,7 +730,23 @@ async fn run(command: Command) -> Result<()> {
                     "which game? `plg connect <game>` (slugs: `plg games`), or `plg connect --auto` to wait for one"
                 ),
             };
+            let mode = match mode {
+                Mode::Auto if to.is_none() && capture::helper::available() => Mode::Helper,
+                Mode::Auto => {
+                    if to.is_none() && cfg!(target_os = "linux") {
+                        eprintln!(
+                            "no capture helper at {}: using proxy mode (point the game at {proxy}); \
+                             to capture with nothing to type, install it once: \
+                             `sudo plg-capture install --user $USER --billing URL`",
+                            capture::helper::socket_path().display()
+                        );
+                    }
+                    Mode::Proxy
+                }
+                m => m,
+            };
             let capture = match mode {
+                Mode::Auto | Mode::Helper => CaptureMode::Helper,
                 Mode::Proxy => CaptureMode::Proxy {
                     listen: proxy,
                     server: to,

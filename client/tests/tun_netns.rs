@@ -564,11 +564,8 @@ fn link(a: &Netns, a_if: &str, b: &Netns, b_if: &str) {
 
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn game_traffic_goes_through_the_tun_capture_and_the_node() {
-    if !netns_allowed() {
-        return;
-    }
+/// The three namespaces of the module docs, linked and addressed.
+fn topology() -> (Netns, Netns, Netns) {
     let gp = Netns::new("gp");
     let node = Netns::new("node");
     let srv = Netns::new("srv");
@@ -591,6 +588,15 @@ fn game_traffic_goes_through_the_tun_capture_and_the_node() {
     node.ip(&format!("addr add {NODE_IP}/32 dev lo"));
     srv.ip("addr add 10.200.2.2/24 dev s0");
     srv.ip("addr add fd00:200:2::2/64 dev s0 nodad");
+    (gp, node, srv)
+}
+
+#[test]
+fn game_traffic_goes_through_the_tun_capture_and_the_node() {
+    if !netns_allowed() {
+        return;
+    }
+    let (gp, node, srv) = topology();
 
     let server = start_server(&srv);
     let targets = vec![
@@ -1093,5 +1099,288 @@ fn a_session_survives_a_new_local_address() {
     assert_eq!(lost_after, 0, "everything sent once settled came back");
     assert!(gap < Duration::from_millis(900), "longest gap {gap:?}");
     assert!(copies.iter().all(|&c| c <= 1), "nothing delivered twice");
+    drop(node_side);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The capture helper: `plg-capture` as root, `plg connect` as an unprivileged user.
+
+/// The unprivileged user `plg connect` runs as, and one the helper does not serve.
+const GAMER_UID: u32 = 65534;
+const STRANGER_UID: u32 = 65533;
+
+/// `ip netns exec NS setpriv --reuid UID --regid UID --clear-groups PROGRAM`.
+fn exec_as(ns: &Netns, uid: u32, program: &str) -> Command {
+    let mut c = ns.exec("setpriv");
+    c.args([
+        &format!("--reuid={uid}"),
+        &format!("--regid={uid}"),
+        "--clear-groups",
+        program,
+    ]);
+    c
+}
+
+/// Speaks the helper's protocol from Python: sends one frame (body argv[2], or the length
+/// argv[3] in the header when given) and prints the reply's body.
+const HELPER_PY: &str = r#"
+import socket, struct, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.settimeout(10)
+s.connect(sys.argv[1])
+body = sys.argv[2].encode()
+n = int(sys.argv[3]) if len(sys.argv) > 3 else len(body)
+try:
+    s.sendall(struct.pack(">I", n) + body)
+except OSError:
+    pass
+data = b""
+while True:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    data += chunk
+    if len(data) >= 4 and len(data) >= 4 + struct.unpack(">I", data[:4])[0]:
+        break
+print(data[4:].decode())
+"#;
+
+fn ask_helper(
+    ns: &Netns,
+    uid: u32,
+    socket: &std::path::Path,
+    body: &str,
+    len: Option<u32>,
+) -> String {
+    // The system Python: a per-user one (pyenv under /root) is out of reach of other users.
+    let mut cmd = exec_as(ns, uid, "/usr/bin/python3");
+    cmd.args(["-c", HELPER_PY]).arg(socket).arg(body);
+    if let Some(n) = len {
+        cmd.arg(n.to_string());
+    }
+    run(&mut cmd).trim().to_owned()
+}
+
+/// A real session ticket of another account (asked from inside the game-PC namespace).
+fn real_ticket(gp: &Netns, billing_url: String) -> (String, Vec<String>) {
+    gp.thread(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut b = BillingClient::new(&billing_url);
+            b.register("other@netns.test", PASSWORD).await.unwrap();
+            b.login("other@netns.test", PASSWORD).await.unwrap();
+            let g = b.request_session(GAME).await.unwrap();
+            let _ = b.stop_session(&g.session_id).await;
+            (g.ticket, g.destinations)
+        })
+    })
+    .join()
+    .unwrap()
+}
+
+fn helper_links(ns: &Netns) -> Vec<String> {
+    ns.links()
+        .into_iter()
+        .filter(|l| l.starts_with(plg_client::capture::helper::linux::DEVICE_PREFIX))
+        .collect()
+}
+
+#[test]
+fn unprivileged_plg_connect_captures_through_the_helper() {
+    use base64::Engine as _;
+    use std::os::unix::fs::PermissionsExt;
+
+    if !netns_allowed() {
+        return;
+    }
+    let (gp, node, srv) = topology();
+    let server = start_server(&srv);
+    let targets = vec![
+        format!("{SERVER_V4}:{}", server.port),
+        format!("[{SERVER_V6}]:{}", server.port),
+    ];
+    let before = gp.state();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let node_side = start_node_side(&node, dir.path(), server.port);
+
+    // The helper, as root in the game PC's namespace, serving the gamer's uid.
+    let socket = dir.path().join("run/capture.sock");
+    let helper_log = dir.path().join("helper.log");
+    let mut helper = gp.exec(env!("CARGO_BIN_EXE_plg-capture"));
+    helper
+        .args(["serve", "--uid", &GAMER_UID.to_string(), "--allow-private"])
+        .args(["--billing", &node_side.billing_url])
+        .arg("--socket")
+        .arg(&socket)
+        .env("PLG_LOG", "info")
+        .stderr(File::create(&helper_log).unwrap());
+    let _helper = Proc(helper.spawn().expect("starting plg-capture"));
+    eventually(Duration::from_secs(20), "the helper's socket", || {
+        socket.exists()
+    });
+
+    // Refusals: another uid; a forged ticket; a destination outside a real ticket; a frame
+    // announcing 4 GiB. The helper answers each and keeps serving.
+    let stranger = ask_helper(&gp, STRANGER_UID, &socket, r#"{"ticket":""}"#, None);
+    println!("stranger: {stranger}");
+    assert!(
+        stranger.contains("not_allowed") && stranger.contains("uid 65533 may not use"),
+        "{stranger}"
+    );
+    let forged = plg_proto::ticket::Ticket {
+        key_id: 1,
+        issued_at: 1,
+        expires_at: u64::MAX,
+        session_id: 1,
+        account_id: 1,
+        plan: 1,
+        game_id: 1,
+        path_limit: 8,
+        bandwidth_kbps: 0,
+        destinations: vec!["0.0.0.0/0:1-65535".parse().unwrap()],
+    }
+    .sign(&ed25519_dalek::SigningKey::from_bytes(&[9; 32]));
+    let body = serde_json::json!({
+        "ticket": base64::engine::general_purpose::STANDARD.encode(forged)
+    });
+    let answer = ask_helper(&gp, GAMER_UID, &socket, &body.to_string(), None);
+    println!("forged: {answer}");
+    assert!(
+        answer.contains("bad_ticket") && answer.contains("signature is invalid"),
+        "{answer}"
+    );
+    let (ticket, dests) = real_ticket(&gp, node_side.billing_url.clone());
+    assert_eq!(dests.len(), 2, "{dests:?}");
+    let outside = format!("10.201.0.0/16:{}", server.port);
+    let body = serde_json::json!({"ticket": ticket, "destinations": [outside]});
+    let answer = ask_helper(&gp, GAMER_UID, &socket, &body.to_string(), None);
+    println!("outside the ticket: {answer}");
+    assert!(
+        answer.contains("\"destination\"") && answer.contains("does not allow it"),
+        "{answer}"
+    );
+    let answer = ask_helper(&gp, GAMER_UID, &socket, "{}", Some(u32::MAX));
+    println!("4 GiB frame: {answer}");
+    assert!(answer.contains("malformed"), "{answer}");
+    assert!(helper_links(&gp).is_empty(), "a refusal left a device");
+    assert_eq!(gp.state(), before, "a refusal left routes or rules");
+
+    // The gamer logs in and connects, as an unprivileged user, typing no address.
+    let home = dir.path().join("gamer");
+    std::fs::create_dir(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(GAMER_UID), Some(GAMER_UID)).unwrap();
+    let plg = |args: &[&str]| {
+        let mut c = exec_as(&gp, GAMER_UID, env!("CARGO_BIN_EXE_plg"));
+        c.args(args)
+            .env("PLG_CONFIG_DIR", &home)
+            .env("PLG_PASSWORD", PASSWORD)
+            .env("PLG_CAPTURE_SOCKET", &socket)
+            .stdin(Stdio::null());
+        c
+    };
+    run(&mut plg(&[
+        "login",
+        "--billing",
+        &node_side.billing_url,
+        "--email",
+        "gamer@netns.test",
+        "--register",
+    ]));
+    let mut connect = plg(&["connect", GAME, "--plain"]);
+    connect.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = connect.spawn().expect("starting plg connect");
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let client = Proc(child);
+    let (line_tx, line_rx) = mpsc::channel::<String>();
+    let err_tx = line_tx.clone();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = line_tx.send(l);
+        }
+    });
+    std::thread::spawn(move || {
+        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = err_tx.send(format!("stderr: {l}"));
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut said = Vec::new();
+    let capturing = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match line_rx.recv_timeout(left) {
+            Ok(l) if l.contains("capturing the game's traffic with helper") => break l,
+            Ok(l) => said.push(l),
+            Err(_) => panic!("plg connect did not start capturing: {said:#?}"),
+        }
+    };
+    println!("plg connect (uid {GAMER_UID}): {capturing}");
+    assert!(capturing.contains("tun plgc0"), "{capturing}");
+    assert_eq!(helper_links(&gp), ["plgc0"]);
+    let rules = gp.rules();
+    let table = plg_client::capture::tun::DEFAULT_TABLE + 1;
+    assert!(
+        rules.contains(&format!("lookup {table}")),
+        "no rules for table {table}: {rules}"
+    );
+    let udp = gp.route_get(SERVER_V4, "udp", server.port);
+    assert!(udp.contains("dev plgc0"), "game UDP: {udp}");
+
+    // The game, a plain UDP program, sends to the server's real addresses.
+    let report = run_game(&gp, "play", &targets);
+    println!("game through the helper: {report}");
+    for t in &targets {
+        assert_eq!(report[t]["ok"], PACKETS, "{t}: {report}");
+        assert_eq!(report[t]["wrong"], 0, "{t}: {report}");
+    }
+    let seen = server.seen.lock().unwrap().clone();
+    let via_node = seen
+        .iter()
+        .filter(|(ip, _)| ip == NODE_SERVER_SIDE_V4 || ip == NODE_SERVER_SIDE_V6)
+        .count();
+    println!(
+        "server saw {} datagrams, {via_node} from the exit node",
+        seen.len()
+    );
+    assert_eq!(via_node, seen.len(), "{seen:?}");
+    assert!(via_node >= 2 * PACKETS);
+
+    // SIGKILL: no chance to clean up. The device goes with the descriptor, the helper
+    // deletes the rules when the connection drops.
+    let pid = nix::unistd::Pid::from_raw(client.0.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    drop(client);
+    let killed = Instant::now();
+    eventually(Duration::from_secs(10), "the helper's device to go", || {
+        helper_links(&gp).is_empty()
+    });
+    let mut now = String::new();
+    eventually(
+        Duration::from_secs(10),
+        "routes and rules to be back",
+        || {
+            now = gp.state();
+            now == before
+        },
+    );
+    println!(
+        "after SIGKILL: device and rules gone in {} ms",
+        killed.elapsed().as_millis()
+    );
+    eventually(
+        Duration::from_secs(5),
+        "the helper to log the hang-up",
+        || {
+            std::fs::read_to_string(&helper_log)
+                .is_ok_and(|l| l.contains("client gone: rules deleted"))
+        },
+    );
+    let log = std::fs::read_to_string(&helper_log).unwrap();
+    assert!(!log.contains(&ticket[..40]), "the helper logged a ticket");
+    assert!(!log.contains("panicked"), "{log}");
     drop(node_side);
 }

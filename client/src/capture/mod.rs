@@ -6,6 +6,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 
+pub mod helper;
 pub mod packet;
 pub mod proxy;
 pub mod targets;

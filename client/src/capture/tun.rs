@@ -101,7 +101,7 @@ pub enum TunError {
 /// Captures game UDP through a TUN device (see the module docs).
 pub struct TunCapture {
     // Dropped in this order: rules first, then the device (which takes its routes along).
-    _rules: RuleGuard,
+    _rules: Option<RuleGuard>,
     device: AsyncDevice,
     name: String,
     targets: Targets,
@@ -126,7 +126,7 @@ impl TunCapture {
     pub fn open(config: TunConfig) -> Result<TunCapture, TunError> {
         let TunConfig {
             name,
-            mut targets,
+            targets,
             mtu,
             table,
             priority,
@@ -145,48 +145,20 @@ impl TunCapture {
             })?;
         // The kernel may have adjusted the name (e.g. a `%d` pattern).
         let name = device.name().unwrap_or(name);
-        if !ipv6_enabled(&name)
-            && targets
-                .destinations()
-                .iter()
-                .any(|d| d.net.addr().is_ipv6())
-        {
-            // No IPv6 here, so the game cannot send any: keep the IPv4 destinations.
-            tracing::warn!(device = %name, "IPv6 is disabled: not capturing IPv6 destinations");
-            targets = Targets::new(
-                targets
-                    .destinations()
-                    .iter()
-                    .copied()
-                    .filter(|d| d.net.addr().is_ipv4()),
-            )
-            .exclude(targets.excluded().iter().copied());
-        }
-        let routes = targets.routes();
-        if routes.is_empty() {
-            return Err(TunError::AllExcluded);
-        }
-        // We own the table: rules pointing at it are leftovers of a killed run.
-        purge_rules(table);
-        let rules = RuleGuard::new(&targets, table, priority);
-        // On failure `rules` and `device` are dropped here, removing whatever was added.
-        for family in [Family::V4, Family::V6] {
-            let mut script = String::new();
-            for net in routes.iter().filter(|n| family.of(n)) {
-                script.push_str(&format!("route add {net} dev {name} table {table}\n"));
-            }
-            for rule in rules.specs(family) {
-                script.push_str(&format!("rule add {rule}\n"));
-            }
-            if !script.is_empty() {
-                ip_batch(family, &script, false).map_err(|detail| TunError::Routes {
-                    name: name.clone(),
-                    detail,
-                })?;
-            }
-        }
-        tracing::info!(device = %name, routes = routes.len(), table, "TUN capture up");
-        Ok(TunCapture {
+        let routed = route_device(&name, targets, table, priority)?;
+        Ok(TunCapture::from_device(device, name, routed))
+    }
+
+    /// Packet I/O on a device that is already routed: `routed` holds the targets, the routes
+    /// and, when this process owns them, the rules (deleted on drop). With the capture helper
+    /// (`plg-capture`) the device arrives as a descriptor and the helper keeps the rules.
+    pub fn from_device(device: AsyncDevice, name: String, routed: Routed) -> TunCapture {
+        let Routed {
+            targets,
+            routes,
+            rules,
+        } = routed;
+        TunCapture {
             _rules: rules,
             device,
             name,
@@ -195,7 +167,7 @@ impl TunCapture {
             counters: Arc::new(CaptureCounters::default()),
             packet: vec![0; MAX_PACKET].into_boxed_slice(),
             out: Vec::with_capacity(MAX_PACKET),
-        })
+        }
     }
 
     /// The interface name.
@@ -212,6 +184,78 @@ impl TunCapture {
     pub fn counters(&self) -> Arc<CaptureCounters> {
         self.counters.clone()
     }
+}
+
+/// A device's capture set-up: what it captures, its routes, and its policy rules.
+#[derive(Debug)]
+pub struct Routed {
+    /// What is captured (IPv6 destinations dropped when the device has no IPv6).
+    pub targets: Targets,
+    /// The networks routed into the device.
+    pub routes: Vec<IpNet>,
+    /// The policy rules, deleted on drop; `None` when another process owns them.
+    pub rules: Option<RuleGuard>,
+}
+
+/// Routes `targets` into the device `name` (up already): its routes in `table`, one rule per
+/// destination at `priority`. Stale rules pointing at `table` are deleted first. On failure
+/// whatever was added is removed.
+pub fn route_device(
+    name: &str,
+    mut targets: Targets,
+    table: u32,
+    priority: u32,
+) -> Result<Routed, TunError> {
+    if targets.is_empty() {
+        return Err(TunError::NoDestinations(name.to_owned()));
+    }
+    if !ipv6_enabled(name)
+        && targets
+            .destinations()
+            .iter()
+            .any(|d| d.net.addr().is_ipv6())
+    {
+        // No IPv6 here, so the game cannot send any: keep the IPv4 destinations.
+        tracing::warn!(device = %name, "IPv6 is disabled: not capturing IPv6 destinations");
+        targets = Targets::new(
+            targets
+                .destinations()
+                .iter()
+                .copied()
+                .filter(|d| d.net.addr().is_ipv4()),
+        )
+        .exclude(targets.excluded().iter().copied());
+    }
+    let routes = targets.routes();
+    if routes.is_empty() {
+        return Err(TunError::AllExcluded);
+    }
+    // We own the table: rules pointing at it are leftovers of a killed run.
+    purge_rules(table);
+    let rules = RuleGuard::new(&targets, table, priority);
+    // On failure `rules` is dropped here, removing whatever was added; the routes go with
+    // the device.
+    for family in [Family::V4, Family::V6] {
+        let mut script = String::new();
+        for net in routes.iter().filter(|n| family.of(n)) {
+            script.push_str(&format!("route add {net} dev {name} table {table}\n"));
+        }
+        for rule in rules.specs(family) {
+            script.push_str(&format!("rule add {rule}\n"));
+        }
+        if !script.is_empty() {
+            ip_batch(family, &script, false).map_err(|detail| TunError::Routes {
+                name: name.to_owned(),
+                detail,
+            })?;
+        }
+    }
+    tracing::info!(device = %name, routes = routes.len(), table, "TUN capture up");
+    Ok(Routed {
+        targets,
+        routes,
+        rules: Some(rules),
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -244,7 +288,7 @@ fn ipv6_enabled(device: &str) -> bool {
 
 /// The policy rules of one capture, deleted on drop.
 #[derive(Debug)]
-struct RuleGuard {
+pub struct RuleGuard {
     v4: Vec<String>,
     v6: Vec<String>,
 }
@@ -304,7 +348,7 @@ impl Drop for RuleGuard {
 }
 
 /// Deletes every rule pointing at `table` (left by a run that was killed).
-fn purge_rules(table: u32) {
+pub fn purge_rules(table: u32) {
     for family in [Family::V4, Family::V6] {
         let table = table.to_string();
         // Each call deletes one rule and fails once none is left.

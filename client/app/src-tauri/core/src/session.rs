@@ -315,6 +315,13 @@ pub fn request(
     let capture = match settings.capture {
         // The game server: the setting, else the grant's only single-address destination
         // (`None`: the controller says what is missing).
+        // No server typed and the capture helper installed: it captures the catalog's
+        // ranges, nothing to point the game at (as `plg connect`'s `auto`).
+        CaptureKind::Proxy
+            if settings.game_server.is_none() && plg_client::capture::helper::available() =>
+        {
+            CaptureMode::Helper
+        }
         CaptureKind::Proxy => CaptureMode::Proxy {
             listen: settings.proxy_listen,
             server: settings.game_server,
