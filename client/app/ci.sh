@@ -19,7 +19,7 @@ step "system packages"
 need=()
 for p in libwebkit2gtk-4.1-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev libssl-dev \
          build-essential pkg-config file chromium fonts-dejavu-core xvfb xauth gcc-mingw-w64-x86-64 \
-         dbus-bin dbus-daemon xdotool python3-xlib; do
+         dbus-bin dbus-daemon xdotool python3-xlib gamemode; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if ((${#need[@]})); then

@@ -235,6 +235,20 @@ try {
     await page.getByTestId("nav-games").filter({ hasText: "Games" }).waitFor();
     await shot(page, "settings-light");
   });
+
+  await step("settings: FPS boost is off by default and kept when turned on", async () => {
+    await page.getByTestId("nav-settings").click();
+    const box = () => page.getByTestId("set-fps_boost");
+    check(!(await box().isChecked()), "FPS boost off by default");
+    check((await page.getByTestId("set-fps_boost-hint").textContent()).includes("GameMode"), "FPS boost hint");
+    await box().check();
+    await page.getByTestId("settings-save").click();
+    await page.getByTestId("nav-games").click();
+    await page.getByTestId("nav-settings").click();
+    check(await box().isChecked(), "FPS boost saved");
+    await box().uncheck();
+    await page.getByTestId("settings-save").click();
+  });
 } catch {
   code = 1;
 } finally {

@@ -19,6 +19,35 @@ use tauri_plugin_notification::NotificationExt;
 
 /// Started by the system at login: stay in the tray.
 const MINIMISED: &str = "--minimised";
+/// `--connect GAME`: connect to a catalog game, at start or in the running instance (a desktop
+/// shortcut that plays a game accelerated; `measure-memory.sh` uses it for a live session).
+const CONNECT: &str = "--connect";
+
+fn connect_arg(argv: &[String]) -> Option<String> {
+    let i = argv.iter().position(|a| a == CONNECT)?;
+    argv.get(i + 1).cloned()
+}
+
+/// Connects to `game` in the background; a failure shows the window and a notification.
+fn connect_to(app: &AppHandle, core: Arc<App>, game: String) {
+    let app = app.clone();
+    tauri::async_runtime::spawn(async move {
+        let connect = Command::Connect(GameArgs {
+            game,
+            node: None,
+            region: None,
+        });
+        if let Err(e) = core.handle(connect).await {
+            show_main(&app);
+            let _ = app
+                .notification()
+                .builder()
+                .title("PLG Booster")
+                .body(e.message)
+                .show();
+        }
+    });
+}
 
 /// Every window command goes through here to the shared handlers: the name and JSON arguments
 /// are parsed into a typed `Command` (`unknown_command` / `bad_arguments` otherwise).
@@ -120,9 +149,12 @@ fn main() {
     let close_flag = minimise_to_tray.clone();
     let setup_core = core.clone();
     let result = tauri::Builder::default()
-        .plugin(tauri_plugin_single_instance::init(|app, _argv, _cwd| {
-            show_main(app)
-        }))
+        .plugin(tauri_plugin_single_instance::init(
+            |app, argv, _cwd| match connect_arg(&argv) {
+                Some(game) => connect_to(app, app.state::<Arc<App>>().inner().clone(), game),
+                None => show_main(app),
+            },
+        ))
         .plugin(tauri_plugin_autostart::init(
             MacosLauncher::LaunchAgent,
             Some(vec![MINIMISED]),
@@ -186,20 +218,7 @@ fn main() {
                         "connect" => {
                             tauri::async_runtime::spawn(async move {
                                 let game = core.settings().await.last_game;
-                                let connect = Command::Connect(GameArgs {
-                                    game,
-                                    node: None,
-                                    region: None,
-                                });
-                                if let Err(e) = core.handle(connect).await {
-                                    show_main(&app);
-                                    let _ = app
-                                        .notification()
-                                        .builder()
-                                        .title("PLG Booster")
-                                        .body(e.message)
-                                        .show();
-                                }
+                                connect_to(&app, core, game);
                             });
                         }
                         "disconnect" => {
@@ -280,6 +299,9 @@ fn main() {
                     }
                 }
             });
+            if let Some(game) = connect_arg(&std::env::args().collect::<Vec<_>>()) {
+                connect_to(app.handle(), core.clone(), game);
+            }
             tauri::async_runtime::spawn(core.watch_games(Duration::from_secs(5)));
             Ok(())
         })

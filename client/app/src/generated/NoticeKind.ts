@@ -3,4 +3,4 @@
 /**
  * A notice's stable kind, for the window to branch on.
  */
-export type NoticeKind = "failover" | "node_lost" | "primary_changed" | "protected_mode" | "destination_refused" | "too_many_flows" | "ticket_expired" | "plan_expiring" | "plan_expired" | "game_detected" | "better_route" | "route_changed";
+export type NoticeKind = "failover" | "node_lost" | "primary_changed" | "protected_mode" | "destination_refused" | "too_many_flows" | "ticket_expired" | "plan_expiring" | "plan_expired" | "game_detected" | "better_route" | "route_changed" | "boost_failed";

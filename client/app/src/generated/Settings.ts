@@ -52,4 +52,9 @@ notifications: boolean,
 /**
  * The last game connected (the tray's "Connect" uses it).
  */
-last_game: string, };
+last_game: string, 
+/**
+ * FPS boost while a session runs for a detected game: GameMode on Linux, high priority and
+ * the High performance power plan on Windows (`boost.rs`). Off unless turned on.
+ */
+fps_boost: boolean, };

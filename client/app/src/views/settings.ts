@@ -4,12 +4,12 @@ import { h } from "../dom";
 import { t, type Key } from "../i18n";
 import type { Settings } from "../types";
 
-/** Start with the system, language, theme, redundancy, paths, capture mode, logs folder. */
+/** Start with the system, FPS boost, language, theme, redundancy, paths, capture mode, logs folder. */
 export function settings(ctx: Ctx): HTMLElement {
   const st = ctx.model.state;
   const s: Settings = { ...st.settings };
   const desktop = ctx.bridge.kind === "tauri";
-  const toggle = (key: "autostart" | "minimise_to_tray" | "notifications", label: string, desktopOnly = false) =>
+  const toggle = (key: "autostart" | "minimise_to_tray" | "notifications" | "fps_boost", label: string, desktopOnly = false) =>
     h("label", { class: "row check" },
       h("input", { type: "checkbox", checked: s[key], "data-testid": `set-${key}`, onchange: (e: Event) => (s[key] = (e.target as HTMLInputElement).checked) }),
       h("span", {}, label, desktopOnly && !desktop ? h("span", { class: "muted small" }, ` (${t("set.desktop_only")})`) : null),
@@ -43,6 +43,8 @@ export function settings(ctx: Ctx): HTMLElement {
         toggle("autostart", t("set.autostart"), true),
         toggle("minimise_to_tray", t("set.tray"), true),
         toggle("notifications", t("set.notifications")),
+        toggle("fps_boost", t("set.fps_boost")),
+        h("p", { class: "muted small", "data-testid": "set-fps_boost-hint" }, t("set.fps_boost.hint")),
         select("language", t("set.language"), [["en", "English"], ["ru", "Русский"]]),
         select("theme", t("set.theme"), [["system", t("set.theme.system")], ["dark", t("set.theme.dark")], ["light", t("set.theme.light")]]),
         h("label", { class: "row" }, h("span", {}, t("set.logs")), h("code", { class: "folder", "data-testid": "logs-dir" }, st.logs_dir)),

@@ -7,6 +7,7 @@
 //! types are generated from these (`tests/bindings.rs`).
 
 pub mod account;
+pub mod boost;
 pub mod command;
 pub mod error;
 pub mod history;
@@ -157,7 +158,19 @@ struct Inner {
     session: Option<Session>,
     /// A connect is under way (no lock is held while it talks to the network).
     connecting: bool,
-    detected: Vec<String>,
+    /// Catalog games running now, with their processes.
+    detected: Vec<detect::Detected>,
+}
+
+impl Inner {
+    fn detected_slugs(&self) -> Vec<String> {
+        self.detected.iter().map(|d| d.slug.clone()).collect()
+    }
+
+    /// The process of `game`, if it was seen running.
+    fn game_pid(&self, game: &str) -> Option<u32> {
+        self.detected.iter().find(|d| d.slug == game).map(|d| d.pid)
+    }
 }
 
 /// The app's state and command handlers.
@@ -293,7 +306,7 @@ impl App {
             default_billing_url: self.default_billing.clone(),
             settings: inner.settings.clone(),
             session: inner.session.as_ref().map(Session::info),
-            detected: inner.detected.clone(),
+            detected: inner.detected_slugs(),
             config_dir: self.dir.display().to_string(),
             logs_dir: self.logs_dir().display().to_string(),
             capture_modes: CaptureKind::available(),
@@ -401,13 +414,23 @@ impl App {
                     };
                     offline_since = Some(saved_at);
                     let inner = self.inner.lock().await;
-                    return Ok(games_view(&games, &inner.detected, &q, offline_since));
+                    return Ok(games_view(
+                        &games,
+                        &inner.detected_slugs(),
+                        &q,
+                        offline_since,
+                    ));
                 }
                 Err(e) => return Err(e.into()),
             }
         }
         let inner = self.inner.lock().await;
-        Ok(games_view(&inner.games, &inner.detected, &q, offline_since))
+        Ok(games_view(
+            &inner.games,
+            &inner.detected_slugs(),
+            &q,
+            offline_since,
+        ))
     }
 
     /// Shows where a session for `game` would go: billing's live nodes, probed. A preview:
@@ -562,7 +585,20 @@ impl App {
             let req = session::request(&a.game, a.node.clone(), a.region.clone(), &settings)?;
             let ctl = Controller::connect(billing(&c), c.mesh_ca_pem.clone(), req, |_| {}).await?;
             let probe = ctl.info().game == ECHO_GAME;
-            Session::start(ctl, &settings, probe, self.events.clone(), self.dir.clone()).await
+            let game_pid = if settings.fps_boost {
+                self.find_game(&ctl.info().game).await
+            } else {
+                None
+            };
+            Session::start(
+                ctl,
+                &settings,
+                probe,
+                game_pid,
+                self.events.clone(),
+                self.dir.clone(),
+            )
+            .await
         }
         .await;
         let mut inner = self.inner.lock().await;
@@ -580,6 +616,25 @@ impl App {
         tracing::info!(session = %info.session_id, game = %info.game, node = %info.node.id, "connected");
         self.emit(AppEvent::Connected(info.clone()));
         Ok(info)
+    }
+
+    /// The running process of catalog game `slug`: the watcher's last sighting, else a look
+    /// at the process table now (the watcher runs every few seconds).
+    async fn find_game(&self, slug: &str) -> Option<u32> {
+        let games = {
+            let inner = self.inner.lock().await;
+            if let Some(pid) = inner.game_pid(slug) {
+                return Some(pid);
+            }
+            inner.games.clone()
+        };
+        let running = tokio::task::spawn_blocking(detect::running_processes)
+            .await
+            .ok()?;
+        detect::detect(&games, &running)
+            .into_iter()
+            .find(|d| d.slug == slug)
+            .map(|d| d.pid)
     }
 
     /// Stops the session (if any): CLOSE to the node and billing's slot released by the
@@ -633,17 +688,21 @@ impl App {
                 Ok(r) => r,
                 Err(_) => continue,
             };
-            let now: Vec<String> = detect::detect(&games, &running)
-                .into_iter()
-                .map(|d| d.slug)
-                .collect();
+            let now = detect::detect(&games, &running);
             let mut inner = self.inner.lock().await;
             if now == inner.detected {
                 continue;
             }
+            // The FPS boost follows the session's game: started later, restarted, or quit.
+            if let Some(s) = &inner.session {
+                let game = s.info().game;
+                s.set_game_pid(now.iter().find(|d| d.slug == game).map(|d| d.pid));
+            }
             let idle = inner.session.is_none();
             let lang = inner.settings.language;
-            for slug in now.iter().filter(|s| !inner.detected.contains(s)) {
+            let before = inner.detected_slugs();
+            let now_slugs: Vec<String> = now.iter().map(|d| d.slug.clone()).collect();
+            for slug in now_slugs.iter().filter(|s| !before.contains(s)) {
                 if idle && let Some(g) = games.iter().find(|g| &g.slug == slug) {
                     self.emit(AppEvent::Notice(notice(
                         What::GameDetected { name: &g.name },
@@ -651,9 +710,11 @@ impl App {
                     )));
                 }
             }
-            inner.detected = now.clone();
+            inner.detected = now;
             drop(inner);
-            self.emit(AppEvent::Detected(now));
+            if now_slugs != before {
+                self.emit(AppEvent::Detected(now_slugs));
+            }
         }
     }
 

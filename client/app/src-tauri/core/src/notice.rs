@@ -47,6 +47,8 @@ pub enum NoticeKind {
     BetterRoute,
     /// The session moved to an exit with a lower ping (the game was idle).
     RouteChanged,
+    /// The FPS boost is on but the OS would not apply it.
+    BoostFailed,
 }
 
 /// What happened, with its details.
@@ -77,6 +79,8 @@ pub enum What<'a> {
     BetterRoute { exit: &'a str, text: &'a str },
     /// The session moved to a better exit while the game was idle (`why`, in English).
     RouteChanged { why: &'a str },
+    /// The FPS boost could not be applied (`reason`, in English: the OS's or GameMode's word).
+    BoostFailed { reason: &'a str },
 }
 
 /// The notice for `what` in `lang`.
@@ -266,6 +270,21 @@ pub fn notice(what: What<'_>, lang: Language) -> Notice {
                 format!("{name} запущена — ускорить?")
             } else {
                 format!("{name} is running — accelerate it?")
+            },
+        ),
+        What::BoostFailed { reason } => (
+            NoticeKind::BoostFailed,
+            true,
+            if ru {
+                "FPS-буст не включён"
+            } else {
+                "FPS boost not applied"
+            }
+            .to_owned(),
+            if ru {
+                format!("Система не дала ускорить игру: {reason}. Сессия работает как обычно")
+            } else {
+                format!("The system would not boost the game: {reason}. The session runs as usual")
             },
         ),
     };

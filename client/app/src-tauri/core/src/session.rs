@@ -12,6 +12,7 @@ use tokio::sync::{broadcast, oneshot, watch};
 use tokio::task::JoinHandle;
 use ts_rs::TS;
 
+use crate::boost::{self, Boosting};
 use crate::history::{self, HistoryEntry};
 use crate::notice::{What, notice};
 use crate::probe::{EchoProbe, Sample};
@@ -294,6 +295,8 @@ pub struct Session {
     info: watch::Receiver<SessionInfo>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<Summary>,
+    /// The game's process for the FPS boost (`None` when the boost is off).
+    game_pid: Option<watch::Sender<Option<u32>>>,
 }
 
 /// The controller's request for `game` under `settings`.
@@ -361,13 +364,16 @@ fn view(i: &plg_client::SessionInfo, redundancy: Redundancy, probing: bool) -> S
 }
 
 impl Session {
-    /// Takes over a connected controller: starts the probes (the echo game only) and the
-    /// ticker; `Connected` is emitted by the caller with [`Session::info`].
+    /// Takes over a connected controller: starts the probes (the echo game only), the ticker
+    /// and, if `settings.fps_boost`, the FPS boost for `game_pid` (the game's process if it is
+    /// running; [`Session::set_game_pid`] follows it later); `Connected` is emitted by the
+    /// caller with [`Session::info`].
     /// Each session that ends is added to the history in `dir` ([`history`]).
     pub async fn start(
         ctl: Controller,
         settings: &Settings,
         probe: bool,
+        game_pid: Option<u32>,
         events: broadcast::Sender<AppEvent>,
         dir: std::path::PathBuf,
     ) -> Result<Session, CmdError> {
@@ -386,6 +392,12 @@ impl Session {
         let info = view(&ci, settings.redundancy, probes.is_some());
         let (info_tx, info_rx) = watch::channel(info);
         let (stop, stop_rx) = oneshot::channel();
+        let (game_tx, game_rx) = if settings.fps_boost {
+            let (tx, rx) = watch::channel(game_pid);
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
         let task = tokio::spawn(run(
             ctl,
             probes,
@@ -393,13 +405,22 @@ impl Session {
             settings.language,
             events,
             stop_rx,
+            game_rx,
             dir,
         ));
         Ok(Session {
             info: info_rx,
             stop,
             task,
+            game_pid: game_tx,
         })
+    }
+
+    /// The game's process now (`None`: not running), for the FPS boost if it is on.
+    pub fn set_game_pid(&self, pid: Option<u32>) {
+        if let Some(tx) = &self.game_pid {
+            tx.send_if_modified(|old| std::mem::replace(old, pid) != pid);
+        }
     }
 
     /// What the session is now.
@@ -416,6 +437,17 @@ impl Session {
     pub async fn stop(self) -> Summary {
         let _ = self.stop.send(());
         self.task.await.unwrap_or_default()
+    }
+}
+
+/// The game's next pid; never, when the boost is off or the session is going away.
+async fn game_changed(rx: &mut Option<watch::Receiver<Option<u32>>>) -> Option<u32> {
+    let Some(r) = rx else {
+        return std::future::pending().await;
+    };
+    match r.changed().await {
+        Ok(()) => *r.borrow_and_update(),
+        Err(_) => std::future::pending().await,
     }
 }
 
@@ -475,6 +507,8 @@ fn tick(p: &Controller, secs: f64) -> Tick {
     }
 }
 
+// The session task's inputs and outputs, each used once: a struct for them would only rename.
+#[allow(clippy::too_many_arguments)]
 async fn run(
     mut ctl: Controller,
     probes: Option<(EchoProbe, EchoProbe)>,
@@ -482,6 +516,7 @@ async fn run(
     lang: Language,
     events: broadcast::Sender<AppEvent>,
     mut stop: oneshot::Receiver<()>,
+    mut game_pid: Option<watch::Receiver<Option<u32>>>,
     dir: std::path::PathBuf,
 ) -> Summary {
     let started = tokio::time::Instant::now();
@@ -494,9 +529,30 @@ async fn run(
         let _ = events.send(ev);
     };
     let game_name = info.borrow().game_name.clone();
+    let mut boosting = Boosting::new(boost::platform());
+    // One notice per session if the boost fails, not one per game restart.
+    let mut boost_told = false;
+    if let Some(rx) = &mut game_pid {
+        let pid = *rx.borrow_and_update();
+        if let Err(e) = boosting.follow(pid).await {
+            boost_told = true;
+            emit(AppEvent::Notice(notice(
+                What::BoostFailed {
+                    reason: &e.to_string(),
+                },
+                lang,
+            )));
+        }
+    }
     let ended_itself = loop {
         tokio::select! {
             _ = &mut stop => break false,
+            pid = game_changed(&mut game_pid) => {
+                if let Err(e) = boosting.follow(pid).await && !boost_told {
+                    boost_told = true;
+                    emit(AppEvent::Notice(notice(What::BoostFailed { reason: &e.to_string() }, lang)));
+                }
+            }
             ev = ctl.next_event() => {
                 let Some(ev) = ev else { break true };
                 // The header, the paths and the tray follow the node actually in use.
@@ -553,6 +609,7 @@ async fn run(
         }
     };
     drop(probes);
+    boosting.end().await;
     let report = if ended_itself {
         ctl.report()
     } else {

@@ -116,6 +116,9 @@ pub struct Settings {
     pub notifications: bool,
     /// The last game connected (the tray's "Connect" uses it).
     pub last_game: String,
+    /// FPS boost while a session runs for a detected game: GameMode on Linux, high priority and
+    /// the High performance power plan on Windows (`boost.rs`). Off unless turned on.
+    pub fps_boost: bool,
 }
 
 impl Default for Settings {
@@ -132,6 +135,7 @@ impl Default for Settings {
             minimise_to_tray: true,
             notifications: true,
             last_game: String::new(),
+            fps_boost: false,
         }
     }
 }
