@@ -43,6 +43,10 @@ impl PluginPort {
 }
 
 impl UpdatePort for PluginPort {
+    fn current_version(&self) -> String {
+        self.app.package_info().version.to_string()
+    }
+
     fn check(&self) -> PortFuture<'_, Option<Offer>> {
         Box::pin(async move {
             let url = self

@@ -77,6 +77,8 @@ pub type PortFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, String>> + Se
 
 /// The shell's side of updating (`tauri-plugin-updater` in the app; a fake in tests).
 pub trait UpdatePort: Send + Sync + fmt::Debug {
+    /// The running app's version (tauri.conf.json's, which the packages carry).
+    fn current_version(&self) -> String;
     /// Reads the manifest: `Some` if it offers a version newer than this one.
     fn check(&self) -> PortFuture<'_, Option<Offer>>;
     /// The release public key the bundle must be signed with (base64 of a minisign key, as in
@@ -290,7 +292,10 @@ impl Updates {
     fn view(&self) -> UpdateView {
         let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         UpdateView {
-            current: env!("CARGO_PKG_VERSION").to_owned(),
+            current: self.port.get().map_or_else(
+                || env!("CARGO_PKG_VERSION").to_owned(),
+                |p| p.current_version(),
+            ),
             phase: s.phase.unwrap_or(UpdatePhase::Idle),
             available: s.offer.as_ref().map(|o| o.version.clone()),
             notes: s.offer.as_ref().and_then(|o| o.notes.clone()),
@@ -582,6 +587,9 @@ mod tests {
     }
 
     impl UpdatePort for FakePort {
+        fn current_version(&self) -> String {
+            "0.1.0".into()
+        }
         fn check(&self) -> PortFuture<'_, Option<Offer>> {
             Box::pin(async move { Ok(self.offer.clone()) })
         }
@@ -649,6 +657,7 @@ mod tests {
         let v = app.check_update().await.unwrap();
         assert_eq!(v.phase, UpdatePhase::Available);
         assert_eq!(v.available.as_deref(), Some("0.1.1"));
+        assert_eq!(v.current, "0.1.0");
         assert!(v.last_check.is_some());
         // Checking installs nothing.
         assert!(port.installed.lock().unwrap().is_empty());
