@@ -4,6 +4,8 @@
 # end-to-end run in headless Chromium against a local demo mesh.
 #   bash client/app/ci.sh              # from the repo root, as root (installs Debian packages)
 #   PLG_APP_BUNDLE=1 bash client/app/ci.sh   # also `tauri build --bundles deb` (~10 min more)
+# nsis + p7zip-full build and check the Windows installer; sudo is how tauri-plugin-updater runs
+# dpkg in the update step (as root it asks nothing).
 set -euo pipefail
 cd "$(dirname "$0")"
 # The app is its own workspace: its own target dir, next to the root's when CI has one
@@ -19,7 +21,7 @@ step "system packages"
 need=()
 for p in libwebkit2gtk-4.1-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev libssl-dev \
          build-essential pkg-config file chromium fonts-dejavu-core xvfb xauth gcc-mingw-w64-x86-64 \
-         dbus-bin dbus-daemon xdotool python3-xlib gamemode; do
+         dbus-bin dbus-daemon xdotool python3-xlib gamemode nsis p7zip-full sudo; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if ((${#need[@]})); then
@@ -60,6 +62,13 @@ BRIDGE_BIN="$CARGO_TARGET_DIR/debug/plg-app-bridge" SCREENSHOTS="${SCREENSHOTS:-
 
 step "desktop behaviour (the real app under Xvfb): close to the tray, single instance"
 bash e2e/tray.sh "$CARGO_TARGET_DIR/debug/plg-app"
+
+step "windows installer (x86_64-pc-windows-gnu + makensis): PE32/NSIS, <= 20 MB, app and WinDivert inside"
+bash installer/windows.sh
+
+step "update: 0.1.0 .deb -> signed 0.1.1 from a loopback server (tampered bundle refused first)"
+# Bounded: two debug .deb builds (the second rebuilds only the app crate) and three app runs.
+timeout 900 bash e2e/update.sh
 
 if [[ "${PLG_APP_BUNDLE:-}" == 1 ]]; then
   step "bundle: tauri build --bundles deb"

@@ -181,6 +181,12 @@ const en = {
   "common.error": "Error",
   "common.loading": "Loading…",
   "common.close": "Close",
+  "update.available": "PLG Booster {v} is available (you have {current}).",
+  "update.install": "Install and restart",
+  "update.later": "Later",
+  "update.installing": "Installing {v}… the app restarts when it is done.",
+  "update.during_session": "Disconnect first: installing restarts the app.",
+  "update.failed": "The update was not installed: {msg}",
 } as const;
 
 export type Key = keyof typeof en;
@@ -366,6 +372,12 @@ const ru: Record<Key, string> = {
   "common.error": "Ошибка",
   "common.loading": "Загрузка…",
   "common.close": "Закрыть",
+  "update.available": "Доступна PLG Booster {v} (у вас {current}).",
+  "update.install": "Установить и перезапустить",
+  "update.later": "Позже",
+  "update.installing": "Устанавливается {v}… приложение перезапустится по готовности.",
+  "update.during_session": "Сначала отключитесь: установка перезапускает приложение.",
+  "update.failed": "Обновление не установлено: {msg}",
 };
 
 export const dictionaries = { en, ru } as const;

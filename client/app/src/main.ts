@@ -11,6 +11,7 @@ import { route } from "./views/route";
 import { dashboard } from "./views/dashboard";
 import { subscription } from "./views/subscription";
 import { settings } from "./views/settings";
+import { updatePrompt } from "./update";
 
 const bridge = pickBridge(window as unknown as Parameters<typeof pickBridge>[0]);
 const root = document.getElementById("app")!;
@@ -173,7 +174,13 @@ async function boot(): Promise<void> {
       route: null,
       notices: [],
     };
-    bridge.listen(onEvent);
+    const updateBar = h("div", { class: "update-bar", "data-testid": "update", hidden: true });
+    document.body.append(updateBar);
+    const onUpdate = updatePrompt(bridge, updateBar, () => model.session !== null);
+    bridge.listen((ev) => {
+      onEvent(ev);
+      onUpdate(ev);
+    });
     matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => applyTheme(model.state.settings.theme));
     render();
   } catch (e) {

@@ -5,6 +5,8 @@
 // No console window behind the app on Windows.
 #![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
 
+mod update;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -48,6 +50,9 @@ fn connect_to(app: &AppHandle, core: Arc<App>, game: String) {
         }
     });
 }
+
+/// `plg-app --update`: install an update from the command line, then exit (no window).
+const UPDATE: &str = "--update";
 
 /// Every window command goes through here to the shared handlers: the name and JSON arguments
 /// are parsed into a typed `Command` (`unknown_command` / `bad_arguments` otherwise).
@@ -143,6 +148,11 @@ fn main() {
     let billing =
         std::env::var("PLG_BILLING_URL").unwrap_or_else(|_| "http://127.0.0.1:8080".into());
     let core = App::new(dir, &billing);
+    let update_url = plg_app_core::update::endpoint(
+        &billing,
+        std::env::var(plg_app_core::update::URL_ENV).ok().as_deref(),
+    );
+    let headless_update = std::env::args().any(|a| a == UPDATE);
     logging(&core.logs_dir());
     let minimise_to_tray = Arc::new(AtomicBool::new(true));
 
@@ -160,10 +170,20 @@ fn main() {
             Some(vec![MINIMISED]),
         ))
         .plugin(tauri_plugin_notification::init())
+        .plugin(tauri_plugin_updater::Builder::new().build())
         .manage(core.clone())
         .invoke_handler(tauri::generate_handler![call])
         .setup(move |app| {
             let core = setup_core;
+            core.set_update_port(Arc::new(update::PluginPort::new(
+                app.handle().clone(),
+                update_url,
+                headless_update,
+            )));
+            if headless_update {
+                tauri::async_runtime::spawn(update::run_headless(app.handle().clone()));
+                return Ok(());
+            }
             // SIGTERM, SIGHUP (the session ends) or SIGINT: quit like the tray's Quit, so the
             // session is closed and its slot released (`RunEvent::Exit` below).
             #[cfg(unix)]
@@ -302,7 +322,8 @@ fn main() {
             if let Some(game) = connect_arg(&std::env::args().collect::<Vec<_>>()) {
                 connect_to(app.handle(), core.clone(), game);
             }
-            tauri::async_runtime::spawn(core.watch_games(Duration::from_secs(5)));
+            tauri::async_runtime::spawn(core.clone().watch_games(Duration::from_secs(5)));
+            tauri::async_runtime::spawn(core.watch_updates());
             Ok(())
         })
         .build(tauri::generate_context!());

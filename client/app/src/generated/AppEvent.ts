@@ -5,8 +5,9 @@ import type { SessionInfo } from "./SessionInfo";
 import type { Settings } from "./Settings";
 import type { Summary } from "./Summary";
 import type { Tick } from "./Tick";
+import type { UpdateView } from "./UpdateView";
 
 /**
  * Something for the frontend (and the desktop shell) to show.
  */
-export type AppEvent = { "type": "tick", "data": Tick } | { "type": "connected", "data": SessionInfo } | { "type": "session", "data": SessionInfo } | { "type": "ended", "data": Summary } | { "type": "notice", "data": Notice } | { "type": "detected", "data": Array<string> } | { "type": "settings", "data": Settings } | { "type": "account", "data": AccountView | null };
+export type AppEvent = { "type": "tick", "data": Tick } | { "type": "connected", "data": SessionInfo } | { "type": "session", "data": SessionInfo } | { "type": "ended", "data": Summary } | { "type": "notice", "data": Notice } | { "type": "detected", "data": Array<string> } | { "type": "settings", "data": Settings } | { "type": "account", "data": AccountView | null } | { "type": "update", "data": UpdateView };

@@ -7,9 +7,10 @@ import type { SessionInfo } from "./SessionInfo";
 import type { Settings } from "./Settings";
 import type { StateView } from "./StateView";
 import type { Summary } from "./Summary";
+import type { UpdateView } from "./UpdateView";
 
 /**
  * TypeScript only: each command's reply type, keyed by command name
  * (`Replies["connect"]` is `SessionInfo`). Never built in Rust.
  */
-export type Replies = { state: StateView, sign_in: AccountView, sign_out: boolean, me: unknown, plans: unknown, payments: unknown, pay: unknown, redeem: unknown, start_trial: unknown, cancel_plan: unknown, games: GamesView, route: RouteView, connect: SessionInfo, disconnect: Summary | null, save_settings: Settings, history: Array<HistoryEntry>, };
+export type Replies = { state: StateView, sign_in: AccountView, sign_out: boolean, me: unknown, plans: unknown, payments: unknown, pay: unknown, redeem: unknown, start_trial: unknown, cancel_plan: unknown, games: GamesView, route: RouteView, connect: SessionInfo, disconnect: Summary | null, save_settings: Settings, update: UpdateView, check_update: UpdateView, install_update: UpdateView, history: Array<HistoryEntry>, };

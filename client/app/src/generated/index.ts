@@ -33,3 +33,5 @@ export type { StateView } from "./StateView";
 export type { Summary } from "./Summary";
 export type { Theme } from "./Theme";
 export type { Tick } from "./Tick";
+export type { UpdatePhase } from "./UpdatePhase";
+export type { UpdateView } from "./UpdateView";

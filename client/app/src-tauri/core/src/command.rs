@@ -13,6 +13,7 @@ use ts_rs::TS;
 use crate::history::HistoryEntry;
 use crate::session::{SessionInfo, Summary};
 use crate::settings::Settings;
+use crate::update::UpdateView;
 use crate::{AccountView, CmdError, RouteView, StateView};
 
 /// A command from the window, with its arguments.
@@ -49,6 +50,13 @@ pub enum Command {
     Disconnect,
     /// Validate, save and apply settings.
     SaveSettings(Settings),
+    /// The update state.
+    Update,
+    /// Look for an update now.
+    CheckUpdate,
+    /// Install the update on offer and restart (the gamer's consent; refused during a
+    /// session).
+    InstallUpdate,
     /// Past sessions (newest first), of one game or all.
     History(HistoryQuery),
 }
@@ -256,6 +264,9 @@ replies! {
     "connect" => Connect(SessionInfo);
     "disconnect" => Disconnect(Option<Summary>);
     "save_settings" => SaveSettings(Settings);
+    "update" => Update(UpdateView);
+    "check_update" => CheckUpdate(UpdateView);
+    "install_update" => InstallUpdate(UpdateView);
     "history" => History(Vec<HistoryEntry>);
 }
 

@@ -15,6 +15,7 @@ pub mod notice;
 pub mod probe;
 pub mod session;
 pub mod settings;
+pub mod update;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,6 +38,7 @@ pub use plg_client::billing::{GameInfo, Subscription};
 pub use plg_client::credentials::config_dir;
 pub use session::{NodeInfo, SessionInfo, Summary, Tick};
 pub use settings::{CaptureKind, Language, Redundancy, Settings, Theme};
+pub use update::{UpdatePhase, UpdatePort, UpdateView};
 
 use notice::{What, notice};
 use session::Session;
@@ -68,6 +70,8 @@ pub enum AppEvent {
     Settings(Settings),
     /// Signed in (`Some`) or out.
     Account(Option<AccountView>),
+    /// The update state changed (checked, on offer, installing, failed).
+    Update(UpdateView),
 }
 
 /// Who is signed in, where.
@@ -180,6 +184,7 @@ pub struct App {
     default_billing: String,
     events: broadcast::Sender<AppEvent>,
     inner: Mutex<Inner>,
+    updates: update::Updates,
 }
 
 /// `text` with each node id replaced by the node's name (verdicts are written with ids).
@@ -240,6 +245,7 @@ impl App {
                 settings,
                 ..Inner::default()
             }),
+            updates: update::Updates::default(),
         })
     }
 
@@ -289,6 +295,9 @@ impl App {
             Command::Disconnect => Reply::Disconnect(self.disconnect().await),
             Command::SaveSettings(s) => Reply::SaveSettings(self.save_settings(s).await?),
             Command::History(q) => Reply::History(history::of_game(&self.dir, &q.game)),
+            Command::Update => Reply::Update(self.update_view()),
+            Command::CheckUpdate => Reply::CheckUpdate(self.check_update().await?),
+            Command::InstallUpdate => Reply::InstallUpdate(self.install_update().await?),
         })
     }
 
@@ -564,6 +573,12 @@ impl App {
                     ));
                 }
                 inner.session = None;
+            }
+            if self.updates.installing() {
+                return Err(CmdError::new(
+                    "update_installing",
+                    "an update is being installed and the app will restart: connect after that",
+                ));
             }
             if inner.connecting {
                 return Err(CmdError::new(
