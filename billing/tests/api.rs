@@ -506,6 +506,7 @@ async fn announced_nodes_are_offered_in_sessions(db: Db) {
         body["nodes"],
         json!([{
             "id": joined["node_id"],
+            "name": "relay-b",
             "server_name": joined["server_name"],
             "region": "eu-central",
             "control_addr": "198.51.100.7:4433",
